@@ -1,0 +1,34 @@
+# Quickstart: `make demo` (build the demo runs and serve them) and `make test` (the whole suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch 2.13.0 installs without a multi-GB CUDA download; override for a GPU build.
+TORCH_SPEC ?= torch==2.13.0
+PORT ?= 5006
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install -e ".[all]"
+	touch $@
+
+demo: $(VENV)/.installed-dev
+	$(BIN)/kdviz demo --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check kdviz tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check kdviz tests benchmarks
+
+bench: $(VENV)/.installed-dev
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs tests/artifacts .pytest_cache

@@ -1,0 +1,8 @@
+"""kdviz: see inside knowledge distillation. A teacher and a student go in; interactive views come out."""
+
+from kdviz._version import __version__
+from kdviz.capture import capture
+from kdviz.errors import KdvizError
+from kdviz.store import Run
+
+__all__ = ["KdvizError", "Run", "__version__", "capture"]

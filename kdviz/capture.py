@@ -1,0 +1,399 @@
+"""`capture`: run the teacher and the student over data and store logits, attentions and features in a `Run`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdviz.adapters import hf
+from kdviz.adapters.probe import ModelProbe, ProbeOutput
+from kdviz.batching import Batch, count_samples, iter_batches, to_device
+from kdviz.errors import CaptureError, InputError
+from kdviz.layer_map import resolve_layer_map
+from kdviz.metrics import logits as logit_metrics
+from kdviz.store import Run, RunWriter
+
+THUMBNAIL_MAX = 64
+ROLES = ("teacher", "student")
+
+
+def capture(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    attentions: bool = True,
+    path: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    layer_map: str | Mapping[int, int] = "uniform",
+    labels: Any = None,
+    class_names: Sequence[str] | None = None,
+    tokens: Sequence[Sequence[str]] | None = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    spatial_p: float | None = 2.0,
+    keep_full_logits: int | Sequence[int] = 0,
+    topk: int = 10,
+    next_token: bool | None = None,
+    names: tuple[str, str] | None = None,
+    overwrite: bool = False,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Run:
+    """Capture a teacher/student pair over ``data`` into a run at ``path`` and return it, opened lazily.
+
+    - ``data``: a tensor, a dict of tensors (tokenised text), a DataLoader or any iterable of batches
+      (tensors, ``(inputs, labels)`` pairs or dicts with a ``labels`` key). ``labels=`` overrides.
+    - ``layers``: module paths or glob patterns to hook for features (``"encoder.layer.*.output"``), either one
+      list for both models or ``{"teacher": [...], "student": [...]}``. 4-D conv features also give
+      attention-transfer maps (channel mean of |A|^p, L2-normalised, ``spatial_p``). With ``None``, Hugging Face
+      models store their hidden states and other models store no features.
+    - ``attentions``: Hugging Face models are switched to eager attention for the capture (and back);
+      timm-style fused blocks are read through `kdviz.adapters.fused`.
+    - Language models ([B, T, V] logits) are summarised per token (forward/reverse KL, entropies, top-``topk``,
+      true-token probability); ``keep_full_logits`` keeps full logits for the first K samples or given indices.
+    - ``next_token``: whether the target of position t is token t + 1 (default: yes for causal LMs and
+      models that are not Hugging Face ones, no otherwise).
+    - Runs under ``torch.inference_mode`` on ``device`` (default: CUDA when available, else CPU); models are
+      moved there and back, and their train/eval mode is restored. Memory is bounded by one batch plus the
+      writer's short queue. The run appears under ``path`` only when complete (default: a new temporary dir).
+    """
+    target_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    final_path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
+    teacher_layers, student_layers = _split_layers(layers)
+    teacher_name, student_name = names or (None, None)
+    probes = (
+        ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=attentions, device=target_device,
+                   spatial_p=spatial_p, name=teacher_name),
+        ModelProbe(student, "student", layers=student_layers, attentions=attentions, device=target_device,
+                   spatial_p=spatial_p, name=student_name),
+    )
+    session = CaptureSession(
+        probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
+        topk=topk, next_token=next_token, progress=progress,
+    )
+    with RunWriter(final_path, overwrite=overwrite) as writer:
+        for records in session:
+            for key, rows in records.items():
+                if key not in session.configured:
+                    writer.configure(key, chunk_rows=1 if "/attn/" in key else None, compress="/attn/" not in key)
+                    session.configured.add(key)
+                writer.append(key, rows)
+        meta = session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
+                            spatial_p=spatial_p, device=target_device, extra=extra_meta)
+        writer.commit(meta)
+    return Run.open(final_path)
+
+
+class CaptureSession:
+    """Iterates the data once, yielding per batch a dict of array key -> rows (numpy) to store.
+
+    Kept apart from the writer so the hooks-only cost can be measured (see benchmarks/capture_overhead.py).
+    After iteration, `meta` describes what was captured.
+    """
+
+    def __init__(
+        self,
+        probes: tuple[ModelProbe, ModelProbe],
+        data: Any,
+        *,
+        batch_size: int = 32,
+        labels: Any = None,
+        tokenizer: Any = None,
+        keep_full_logits: int | Sequence[int] = 0,
+        topk: int = 10,
+        next_token: bool | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.probes = probes
+        self.data = data
+        self.batch_size = batch_size
+        self.labels = labels
+        self.decode = _token_decoder(tokenizer)
+        self.keep = keep_full_logits
+        self.topk = topk
+        self.next_token = next_token
+        self.progress = progress
+        self.configured: set[str] = set()
+        self.n_samples = 0
+        self.task: str | None = None
+        self.structure: dict[str, dict[str, Any]] = {}
+        self.decoded_tokens: list[list[str]] = []
+        self.kept_indices: list[int] = []
+        self.counts = {role: {"correct": 0, "total": 0, "nll": 0.0, "nll_count": 0} for role in ROLES}
+        self.seq_len: int | None = None
+        self.n_classes: int | None = None
+        self.has_labels = False
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        total = count_samples(self.data)
+        bar = tqdm(total=total, unit="sample", desc="kdviz capture", disable=not self.progress)
+        with self.probes[0], self.probes[1], bar:
+            for batch in iter_batches(self.data, self.batch_size, self.labels):
+                with torch.inference_mode():
+                    inputs = to_device(batch.inputs, self.probes[0].device)
+                    outputs = tuple(probe.forward(inputs) for probe in self.probes)
+                    records = self._records(batch, outputs)
+                self.n_samples += batch.size
+                bar.update(batch.size)
+                yield records
+        if self.n_samples == 0:
+            raise InputError("the data yielded no samples; pass a non-empty tensor, dict or DataLoader")
+
+    # ---- per batch ----
+    def _records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput]) -> dict[str, np.ndarray]:
+        offset = self.n_samples
+        z_t, z_s = outputs[0].logits, outputs[1].logits
+        for role, z in zip(ROLES, (z_t, z_s), strict=True):
+            logit_metrics.check_finite(z, f"{role} logits", offset)
+        logit_metrics.check_pair(z_t, z_s)
+        task = "classification" if z_t.ndim == 2 else "tokens"
+        if self.task is None:
+            self.task = task
+            self.n_classes = int(z_t.shape[-1])
+            for role, out in zip(ROLES, outputs, strict=True):
+                self._record_structure(role, out)
+        records: dict[str, np.ndarray] = {}
+        records.update(self._input_records(batch, task))
+        if task == "classification":
+            self._classification_records(batch, outputs, records)
+        else:
+            self._token_records(batch, outputs, records, offset)
+        for role, out in zip(ROLES, outputs, strict=True):
+            self._check_structure(role, out)
+            for i, attn in enumerate(out.attentions):
+                records[f"{role}/attn/{i}"] = _np(attn)
+            records.update({f"{role}/feat/{name}": _np(v) for name, v in out.features.items()})
+            records.update({f"{role}/spatial/{name}": _np(v) for name, v in out.spatial.items()})
+        return records
+
+    def _input_records(self, batch: Batch, task: str) -> dict[str, np.ndarray]:
+        records: dict[str, np.ndarray] = {}
+        main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
+        if not main.is_floating_point() and main.ndim == 2:
+            records["inputs/token_ids"] = _np(main).astype(np.int32)
+            mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
+            records["inputs/attention_mask"] = _np(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
+            if self.decode is not None:
+                self.decoded_tokens.extend([self.decode(int(i)) for i in row] for row in main.tolist())
+            if self.seq_len is None:
+                self.seq_len = main.shape[1]
+        elif main.is_floating_point() and main.ndim in (3, 4):
+            records["inputs/thumbnails"] = thumbnails(main)
+        if batch.labels is not None and task == "classification":
+            if batch.labels.ndim != 1 or len(batch.labels) != batch.size:
+                raise InputError(f"classification labels must have shape [{batch.size}], got {tuple(batch.labels.shape)}")
+            records["inputs/labels"] = _np(batch.labels).astype(np.int64)
+            self.has_labels = True
+        return records
+
+    def _classification_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict) -> None:
+        for role, out in zip(ROLES, outputs, strict=True):
+            records[f"{role}/logits"] = _np(out.logits.float())
+            if batch.labels is not None:
+                correct, total = logit_metrics.correct_count(out.logits, batch.labels)
+                self.counts[role]["correct"] += correct
+                self.counts[role]["total"] += total
+
+    def _token_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict, offset: int) -> None:
+        z_t, z_s = outputs[0].logits, outputs[1].logits
+        targets = self._targets(batch, z_t.shape[:2], z_t.device)
+        stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
+        records["pair/tokens/kl"] = _np(stats["kl"]).astype(np.float32)
+        records["pair/tokens/reverse_kl"] = _np(stats["reverse_kl"]).astype(np.float32)
+        for role in ROLES:
+            for stat in ("entropy", "topk_ids", "topk_probs", "true_prob"):
+                value = stats.get(f"{role}_{stat}")
+                if value is not None:
+                    records[f"{role}/tokens/{stat}"] = _np(value).astype(np.int32 if stat == "topk_ids" else np.float32)
+        if targets is not None:
+            records["inputs/labels"] = _np(targets).astype(np.int64)
+            self.has_labels = True
+            valid = targets >= 0
+            for role, z in zip(ROLES, (z_t, z_s), strict=True):
+                correct, total = logit_metrics.correct_count(z, targets)
+                nll, count = logit_metrics.nll_sum(stats[f"{role}_true_prob"], valid)
+                counts = self.counts[role]
+                counts["correct"] += correct
+                counts["total"] += total
+                counts["nll"] += nll
+                counts["nll_count"] += count
+        keep = self._kept_rows(offset, batch.size)
+        if keep:
+            self.kept_indices.extend(offset + i for i in keep)
+            for role, z in zip(ROLES, (z_t, z_s), strict=True):
+                records[f"{role}/logits"] = _np(z[keep].float())
+
+    def _targets(self, batch: Batch, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+        """Per-position target token ids [B, T] (−100 where none), from labels or the next input token."""
+        next_token = self.next_token
+        if next_token is None:
+            next_token = hf.is_causal_lm(self.probes[0].model) or not self.probes[0].is_hf
+        source = batch.labels
+        if source is None and next_token:
+            main = batch.main_tensor("input_ids")
+            source = main if not main.is_floating_point() and main.ndim == 2 else None
+        if source is None:
+            return None
+        source = source.to(device).long()
+        if tuple(source.shape) != tuple(shape):
+            raise InputError(f"token labels must have shape {tuple(shape)} like the logits, got {tuple(source.shape)}")
+        targets = torch.full_like(source, -100)
+        if next_token:
+            targets[:, :-1] = source[:, 1:]
+        else:
+            targets.copy_(source)
+        mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
+        if mask is not None:
+            mask = mask.to(device).bool()
+            valid = mask.clone()
+            if next_token:
+                valid[:, :-1] &= mask[:, 1:]
+            targets = torch.where(valid, targets, torch.full_like(targets, -100))
+        return targets
+
+    def _kept_rows(self, offset: int, size: int) -> list[int]:
+        if isinstance(self.keep, int):
+            return list(range(max(0, min(size, self.keep - offset))))
+        wanted = {int(i) for i in self.keep}
+        return [i for i in range(size) if offset + i in wanted]
+
+    # ---- structure of what is captured ----
+    def _record_structure(self, role: str, out: ProbeOutput) -> None:
+        probe = self.probes[ROLES.index(role)]
+        self.structure[role] = {
+            "attention_layers": probe.attention_names[: len(out.attentions)],
+            "heads": [int(a.shape[1]) for a in out.attentions],
+            "feature_names": list(out.features),
+            "feature_shapes": {name: list(v.shape[1:]) for name, v in out.features.items()},
+            "spatial_names": list(out.spatial),
+        }
+
+    def _check_structure(self, role: str, out: ProbeOutput) -> None:
+        known = self.structure[role]
+        if len(out.attentions) != len(known["heads"]) or list(out.features) != known["feature_names"]:
+            raise CaptureError(f"the {role} produced different layers in this batch than in the first one; capture needs a fixed structure")
+        if self.seq_len is not None and out.attentions and out.attentions[0].shape[-1] != self.seq_len:
+            raise InputError(
+                f"a batch has {out.attentions[0].shape[-1]} tokens but the first had {self.seq_len}; pad every batch to one "
+                "length, for example tokenizer(..., padding='max_length', max_length=N)"
+            )
+
+    def meta(
+        self,
+        *,
+        layer_map: str | Mapping[int, int],
+        class_names: Sequence[str] | None,
+        tokens: Sequence[Sequence[str]] | None,
+        attentions: bool,
+        spatial_p: float | None,
+        device: torch.device,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The run's ``meta.json`` content, once iteration is done."""
+        models = {}
+        for role, probe in zip(ROLES, self.probes, strict=True):
+            counts = self.counts[role]
+            models[role] = {
+                **probe.describe(),
+                **self.structure[role],
+                "accuracy": counts["correct"] / counts["total"] if counts["total"] else None,
+                "perplexity": math.exp(counts["nll"] / counts["nll_count"]) if counts["nll_count"] else None,
+            }
+        unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
+        key = "heads" if unit == "attention" else "feature_names"
+        pairs = resolve_layer_map(layer_map, len(models["teacher"][key]), len(models["student"][key]))
+        if class_names is not None and self.task == "classification" and len(class_names) != self.n_classes:
+            raise InputError(f"class_names has {len(class_names)} names but the models predict {self.n_classes} classes")
+        if tokens is not None and len(tokens) != self.n_samples:
+            raise InputError(f"tokens= has {len(tokens)} entries but the data had {self.n_samples} samples")
+        return {
+            "task": self.task,
+            "n_samples": self.n_samples,
+            "n_classes": self.n_classes,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "teacher": models["teacher"],
+            "student": models["student"],
+            "layer_map": {"spec": layer_map if isinstance(layer_map, str) else "explicit", "unit": unit, "pairs": pairs},
+            "class_names": [str(c) for c in class_names] if class_names is not None else None,
+            "tokens": [list(map(str, t)) for t in tokens] if tokens is not None else (self.decoded_tokens or None),
+            "inputs": {"labels": self.has_labels, "seq_len": self.seq_len},
+            "capture": {
+                "batch_size": self.batch_size,
+                "attentions": attentions,
+                "attention_dtype": "float16",
+                "spatial_p": spatial_p,
+                "topk": self.topk if self.task == "tokens" else None,
+                "full_logits_index": self.kept_indices if self.task == "tokens" else None,
+                "next_token": self.next_token,
+                "device": str(device),
+                "torch_version": torch.__version__,
+            },
+            **({"extra": dict(extra)} if extra else {}),
+        }
+
+def thumbnails(images: torch.Tensor, max_size: int = THUMBNAIL_MAX) -> np.ndarray:
+    """Display thumbnails [B, h, w] (grey) or [B, h, w, 3] uint8 from images [B, C, H, W] or [B, H, W], min-max scaled per image."""
+    x = images.detach().float()
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.shape[1] not in (1, 3):
+        x = x[:, :1]
+    height, width = x.shape[-2:]
+    scale = min(1.0, max_size / max(height, width))
+    if scale < 1.0:
+        x = F.adaptive_avg_pool2d(x, (max(1, int(height * scale)), max(1, int(width * scale))))
+    flat = x.reshape(x.shape[0], -1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    x = (x - lo[:, None, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None, None]
+    out = (x * 255).round().clamp(0, 255).to(torch.uint8)
+    out = out[:, 0] if out.shape[1] == 1 else out.permute(0, 2, 3, 1)
+    return out.cpu().numpy()
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _split_layers(layers: Any) -> tuple[list[str] | None, list[str] | None]:
+    if layers is None:
+        return None, None
+    if isinstance(layers, str):
+        layers = [layers]
+    if isinstance(layers, Mapping):
+        unknown = set(layers) - set(ROLES)
+        if unknown:
+            raise InputError(f"layers dict keys must be 'teacher' and 'student', got {sorted(unknown)}")
+        return _as_list(layers.get("teacher")), _as_list(layers.get("student"))
+    return list(layers), list(layers)
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _token_decoder(tokenizer: Any) -> Callable[[int], str] | None:
+    """A function id -> token string from a HF tokenizer, a vocabulary list/dict, or a callable."""
+    if tokenizer is None:
+        return None
+    if hasattr(tokenizer, "convert_ids_to_tokens"):
+        return lambda i: str(tokenizer.convert_ids_to_tokens(i))
+    if isinstance(tokenizer, Sequence | Mapping):
+        return lambda i: str(tokenizer[i])
+    if callable(tokenizer):
+        return lambda i: str(tokenizer(i))
+    raise InputError("tokenizer must be a Hugging Face tokenizer, a vocabulary (list or dict id -> token) or a callable")

@@ -1,0 +1,1 @@
+"""Floor 3: pure metric functions and streaming accumulators. No UI, no disk I/O."""

@@ -1,0 +1,454 @@
+"""`Run`: a capture result on disk (Zarr v3 arrays + ``meta.json``), written atomically and read lazily.
+
+Layout of ``NAME.kdviz/`` (see DESIGN.md):
+  meta.json                      schema, models, layer map, class names / tokens, capture settings
+  inputs/labels                  [N] or [N, T] int64
+  inputs/thumbnails              [N, h, w] or [N, h, w, 3] uint8
+  inputs/token_ids, attention_mask   [N, T]
+  {teacher,student}/logits       [N, C] float32 (classification) or [K, T, V] (kept LM subset)
+  {teacher,student}/attn/<i>     [N, H, T, T] float16, one chunk per sample
+  {teacher,student}/feat/<name>  [N, ...] float32
+  {teacher,student}/spatial/<name>   [N, h, w] float32, attention-transfer maps of CNN features
+  {teacher,student}/tokens/<stat>    [N, T] or [N, T, k] per-token statistics of language models
+  pair/tokens/<stat>             [N, T] per-token divergences between the two models
+Only this module touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from kdviz._version import __version__
+from kdviz.errors import (
+    CorruptRunError,
+    MissingDataError,
+    NotARunError,
+    RunExistsError,
+    RunNotFoundError,
+    SchemaTooNewError,
+)
+
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+CHUNK_TARGET_BYTES = 2 * 1024 * 1024
+
+
+class LazyArray:
+    """A read-only view of one stored array; nothing is read until it is sliced or converted."""
+
+    def __init__(self, array: zarr.Array, key: str) -> None:
+        self._array = array
+        self.key = key
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self._array[index])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.asarray(self._array[...])
+        return data if dtype is None else data.astype(dtype)
+
+    def read(self) -> np.ndarray:
+        """Read the whole array into memory."""
+        return self[...]
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.key!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class RunInfo(str):
+    """The readable summary of a run; a str that shows itself unquoted in a REPL or notebook."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class ModelSide:
+    """The teacher's or the student's arrays in a run: ``logits``, ``attention(layer)``, ``features(name)``."""
+
+    def __init__(self, run: Run, role: str) -> None:
+        self._run = run
+        self.role = role
+        self.description: dict[str, Any] = run.meta[role]
+
+    @property
+    def name(self) -> str:
+        return self.description["name"]
+
+    @property
+    def attention_layers(self) -> list[str]:
+        """Names of the captured attention layers, in forward order; ``attention(i)`` reads the i-th."""
+        return list(self.description.get("attention_layers", []))
+
+    @property
+    def heads(self) -> list[int]:
+        return list(self.description.get("heads", []))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.description.get("feature_names", []))
+
+    @property
+    def spatial_names(self) -> list[str]:
+        return list(self.description.get("spatial_names", []))
+
+    @property
+    def token_stats(self) -> list[str]:
+        return list(self.description.get("token_stats", []))
+
+    @property
+    def logits(self) -> LazyArray:
+        """[N, C] logits for classification, or the [K, T, V] subset kept with ``keep_full_logits``."""
+        key = f"{self.role}/logits"
+        if not self._run.has(key):
+            raise MissingDataError(
+                f"this run stores no full {self.role} logits: vocabulary-sized outputs are summarised per token "
+                f"while capturing (see {self.role}.token(...)); pass keep_full_logits=K to capture() to keep K samples"
+            )
+        return self._run.array(key)
+
+    def attention(self, layer: int | str) -> LazyArray:
+        """[N, H, T, T] attention probabilities of one layer, by index or by layer name."""
+        layers = self.attention_layers
+        if not layers:
+            raise MissingDataError(
+                f"this run has no {self.role} attentions: capture with attentions=True, and for Hugging Face "
+                "models use eager attention; a plain nn.Module needs timm-style attention blocks (qkv + num_heads)"
+            )
+        if isinstance(layer, str):
+            if layer not in layers:
+                raise MissingDataError(f"no {self.role} attention layer {layer!r}; captured layers: {layers}")
+            index = layers.index(layer)
+        else:
+            index = int(layer)
+            if not -len(layers) <= index < len(layers):
+                raise MissingDataError(
+                    f"{self.role} attention layer {layer} is out of range: the run has {len(layers)} layers (0..{len(layers) - 1})"
+                )
+            index %= len(layers)
+        return self._run.array(f"{self.role}/attn/{index}")
+
+    def features(self, name: str) -> LazyArray:
+        """[N, ...] output of one hooked module, as captured (conv maps stay [N, C, H, W])."""
+        return self._named(name, "feat", self.feature_names, "features")
+
+    def spatial(self, name: str) -> LazyArray:
+        """[N, h, w] attention-transfer map of one CNN feature: channel mean of |A|^p, L2-normalised."""
+        return self._named(name, "spatial", self.spatial_names, "spatial attention maps")
+
+    def token(self, stat: str) -> LazyArray:
+        """Per-token statistic of a language model: ``entropy``, ``true_prob``, ``topk_ids``, ``topk_probs``."""
+        return self._named(stat, "tokens", self.token_stats, "per-token statistics")
+
+    def _named(self, name: str, group: str, available: list[str], what: str) -> LazyArray:
+        if name not in available:
+            raise MissingDataError(
+                f"no {self.role} {what} named {name!r}; this run has: {available or 'none'}. "
+                "Pass layers=[...] (module paths or glob patterns) to capture() to record features."
+            )
+        return self._run.array(f"{self.role}/{group}/{name}")
+
+    def __repr__(self) -> str:
+        return f"<{self.role} {self.name!r}: {len(self.attention_layers)} attention layers, {len(self.feature_names)} features>"
+
+
+class Run:
+    """A capture result on disk. ``Run.open`` reads only ``meta.json``; arrays are read lazily by slice."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], root: zarr.Group) -> None:
+        self.path = path
+        self.meta = meta
+        self._root = root
+        self.teacher = ModelSide(self, "teacher")
+        self.student = ModelSide(self, "student")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        """Open a run directory; raises a `KdvizError` naming the problem when it is not a readable run."""
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist; check it, or build one with kdviz.capture(...)")
+        meta_path = path / META_FILE
+        if not path.is_dir() or not meta_path.is_file():
+            raise NotARunError(
+                f"{str(path)!r} is not a kdviz run: it has no {META_FILE}; runs are directories written by kdviz.capture()"
+            )
+        meta = _read_meta(meta_path)
+        try:
+            root = zarr.open_group(store=str(path), mode="r", zarr_format=3)
+        except Exception as exc:  # zarr raises several types for a damaged hierarchy
+            raise CorruptRunError(f"the arrays of run {str(path)!r} cannot be opened ({exc}); capture the run again") from exc
+        return cls(path, meta, root)
+
+    # ---- metadata -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name.removesuffix(".kdviz")
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.meta["n_samples"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    @property
+    def tokens(self) -> list[list[str]] | None:
+        """Per-sample token strings, when the capture was given tokens or a tokenizer."""
+        return self.meta.get("tokens")
+
+    @property
+    def layer_map(self) -> list[tuple[int, int]]:
+        """(student layer, teacher layer) pairs."""
+        return [(p["student"], p["teacher"]) for p in self.meta["layer_map"]["pairs"]]
+
+    # ---- arrays ---------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        try:
+            self._root[key]
+        except KeyError:
+            return False
+        return True
+
+    def array(self, key: str) -> LazyArray:
+        """The stored array under ``key`` (for example ``"inputs/labels"``), unread."""
+        try:
+            node = self._root[key]
+        except KeyError as exc:
+            raise MissingDataError(f"run {self.name!r} has no array {key!r}") from exc
+        if not isinstance(node, zarr.Array):
+            raise MissingDataError(f"{key!r} in run {self.name!r} is a group, not an array")
+        return LazyArray(node, key)
+
+    def keys(self) -> list[str]:
+        """Every stored array key."""
+        with warnings.catch_warnings():  # zarr notes that meta.json is not a zarr node; it is ours
+            warnings.simplefilter("ignore")
+            members = self._root.members(max_depth=None)
+        return sorted(path for path, node in members if isinstance(node, zarr.Array))
+
+    @property
+    def labels(self) -> LazyArray:
+        return self.array("inputs/labels")
+
+    def info(self) -> RunInfo:
+        """A readable summary: task, samples, both models with accuracy, layer map and capture settings."""
+        from kdviz.summary import run_summary
+
+        return RunInfo(run_summary(self))
+
+    def __repr__(self) -> str:
+        return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptRunError(f"{str(meta_path)!r} is not valid JSON ({exc}); the run is damaged, capture it again") from exc
+    if not isinstance(meta, dict) or "schema_version" not in meta:
+        raise CorruptRunError(f"{str(meta_path)!r} has no schema_version; it was not written by kdviz, capture the run again")
+    version = meta["schema_version"]
+    if not isinstance(version, int):
+        raise CorruptRunError(f"{str(meta_path)!r} has a non-integer schema_version {version!r}; capture the run again")
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"the run at {str(meta_path.parent)!r} uses schema {version}, written by kdviz {meta.get('kdviz_version', '?')}; "
+            f"this kdviz {__version__} reads schema {SCHEMA_VERSION} at most: upgrade kdviz (pip install -U kdviz)"
+        )
+    missing = [key for key in ("task", "n_samples", "teacher", "student", "layer_map") if key not in meta]
+    if missing:
+        raise CorruptRunError(f"{str(meta_path)!r} lacks {missing}; the run is damaged, capture it again")
+    return meta
+
+
+# ---- writing --------------------------------------------------------------------------------------
+class _StreamedArray:
+    """Appends rows to one zarr array, writing only whole chunks until ``flush`` (bounded buffer)."""
+
+    def __init__(self, group: zarr.Group, key: str, first: np.ndarray, chunk_rows: int | None, compress: bool) -> None:
+        row_shape = first.shape[1:]
+        row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * first.dtype.itemsize)
+        rows_per_file = max(1, CHUNK_TARGET_BYTES // row_bytes)
+        # Per-sample chunks (for lazy one-sample reads) are grouped into shards, so a run is not thousands of tiny files.
+        sharded = chunk_rows is not None and chunk_rows < rows_per_file
+        self.chunk_rows = rows_per_file if sharded or chunk_rows is None else chunk_rows
+        self.array = group.create_array(
+            key,
+            shape=(0, *row_shape),
+            chunks=(chunk_rows if sharded else self.chunk_rows, *row_shape),
+            shards=(self.chunk_rows, *row_shape) if sharded else None,
+            dtype=first.dtype,
+            compressors="auto" if compress else None,
+            fill_value=0,
+        )
+        self.length = 0
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != self.array.shape[1:]:
+            raise CorruptRunError(
+                f"rows for {self.array.path!r} have shape {rows.shape[1:]}, but earlier batches had {self.array.shape[1:]}"
+            )
+        self.pending.append(rows)
+        self.pending_rows += len(rows)
+        if self.pending_rows >= self.chunk_rows:
+            self._write(whole_chunks_only=True)
+
+    def flush(self) -> None:
+        if self.pending_rows:
+            self._write(whole_chunks_only=False)
+
+    def _write(self, whole_chunks_only: bool) -> None:
+        data = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        count = (len(data) // self.chunk_rows) * self.chunk_rows if whole_chunks_only else len(data)
+        start = self.length
+        self.array.resize((start + count, *self.array.shape[1:]))
+        self.array[start : start + count] = data[:count]
+        self.length += count
+        rest = data[count:]
+        self.pending = [rest] if len(rest) else []
+        self.pending_rows = len(rest)
+
+
+class RunWriter:
+    """Writes a run into a hidden temporary sibling and renames it into place on `commit`.
+
+    Rows are appended per key and written by one background thread, so compression and disk I/O
+    overlap the model's forward passes; the queue is short, which bounds memory to a few batches.
+    An exception anywhere (or `abort`) deletes the temporary directory: nothing appears under the final name.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, queue_size: int = 4) -> None:
+        self.path = Path(path).expanduser().absolute()
+        if self.path.exists() and not overwrite:
+            raise RunExistsError(f"a run already exists at {str(self.path)!r}; pass overwrite=True or choose another path")
+        self.overwrite = overwrite
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self._root = zarr.open_group(store=str(self.tmp_path), mode="w", zarr_format=3)
+        self._arrays: dict[str, _StreamedArray] = {}
+        self._settings: dict[str, tuple[int | None, bool]] = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="kdviz-run-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def configure(self, key: str, *, chunk_rows: int | None = None, compress: bool = True) -> None:
+        """Set the chunking of ``key`` before its first rows arrive (default: ~2 MB chunks, zstd).
+
+        ``chunk_rows=1`` makes every sample its own chunk (read alone), packed into ~2 MB shard files.
+        """
+        self._settings[key] = (chunk_rows, compress)
+
+    def append(self, key: str, rows: np.ndarray) -> None:
+        """Queue rows [B, ...] for ``key``; arrays are created on first use."""
+        self._raise_pending()
+        self._queue.put((key, np.ascontiguousarray(rows)))
+
+    def write(self, key: str, data: np.ndarray) -> None:
+        """Queue a whole array for ``key`` (it must not be appended to again)."""
+        self.append(key, data)
+
+    def commit(self, meta: Mapping[str, Any]) -> Path:
+        """Flush every array, write ``meta.json`` and rename the run into place; returns the final path."""
+        self._stop_thread()
+        self._raise_pending()
+        for streamed in self._arrays.values():
+            streamed.flush()
+        full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
+        (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
+        if self.path.exists():
+            trash = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.path, trash)
+            os.replace(self.tmp_path, self.path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.tmp_path, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_thread()
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+    # ---- background thread ----
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so producers never block; the error is raised on their side
+            key, rows = item
+            try:
+                streamed = self._arrays.get(key)
+                if streamed is None:
+                    chunk_rows, compress = self._settings.get(key, (None, True))
+                    streamed = self._arrays[key] = _StreamedArray(self._root, key, rows, chunk_rows, compress)
+                streamed.append(rows)
+            except BaseException as exc:  # surfaced to the caller by _raise_pending
+                self._error = exc
+
+    def _stop_thread(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise CorruptRunError(f"writing the run failed: {self._error}") from self._error
+
+
+def iter_run_paths(paths: list[str | os.PathLike]) -> Iterator[Path]:
+    """Expand directories that hold several ``*.kdviz`` runs into the runs themselves."""
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir() and not (path / META_FILE).exists() and any(path.glob(f"*.kdviz/{META_FILE}")):
+            yield from sorted(p.parent for p in path.glob(f"*.kdviz/{META_FILE}"))
+        else:
+            yield path

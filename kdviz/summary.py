@@ -1,0 +1,57 @@
+"""The plain-text summary of a run, shared by ``run.info()`` and ``kdviz info``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kdviz.layer_map import describe_layer_map
+
+if TYPE_CHECKING:
+    from kdviz.store import Run
+
+
+def format_count(n: int) -> str:
+    """12_345_678 -> '12.3M'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def quality(model: dict[str, Any]) -> str:
+    """'accuracy 97.2%' and/or 'perplexity 5.31', or 'no labels'."""
+    parts = []
+    if model.get("accuracy") is not None:
+        parts.append(f"accuracy {100 * model['accuracy']:.1f}%")
+    if model.get("perplexity") is not None:
+        parts.append(f"perplexity {model['perplexity']:.2f}")
+    return ", ".join(parts) or "no labels"
+
+
+def model_line(role: str, model: dict[str, Any]) -> str:
+    heads = model.get("heads") or []
+    attention = f"{len(heads)} attention layers × {max(heads)} heads" if heads else "no attentions"
+    return (
+        f"  {role:<8} {model['name']} ({format_count(model['n_params'])} params): {quality(model)}; "
+        f"{attention}; {len(model.get('feature_names') or [])} feature layers"
+    )
+
+
+def run_summary(run: Run) -> str:
+    meta = run.meta
+    teacher, student = meta["teacher"], meta["student"]
+    ratio = teacher["n_params"] / max(1, student["n_params"])
+    lines = [
+        f"kdviz run {run.name!r} at {run.path}",
+        f"  task     {meta['task']}, {meta['n_samples']} samples"
+        + (f", {meta['n_classes']} classes" if meta.get("n_classes") and meta["task"] == "classification" else "")
+        + (f", vocabulary {meta['n_classes']}" if meta.get("n_classes") and meta["task"] == "tokens" else ""),
+        model_line("teacher", teacher),
+        model_line("student", student),
+        f"  size     teacher/student parameters: {ratio:.1f}×",
+        f"  layers   {meta['layer_map']['spec']} map over {meta['layer_map']['unit']}: {describe_layer_map(meta['layer_map']['pairs'])}",
+    ]
+    capture = meta.get("capture", {})
+    settings = ", ".join(f"{k}={v}" for k, v in capture.items() if k in ("batch_size", "attentions", "spatial_p", "topk", "device"))
+    lines.append(f"  capture  {settings}; kdviz {meta.get('kdviz_version', '?')}, {meta.get('created', '')}")
+    return "\n".join(lines)
