@@ -1,0 +1,80 @@
+"""The ``kdviz`` command: ``demo``, ``serve``, ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdviz.errors import KdvizError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kdviz", description="See inside knowledge distillation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="build the demo runs and serve them")
+    demo.add_argument("--build-only", metavar="PATH", help="only build the demo runs into PATH, do not serve")
+    demo.add_argument("--out", metavar="DIR", default="runs/demo", help="where to build the runs before serving (default: runs/demo)")
+    demo.add_argument("--port", type=int, default=5006)
+    demo.add_argument("--address", default=None, help="address to bind (default: localhost only)")
+    demo.add_argument("--retrain", action="store_true", help="retrain the demo models from fixed seeds into assets/ first")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    serve = commands.add_parser("serve", help="serve a read-only dashboard of runs")
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding *.kdviz runs")
+    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--address", default=None, help="address to bind (default: localhost only)")
+
+    info = commands.add_parser("info", help="print a readable summary of a run")
+    info.add_argument("run", metavar="RUN")
+
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KdvizError as exc:
+        print(f"kdviz: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        from kdviz.store import Run
+
+        print(Run.open(args.run).info())
+        return 0
+    if args.command == "serve":
+        from kdviz.app.serve import serve
+
+        serve(args.runs, port=args.port, address=args.address)
+        return 0
+    return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kdviz.demo.build import build_demo_runs
+
+    if args.retrain:
+        from kdviz.demo.train import retrain
+        from kdviz.demo.weights import assets_dir
+
+        target = assets_dir()
+        print(f"kdviz: retraining the demo models into {target}", flush=True)
+        retrain(target, progress=not args.quiet)
+    out = Path(args.build_only or args.out)
+    runs = build_demo_runs(out, progress=not args.quiet)
+    for run in runs:
+        print(run.info(), flush=True)
+    if args.build_only:
+        return 0
+    from kdviz.app.serve import serve
+
+    serve([run.path for run in runs], port=args.port, address=args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
