@@ -312,6 +312,9 @@ class CaptureSession:
                 "accuracy": counts["correct"] / counts["total"] if counts["total"] else None,
                 "perplexity": math.exp(counts["nll"] / counts["nll_count"]) if counts["nll_count"] else None,
             }
+        if self.task == "tokens":
+            for model in models.values():
+                model["token_stats"] = ["entropy", "topk_ids", "topk_probs"] + (["true_prob"] if self.has_labels else [])
         unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
         key = "heads" if unit == "attention" else "feature_names"
         pairs = resolve_layer_map(layer_map, len(models["teacher"][key]), len(models["student"][key]))

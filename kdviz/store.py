@@ -303,6 +303,8 @@ class _StreamedArray:
         rows_per_file = max(1, CHUNK_TARGET_BYTES // row_bytes)
         # Per-sample chunks (for lazy one-sample reads) are grouped into shards, so a run is not thousands of tiny files.
         sharded = chunk_rows is not None and chunk_rows < rows_per_file
+        if sharded:
+            rows_per_file -= rows_per_file % chunk_rows  # a shard holds whole chunks
         self.chunk_rows = rows_per_file if sharded or chunk_rows is None else chunk_rows
         self.array = group.create_array(
             key,

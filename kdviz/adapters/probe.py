@@ -76,9 +76,9 @@ class ModelProbe:
 
     def _enter(self, stack: contextlib.ExitStack) -> None:
         model = self.model
-        was_training = model.training
+        modes = [(module, module.training) for module in model.modules()]  # mixed modes (frozen BN) are kept
         model.eval()
-        stack.callback(model.train, was_training)
+        stack.callback(_restore_modes, modes)
         original_device = next((p.device for p in model.parameters()), None)
         if original_device is not None and original_device != self.device:
             model.to(self.device)
@@ -153,3 +153,8 @@ class ModelProbe:
             "attention_switched_from": self.switched_from,
             "layer_patterns": self.layer_patterns,
         }
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
