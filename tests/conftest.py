@@ -14,11 +14,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
-    """The three demo runs, captured from the committed weights: {name: Run}."""
-    from kdviz.demo.build import build_demo_runs
+    """The three demo runs, built by `kdviz demo --build-only` from the committed weights: {name: Run}."""
+    from kdviz.cli import main
+    from kdviz.store import Run
 
-    runs = build_demo_runs(tmp_path_factory.mktemp("demo"), progress=False)
-    return {run.name: run for run in runs}
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--build-only", str(out), "--quiet"]) == 0
+    return {path.name.removesuffix(".kdviz"): Run.open(path) for path in sorted(out.glob("*.kdviz"))}
 
 
 class TinyCNN(nn.Module):

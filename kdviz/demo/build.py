@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
 from kdviz.demo.weights import assets_dir, load_pair, read_manifest
@@ -20,13 +22,14 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
     manifest = read_manifest(assets)
     digits = demo_data.load_digits()
     runs = []
-    for pair, name, layers in (("cnn", "digits-cnn", ["layer1", "layer2", "layer3"]), ("vit", "digits-vit", ["blocks.*"])):
+    image_pairs = (("cnn", "digits-cnn", "CNN", ["layer1", "layer2", "layer3"]), ("vit", "digits-vit", "ViT", ["blocks.*"]))
+    for pair, name, label, layers in image_pairs:
         teacher, student, entry = load_pair(pair, assets)
         runs.append(
             capture(
                 teacher, student, (digits.x_test, digits.y_test), path=out_dir / f"{name}.kdviz", layers=layers,
                 class_names=digits.class_names, batch_size=100, progress=progress, overwrite=overwrite, device="cpu",
-                names=(f"{pair.upper()} teacher", f"{pair.upper()} student"),
+                names=(f"{label} teacher", f"{label} student"),
                 extra_meta={"demo": pair, "distillation": entry["train"], "data": "scikit-learn digits, held-out 500"},
             )
         )
@@ -36,7 +39,8 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
     ids = demo_data.char_sequences(demo_data.encode(held_out, vocab), N_TEXT_SAMPLES)
     runs.append(
         capture(
-            teacher, student, {"input_ids": ids}, path=out_dir / "charlm.kdviz", tokenizer=vocab, batch_size=16,
+            teacher, student, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, path=out_dir / "charlm.kdviz",
+            tokenizer=vocab, batch_size=16,
             keep_full_logits=8, progress=progress, overwrite=overwrite, device="cpu",
             names=("GPT-2 char teacher", "GPT-2 char student"),
             extra_meta={"demo": "charlm", "distillation": entry["train"], "data": "Python's pydoc topics, held-out 10%"},

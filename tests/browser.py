@@ -1,0 +1,95 @@
+"""Helpers for real-browser tests: a `kdviz serve` subprocess and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def require_chromium() -> str:
+    """Debian's chromium; CI installs it (.ci/run), so there a missing browser fails instead of skipping."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it with apt-get install -y chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def kdviz_server(*run_paths: Path, timeout: float = 60) -> Iterator[str]:
+    """Run `kdviz serve` on a free localhost port; yields its URL and stops it afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdviz.cli", "serve", *map(str, run_paths), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"kdviz serve exited early:\n{process.stdout.read()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("kdviz serve did not start listening in time")
+        yield f"http://localhost:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def offline_page(viewport: tuple[int, int] = (1280, 900)) -> Iterator[tuple[object, dict[str, list[str]]]]:
+    """A Chromium page that refuses every request off localhost; yields it with logs of console errors,
+    blocked requests and dialogs."""
+    from playwright.sync_api import sync_playwright
+
+    log: dict[str, list[str]] = {"console_errors": [], "blocked": [], "dialogs": []}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.on("console", lambda msg: log["console_errors"].append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: log["console_errors"].append(str(exc)))
+
+            def on_dialog(dialog) -> None:
+                log["dialogs"].append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+
+            def route(request_route) -> None:
+                url = request_route.request.url
+                if url.startswith(("http://localhost", "http://127.0.0.1", "ws://localhost", "ws://127.0.0.1", "data:", "blob:")):
+                    request_route.continue_()
+                else:
+                    log["blocked"].append(url)
+                    request_route.abort()
+
+            page.route("**/*", route)
+            yield page, log
+        finally:
+            browser.close()
