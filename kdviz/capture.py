@@ -86,11 +86,7 @@ def capture(
     )
     with RunWriter(final_path, overwrite=overwrite) as writer:
         for records in session:
-            for key, rows in records.items():
-                if key not in session.configured:
-                    writer.configure(key, chunk_rows=1 if "/attn/" in key else None, compress="/attn/" not in key)
-                    session.configured.add(key)
-                writer.append(key, rows)
+            writer.append_batch(records)
         meta = session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
                             spatial_p=spatial_p, device=target_device, extra=extra_meta)
         writer.commit(meta)
@@ -126,7 +122,6 @@ class CaptureSession:
         self.topk = topk
         self.next_token = next_token
         self.progress = progress
-        self.configured: set[str] = set()
         self.n_samples = 0
         self.task: str | None = None
         self.structure: dict[str, dict[str, Any]] = {}
