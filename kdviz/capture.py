@@ -82,7 +82,7 @@ def capture(
     )
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
-        topk=topk, next_token=next_token, progress=progress,
+        topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {final_path.name}",
     )
     with RunWriter(final_path, overwrite=overwrite) as writer:
         for records in session:
@@ -112,6 +112,7 @@ class CaptureSession:
         topk: int = 10,
         next_token: bool | None = None,
         progress: bool = True,
+        description: str = "kdviz capture",
     ) -> None:
         self.probes = probes
         self.data = data
@@ -131,10 +132,12 @@ class CaptureSession:
         self.seq_len: int | None = None
         self.n_classes: int | None = None
         self.has_labels = False
+        self.labelled = False
+        self.description = description
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         total = count_samples(self.data)
-        bar = tqdm(total=total, unit="sample", desc="kdviz capture", disable=not self.progress)
+        bar = tqdm(total=total, unit="sample", desc=self.description, disable=not self.progress)
         with self.probes[0], self.probes[1], bar:
             for batch in iter_batches(self.data, self.batch_size, self.labels):
                 with torch.inference_mode():
@@ -178,6 +181,11 @@ class CaptureSession:
         records: dict[str, np.ndarray] = {}
         main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
         if not main.is_floating_point() and main.ndim == 2:
+            if self.seq_len is not None and main.shape[1] != self.seq_len:
+                raise InputError(
+                    f"a batch has {main.shape[1]} tokens but the first had {self.seq_len}; pad every batch to one "
+                    "length, for example tokenizer(..., padding='max_length', max_length=N)"
+                )
             records["inputs/token_ids"] = _np(main).astype(np.int32)
             mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
             records["inputs/attention_mask"] = _np(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
@@ -187,7 +195,15 @@ class CaptureSession:
                 self.seq_len = main.shape[1]
         elif main.is_floating_point() and main.ndim in (3, 4):
             records["inputs/thumbnails"] = thumbnails(main)
-        if batch.labels is not None and task == "classification":
+        labelled = batch.labels is not None
+        if self.n_samples == 0:
+            self.labelled = labelled
+        elif labelled != self.labelled:
+            raise InputError(
+                f"the batch starting at sample {self.n_samples} {'has' if labelled else 'lacks'} labels, unlike the first batch; "
+                "give labels for every batch or for none (or pass labels= for all samples)"
+            )
+        if labelled and task == "classification":
             if batch.labels.ndim != 1 or len(batch.labels) != batch.size:
                 raise InputError(f"classification labels must have shape [{batch.size}], got {tuple(batch.labels.shape)}")
             records["inputs/labels"] = _np(batch.labels).astype(np.int64)
@@ -280,11 +296,6 @@ class CaptureSession:
         known = self.structure[role]
         if len(out.attentions) != len(known["heads"]) or list(out.features) != known["feature_names"]:
             raise CaptureError(f"the {role} produced different layers in this batch than in the first one; capture needs a fixed structure")
-        if self.seq_len is not None and out.attentions and out.attentions[0].shape[-1] != self.seq_len:
-            raise InputError(
-                f"a batch has {out.attentions[0].shape[-1]} tokens but the first had {self.seq_len}; pad every batch to one "
-                "length, for example tokenizer(..., padding='max_length', max_length=N)"
-            )
 
     def meta(
         self,

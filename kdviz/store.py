@@ -191,6 +191,8 @@ class Run:
     @classmethod
     def open(cls, path: str | os.PathLike) -> Run:
         """Open a run directory; raises a `KdvizError` naming the problem when it is not a readable run."""
+        if "://" in str(path):
+            raise NotARunError(f"{str(path)!r} is a URL; this version of kdviz reads runs from local paths only, copy the run locally")
         path = Path(path).expanduser()
         if not path.exists():
             raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist; check it, or build one with kdviz.capture(...)")

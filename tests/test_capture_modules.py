@@ -180,3 +180,24 @@ def test_data_is_streamed_one_batch_at_a_time(tmp_path, cnn_pair):
     teacher.register_forward_pre_hook(lambda m, a: seen_when_forwarding.append(len(pulled)))
     kdviz.capture(teacher, student, batches(), path=tmp_path / "r.kdviz", progress=False)
     assert seen_when_forwarding == [1, 2, 3, 4, 5, 6]  # never reads ahead: memory is one batch
+
+
+def test_labels_in_some_batches_only_are_refused(tmp_path, cnn_pair):
+    teacher, student = cnn_pair
+    batches = [(torch.randn(4, 1, 8, 8), torch.randint(0, 5, (4,))), torch.randn(4, 1, 8, 8)]
+    with pytest.raises(InputError, match="lacks labels, unlike the first batch"):
+        kdviz.capture(teacher, student, batches, path=tmp_path / "r.kdviz", progress=False)
+
+
+def test_token_batches_of_different_lengths_name_the_padding_fix(tmp_path):
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.EmbeddingBag(20, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.embed(ids)
+
+    batches = [torch.randint(0, 20, (2, 6)), torch.randint(0, 20, (2, 9))]
+    with pytest.raises(InputError, match="padding='max_length'"):
+        kdviz.capture(Bag(), Bag(), batches, path=tmp_path / "r.kdviz", progress=False)

@@ -95,6 +95,11 @@ def test_missing_path(tmp_path):
         Run.open(tmp_path / "nope.kdviz")
 
 
+def test_urls_get_a_clear_error():
+    with pytest.raises(NotARunError, match="local paths only"):
+        Run.open("s3://bucket/x.kdviz")
+
+
 def test_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(NotARunError, match="not a kdviz run"):
