@@ -3,18 +3,22 @@
 Conventions (see KD-NOTES.md): p = softmax(z / T); KL(a‖b) = Σ a (log a − log b), in nats, computed from
 log-softmax and summed in float64. "KL" here is the true divergence, never the soft cross-entropy
 −Σ p_t log p_s (which is larger by H(p_t)). No T² factor unless ``t2_scale=True`` (the Hinton KD-loss scale).
-Functions take torch tensors or numpy arrays shaped [N, C] or [N, T, V] and return one value per sample
-(or per token); the class axis is the last one.
+Functions take torch tensors or numpy arrays shaped [N, C] or [N, T, V] (with an optional [N, T] ``mask``) and
+return one value per sample (or per token; NaN where masked); the class axis is the last one. A dataset mean is
+one more call (`dataset_mean`). Calibration is in `kdviz.metrics.calibration` (``ece`` is re-exported here) and
+class-level matrices in `kdviz.metrics.classwise`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from kdviz.errors import InputError
+from kdviz.metrics.calibration import ece as ece  # re-exported: DESIGN lists ece under metrics.logits
 
 ArrayLike = Any  # numpy array or torch tensor
 
@@ -55,37 +59,307 @@ def log_probs(z: ArrayLike, T: float = 1.0) -> torch.Tensor:
     return torch.log_softmax(tensor / T, dim=-1)
 
 
-def kl_from_log_probs(logp_a: torch.Tensor, logp_b: torch.Tensor) -> torch.Tensor:
-    """KL(a‖b) = Σ a (log a − log b) over the last axis, summed in float64; terms with a = 0 contribute 0."""
-    p_a = logp_a.exp()
-    terms = torch.where(p_a > 0, p_a * (logp_a - logp_b), torch.zeros((), dtype=p_a.dtype, device=p_a.device))
-    return terms.sum(dim=-1, dtype=torch.float64)
+MEASURES: dict[str, str] = {
+    "kl": "forward KL(p_t‖p_s)",
+    "reverse_kl": "reverse KL(p_s‖p_t)",
+    "js": "Jensen–Shannon",
+    "jsd": "generalised JSD(β)",
+    "skew_kl": "skewed KL(p_t‖λp_t+(1−λ)p_s)",
+    "tv": "total variation",
+    "hellinger": "Hellinger",
+    "teacher_entropy": "teacher entropy H(p_t)",
+    "student_entropy": "student entropy H(p_s)",
+}
+"""Every per-sample measure `divergences` can compute, with its display label (nats, except TV and Hellinger)."""
+
+LN2 = float(np.log(2.0))
+F64 = torch.float64
+CHUNK_ELEMENTS = 1 << 18  # 256k float64 values (2 MB) per array keeps each pass in cache
 
 
-def entropy_from_log_probs(logp: torch.Tensor) -> torch.Tensor:
-    """H(p) = −Σ p log p over the last axis, summed in float64."""
-    p = logp.exp()
-    terms = torch.where(p > 0, -p * logp, torch.zeros((), dtype=p.dtype, device=p.device))
-    return terms.sum(dim=-1, dtype=torch.float64)
+def divergences(
+    z_t: ArrayLike,
+    z_s: ArrayLike,
+    T: float = 1.0,
+    *,
+    measures: Sequence[str] | None = None,
+    beta: float = 0.5,
+    lam: float = 0.1,
+    mask: ArrayLike | None = None,
+    t2_scale: bool = False,
+) -> dict[str, ArrayLike]:
+    """Per-sample (or per-token) measures between teacher and student at temperature T, in one pass.
+
+    ``z_t``, ``z_s``: logits [N, C] or [N, T, V]; ``mask`` [N, T] marks valid tokens (others give NaN).
+    ``measures``: names from `MEASURES` (default all). Work is done in float64, on row chunks, with one softmax
+    per model shared by every measure (see `measures_from_logits`). ``t2_scale`` multiplies
+    the KL-type measures (kl, reverse_kl, js, jsd, skew_kl) by T², the Hinton KD-loss scale.
+    Returns arrays shaped like the logits without their last axis (numpy in, numpy out; torch in, torch out).
+    """
+    wanted = list(MEASURES) if measures is None else list(measures)
+    unknown = [m for m in wanted if m not in MEASURES]
+    if unknown:
+        raise InputError(f"unknown measures {unknown}; choose from {list(MEASURES)}")
+    if not 0.0 <= beta <= 1.0:
+        raise InputError(f"JSD β must lie in [0, 1], got {beta}")
+    if not 0.0 <= lam < 1.0:
+        raise InputError(f"skewed-KL λ must lie in [0, 1), got {lam}")
+    if T <= 0:
+        raise InputError(f"temperature must be positive, got T={T}")
+    zt, zs = _as_tensor(z_t, None), _as_tensor(z_s, None)  # converted to float64 chunk by chunk below
+    check_pair(zt, zs)
+    if zt.ndim < 2:
+        raise InputError(f"logits must have a class axis: [N, C] or [N, T, V], got shape {tuple(zt.shape)}")
+    lead_shape, n_classes = zt.shape[:-1], zt.shape[-1]
+    flat_t, flat_s = zt.reshape(-1, n_classes), zs.reshape(-1, n_classes)
+    check_finite(zt.reshape(zt.shape[0], -1), "teacher logits")
+    check_finite(zs.reshape(zs.shape[0], -1), "student logits")
+    out = {m: torch.empty(flat_t.shape[0], dtype=F64, device=flat_t.device) for m in wanted}
+    step = max(1, CHUNK_ELEMENTS // n_classes)
+    for start in range(0, flat_t.shape[0], step):
+        chunk_t = flat_t[start : start + step].to(F64) / T
+        chunk_s = flat_s[start : start + step].to(F64) / T
+        chunk = measures_from_logits(chunk_t, chunk_s, wanted, beta, lam)
+        for name, value in chunk.items():
+            out[name][start : start + step] = value
+    scale = T * T if t2_scale else 1.0
+    result = {}
+    for name, value in out.items():
+        value = value.reshape(lead_shape)
+        if scale != 1.0 and name in ("kl", "reverse_kl", "js", "jsd", "skew_kl"):
+            value = value * scale
+        if mask is not None:
+            valid = _as_tensor(mask, torch.bool).to(value.device)
+            if tuple(valid.shape) != tuple(lead_shape):
+                raise InputError(
+                    f"mask must have shape {tuple(lead_shape)} like the logits without their class axis, got {tuple(valid.shape)}"
+                )
+            value = torch.where(valid, value, torch.full_like(value, float("nan")))
+        result[name] = _like_input(value, z_t)
+    return result
 
 
-def kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, t2_scale: bool = False) -> ArrayLike:
-    """Forward KL(p_t‖p_s) at temperature T per sample/token [N] or [N, T]; ×T² if ``t2_scale`` (KD-loss scale)."""
-    lt, ls = _pair_log_probs(z_t, z_s, T)
-    value = kl_from_log_probs(lt, ls) * (T * T if t2_scale else 1.0)
-    return _like_input(value, z_t)
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Σ a·b over the last axis, accumulated in float64."""
+    if a.dtype == F64 and b.dtype == F64:
+        return torch.linalg.vecdot(a, b)
+    return (a * b).sum(-1, dtype=F64)
 
 
-def reverse_kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, t2_scale: bool = False) -> ArrayLike:
-    """Reverse KL(p_s‖p_t) at temperature T (mode-seeking) per sample/token."""
-    lt, ls = _pair_log_probs(z_t, z_s, T)
-    value = kl_from_log_probs(ls, lt) * (T * T if t2_scale else 1.0)
-    return _like_input(value, z_t)
+def _xlogy_sum(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Σ p log q over the last axis, with 0·log 0 = 0, accumulated in float64."""
+    return torch.xlogy(p, q).sum(-1, dtype=F64)
 
 
-def entropy(z: ArrayLike, T: float = 1.0) -> ArrayLike:
+def measures_from_logits(
+    zt: torch.Tensor, zs: torch.Tensor, wanted: Sequence[str], beta: float = 0.5, lam: float = 0.1
+) -> dict[str, torch.Tensor]:
+    """The requested measures from tempered logits z/T [..., C] of both models. The one place the formulas live.
+
+    Uses log p = z − lse(z), so KL(p_t‖p_s) = Σ p_t (z_t − z_s) − (lse_t − lse_s) and Σ p log p = Σ p z − lse:
+    one exp per model and no second log-softmax. Mixture measures use Σ p log m with 0·log 0 = 0. Sums are
+    accumulated in float64; in float64 the cancellation error is ~1e-15 even when the distributions are equal.
+    """
+    out: dict[str, torch.Tensor] = {}
+    pt, lse_t = _softmax_and_lse(zt)
+    ps, lse_s = _softmax_and_lse(zs)
+    d_lse = lse_t - lse_s
+
+    def forward_kl() -> torch.Tensor:
+        return _dot(pt, zt - zs) - d_lse
+
+    def reverse() -> torch.Tensor:
+        return d_lse - _dot(ps, zt - zs)
+
+    if "kl" in wanted:
+        out["kl"] = forward_kl()
+    if "reverse_kl" in wanted:
+        out["reverse_kl"] = reverse()
+    neg_h_t = _dot(pt, zt) - lse_t  # Σ p_t log p_t
+    neg_h_s = _dot(ps, zs) - lse_s
+    if "teacher_entropy" in wanted:
+        out["teacher_entropy"] = -neg_h_t
+    if "student_entropy" in wanted:
+        out["student_entropy"] = -neg_h_s
+
+    def kl_to_mixture(weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL(p_t‖m), KL(p_s‖m)) with m = weight·p_t + (1 − weight)·p_s."""
+        mix = pt * weight + ps * (1.0 - weight)
+        return neg_h_t - _xlogy_sum(pt, mix), neg_h_s - _xlogy_sum(ps, mix)
+
+    if "js" in wanted:
+        to_t, to_s = kl_to_mixture(0.5)
+        out["js"] = 0.5 * (to_t + to_s)
+    if "jsd" in wanted:
+        if beta == 0.0:
+            out["jsd"] = forward_kl()
+        elif beta == 1.0:
+            out["jsd"] = reverse()
+        else:
+            to_t, to_s = kl_to_mixture(beta)
+            out["jsd"] = (beta * to_t + (1 - beta) * to_s) / (beta * (1 - beta))
+    if "skew_kl" in wanted:
+        out["skew_kl"] = forward_kl() if lam == 0.0 else kl_to_mixture(lam)[0]
+    if "tv" in wanted:
+        out["tv"] = 0.5 * (pt - ps).abs().sum(-1, dtype=F64)
+    if "hellinger" in wanted:
+        out["hellinger"] = ((pt.sqrt() - ps.sqrt()).square().sum(-1, dtype=F64) * 0.5).sqrt()
+    return out
+
+
+def _softmax_and_lse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(z), logsumexp(z)) over the last axis with a single exp pass; lse is float64.
+
+    In place where no gradient is needed; out of place when ``z`` requires grad (the KD losses train through it).
+    """
+    top = z.amax(-1, keepdim=True).detach()
+    shifted = z - top
+    if z.requires_grad:
+        exp = shifted.exp()
+        total = exp.sum(-1, keepdim=True)
+        return exp / total, (top + total.log()).squeeze(-1).to(F64)
+    exp = shifted.exp_()
+    total = exp.sum(-1, keepdim=True)
+    return exp.div_(total), (top + total.log()).squeeze(-1).to(F64)
+
+
+def kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None, t2_scale: bool = False) -> ArrayLike:
+    """Forward KL(p_t‖p_s) at temperature T per sample/token (mode-covering); ×T² if ``t2_scale`` (KD-loss scale).
+
+    This is the divergence itself, not the soft cross-entropy −Σ p_t log p_s = KL + H(p_t).
+    """
+    return divergences(z_t, z_s, T, measures=["kl"], mask=mask, t2_scale=t2_scale)["kl"]
+
+
+def reverse_kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None, t2_scale: bool = False) -> ArrayLike:
+    """Reverse KL(p_s‖p_t) at temperature T per sample/token (mode-seeking)."""
+    return divergences(z_t, z_s, T, measures=["reverse_kl"], mask=mask, t2_scale=t2_scale)["reverse_kl"]
+
+
+def js(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None) -> ArrayLike:
+    """Jensen–Shannon divergence ½KL(p_t‖m) + ½KL(p_s‖m), m = ½(p_t + p_s); symmetric, at most ln 2."""
+    return divergences(z_t, z_s, T, measures=["js"], mask=mask)["js"]
+
+
+def jsd(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, beta: float = 0.5, mask: ArrayLike | None = None) -> ArrayLike:
+    """Generalised JSD(β), normalised by β(1−β) so that β = 0 gives forward KL and β = 1 reverse KL."""
+    return divergences(z_t, z_s, T, measures=["jsd"], beta=beta, mask=mask)["jsd"]
+
+
+def skew_kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, lam: float = 0.1, mask: ArrayLike | None = None) -> ArrayLike:
+    """Skewed KL(p_t ‖ λp_t + (1−λ)p_s) (DistiLLM); λ = 0 is forward KL, and it stays finite where p_s → 0."""
+    return divergences(z_t, z_s, T, measures=["skew_kl"], lam=lam, mask=mask)["skew_kl"]
+
+
+def tv(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None) -> ArrayLike:
+    """Total variation ½Σ|p_t − p_s|, in [0, 1]."""
+    return divergences(z_t, z_s, T, measures=["tv"], mask=mask)["tv"]
+
+
+def hellinger(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None) -> ArrayLike:
+    """Hellinger distance ‖√p_t − √p_s‖₂ / √2, in [0, 1]."""
+    return divergences(z_t, z_s, T, measures=["hellinger"], mask=mask)["hellinger"]
+
+
+def entropy(z: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None) -> ArrayLike:
     """Entropy of softmax(z / T) in nats, per sample/token."""
-    return _like_input(entropy_from_log_probs(log_probs(_as_tensor(z), T)), z)
+    return divergences(z, z, T, measures=["teacher_entropy"], mask=mask)["teacher_entropy"]
+
+
+def dataset_mean(values: ArrayLike) -> float:
+    """Mean over samples/tokens, skipping NaN (masked) entries."""
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
+
+
+def dkd_parts(z_t: ArrayLike, z_s: ArrayLike, target: ArrayLike, T: float = 1.0) -> dict[str, ArrayLike]:
+    """Decoupled KD (Zhao et al. 2022): split KL(p_t‖p_s) into target and non-target parts, per sample.
+
+    With b = [p_y, 1 − p_y] and p̂_i = p_i / (1 − p_y) for i ≠ y:
+    ``tckd`` = KL(b_t‖b_s), ``nckd`` = KL(p̂_t‖p̂_s), and ``kl`` = tckd + (1 − p_t,y)·nckd exactly
+    (``nckd_weight`` = 1 − p_t,y). With two classes p̂ has a single entry, so NCKD is 0 (``binary`` is True):
+    there is no non-target mass to spread. Everything is computed in log space, in float64.
+    DKD loss = (α·tckd + β·nckd)·T².
+    """
+    zt, zs = _as_tensor(z_t), _as_tensor(z_s)
+    check_pair(zt, zs)
+    if zt.ndim != 2:
+        raise InputError(f"dkd_parts takes logits [N, C], got shape {tuple(zt.shape)}; flatten token positions first")
+    n_classes = zt.shape[-1]
+    if n_classes < 2:
+        raise InputError("dkd_parts needs at least two classes")
+    check_finite(zt, "teacher logits")
+    check_finite(zs, "student logits")
+    y = _as_tensor(target, torch.long).reshape(-1)
+    if y.shape[0] != zt.shape[0] or bool(((y < 0) | (y >= n_classes)).any()):
+        raise InputError(f"target must hold one class index in [0, {n_classes}) per sample; got shape {tuple(y.shape)}")
+    lt, ls = log_probs(zt, T), log_probs(zs, T)
+    is_target = torch.nn.functional.one_hot(y, n_classes).bool()
+    lt_y, ls_y = lt.gather(1, y[:, None])[:, 0], ls.gather(1, y[:, None])[:, 0]
+    rest_t = torch.logsumexp(lt.masked_fill(is_target, -torch.inf), dim=1)  # log(1 − p_t,y), exact in log space
+    rest_s = torch.logsumexp(ls.masked_fill(is_target, -torch.inf), dim=1)
+    pt_y = lt_y.exp()
+    tckd = pt_y * (lt_y - ls_y) + (1 - pt_y) * (rest_t - rest_s)
+    hat_t, hat_s = lt - rest_t[:, None], ls - rest_s[:, None]  # log p̂ over non-target classes
+    nckd = torch.where(is_target, torch.zeros_like(hat_t), hat_t.exp() * (hat_t - hat_s)).sum(1)
+    parts = {"tckd": tckd, "nckd": nckd, "nckd_weight": 1 - pt_y, "kl": (lt.exp() * (lt - ls)).sum(1), "p_t_target": pt_y}
+    result = {name: _like_input(value, z_t) for name, value in parts.items()}
+    result["binary"] = n_classes == 2
+    return result
+
+
+def topk_agreement(z_t: ArrayLike, z_s: ArrayLike, k: int = 5) -> dict[str, ArrayLike]:
+    """Per sample: ``top1`` = 1 where the argmaxes agree; ``overlap`` = |top_k(t) ∩ top_k(s)| / k."""
+    zt, zs = _as_tensor(z_t, None), _as_tensor(z_s, None)
+    check_pair(zt, zs)
+    k = int(k)
+    if not 1 <= k <= zt.shape[-1]:
+        raise InputError(f"k must lie in [1, {zt.shape[-1]}] (the number of classes), got {k}")
+    top_t, top_s = zt.topk(k, dim=-1).indices, zs.topk(k, dim=-1).indices
+    overlap = (top_t.unsqueeze(-1) == top_s.unsqueeze(-2)).any(-1).sum(-1).double() / k
+    top1 = (zt.argmax(-1) == zs.argmax(-1)).double()
+    return {"top1": _like_input(top1, z_t), "overlap": _like_input(overlap, z_t)}
+
+
+def rank_agreement(z_t: ArrayLike, z_s: ArrayLike, target: ArrayLike) -> dict[str, np.ndarray]:
+    """Per sample, how alike the two models rank the non-target classes ("dark knowledge"): Spearman ρ and Kendall τ-b.
+
+    Needs at least 3 classes (2 non-target classes to rank). Ties get average ranks (ρ) and the τ-b correction.
+    """
+    zt, zs = (_as_tensor(z, torch.float64).cpu().numpy() for z in (z_t, z_s))
+    if zt.shape != zs.shape or zt.ndim != 2:
+        raise InputError(f"rank_agreement takes teacher and student logits [N, C] of one shape, got {zt.shape} and {zs.shape}")
+    n, n_classes = zt.shape
+    if n_classes < 3:
+        raise InputError(f"rank agreement over non-target classes needs at least 3 classes, got {n_classes}")
+    y = np.asarray(_as_tensor(target, torch.long).cpu()).reshape(-1)
+    keep = np.ones((n, n_classes), dtype=bool)
+    keep[np.arange(n), y] = False
+    rest_t, rest_s = zt[keep].reshape(n, -1), zs[keep].reshape(n, -1)
+    from scipy.stats import rankdata
+
+    rank_t, rank_s = rankdata(rest_t, axis=1), rankdata(rest_s, axis=1)
+    rank_t -= rank_t.mean(1, keepdims=True)
+    rank_s -= rank_s.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spearman = (rank_t * rank_s).sum(1) / np.sqrt((rank_t**2).sum(1) * (rank_s**2).sum(1))
+    return {"spearman": spearman, "kendall": _kendall_tau_b(rest_t, rest_s)}
+
+
+def _kendall_tau_b(a: np.ndarray, b: np.ndarray, max_elements: int = 1 << 24) -> np.ndarray:
+    """Row-wise Kendall τ-b of [n, m] arrays, over all m(m−1)/2 pairs, in row chunks of bounded size."""
+    n, m = a.shape
+    i, j = np.triu_indices(m, k=1)
+    out = np.empty(n)
+    step = max(1, max_elements // max(1, len(i)))
+    for start in range(0, n, step):
+        sa = np.sign(a[start : start + step, j] - a[start : start + step, i])
+        sb = np.sign(b[start : start + step, j] - b[start : start + step, i])
+        concordance = (sa * sb).sum(1)
+        untied_a, untied_b = np.abs(sa).sum(1), np.abs(sb).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + step] = concordance / np.sqrt(untied_a * untied_b)
+    return out
 
 
 def correct_count(z: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None) -> tuple[int, int]:
@@ -122,17 +396,17 @@ def token_statistics(
 ) -> dict[str, torch.Tensor]:
     """Per-token summaries of two [B, T, V] logit tensors, so vocabulary-sized outputs need not be stored.
 
-    Returns ``kl`` and ``reverse_kl`` [B, T] (float64 sums of float32 log-softmax terms), and per model
-    ``{teacher,student}_entropy`` [B, T], ``_topk_ids`` / ``_topk_probs`` [B, T, k] and, when ``targets``
+    Returns ``kl``, ``reverse_kl``, ``teacher_entropy`` and ``student_entropy`` [B, T] (float64 sums of float32
+    log-softmax terms, to keep vocabulary-sized batches small on the GPU), and per model ``_topk_ids`` /
+    ``_topk_probs`` [B, T, k] and, when ``targets``
     [B, T] is given (−100 or any negative marks no target), ``_true_prob`` [B, T] (0 where there is no target).
     """
     check_pair(z_t, z_s)
+    stats = measures_from_logits(z_t.float(), z_s.float(), ["kl", "reverse_kl", "teacher_entropy", "student_entropy"])
     lt = torch.log_softmax(z_t.float(), dim=-1)
     ls = torch.log_softmax(z_s.float(), dim=-1)
-    stats = {"kl": kl_from_log_probs(lt, ls), "reverse_kl": kl_from_log_probs(ls, lt)}
     k = min(topk, z_t.shape[-1])
     for role, logp in (("teacher", lt), ("student", ls)):
-        stats[f"{role}_entropy"] = entropy_from_log_probs(logp)
         top_logp, top_ids = logp.topk(k, dim=-1)
         stats[f"{role}_topk_ids"] = top_ids.to(torch.int32)
         stats[f"{role}_topk_probs"] = top_logp.exp()
@@ -143,9 +417,5 @@ def token_statistics(
     return stats
 
 
-def _pair_log_probs(z_t: ArrayLike, z_s: ArrayLike, T: float) -> tuple[torch.Tensor, torch.Tensor]:
-    zt, zs = _as_tensor(z_t), _as_tensor(z_s)
-    check_pair(zt, zs)
-    check_finite(zt.reshape(zt.shape[0], -1), "teacher logits")
-    check_finite(zs.reshape(zs.shape[0], -1), "student logits")
-    return log_probs(zt, T), log_probs(zs, T)
+
+
