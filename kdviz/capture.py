@@ -25,6 +25,7 @@ from kdviz.metrics import logits as logit_metrics
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
+MAX_VOCAB_IN_META = 300_000
 ROLES = ("teacher", "student")
 
 
@@ -275,6 +276,12 @@ class CaptureSession:
             targets = torch.where(valid, targets, torch.full_like(targets, -100))
         return targets
 
+    def _vocabulary(self) -> list[str] | None:
+        """id -> token string for the whole output vocabulary, so top-k ids can be shown as text."""
+        if self.decode is None or self.n_classes is None or self.n_classes > MAX_VOCAB_IN_META:
+            return None
+        return [self.decode(i) for i in range(self.n_classes)]
+
     def _kept_rows(self, offset: int, size: int) -> list[int]:
         if isinstance(self.keep, int):
             return list(range(max(0, min(size, self.keep - offset))))
@@ -338,6 +345,7 @@ class CaptureSession:
             "layer_map": {"spec": layer_map if isinstance(layer_map, str) else "explicit", "unit": unit, "pairs": pairs},
             "class_names": [str(c) for c in class_names] if class_names is not None else None,
             "tokens": [list(map(str, t)) for t in tokens] if tokens is not None else (self.decoded_tokens or None),
+            "vocab": self._vocabulary() if self.task == "tokens" else None,
             "inputs": {"labels": self.has_labels, "seq_len": self.seq_len},
             "capture": {
                 "batch_size": self.batch_size,

@@ -72,6 +72,9 @@ MEASURES: dict[str, str] = {
 }
 """Every per-sample measure `divergences` can compute, with its display label (nats, except TV and Hellinger)."""
 
+T2_MEASURES = ("kl", "reverse_kl", "js", "jsd", "skew_kl")
+"""The KL-type measures that ``t2_scale`` multiplies by T²."""
+
 LN2 = float(np.log(2.0))
 F64 = torch.float64
 CHUNK_ELEMENTS = 1 << 18  # 256k float64 values (2 MB) per array keeps each pass in cache
@@ -126,7 +129,7 @@ def divergences(
     result = {}
     for name, value in out.items():
         value = value.reshape(lead_shape)
-        if scale != 1.0 and name in ("kl", "reverse_kl", "js", "jsd", "skew_kl"):
+        if scale != 1.0 and name in T2_MEASURES:
             value = value * scale
         if mask is not None:
             valid = _as_tensor(mask, torch.bool).to(value.device)

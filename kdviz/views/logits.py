@@ -1,0 +1,314 @@
+"""Views of how the student's output distribution differs from the teacher's. Each function returns a go.Figure.
+
+Numbers come from `kdviz.metrics`; colours and fonts from `kdviz.views.theme`. Every string that comes from a
+run (class names, tokens) passes through `text.escape_label` before it reaches the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kdviz.metrics import logits as lm
+from kdviz.metrics.classwise import QUADRANTS
+from kdviz.views import theme
+from kdviz.views.text import display_token, escape_label
+
+
+def measure_label(measure: str, T: float, t2_scale: bool = False) -> str:
+    """Axis text that states the convention: which divergence, which temperature, whether ×T² is applied."""
+    base = lm.MEASURES[measure]
+    unit = "" if measure in ("tv", "hellinger") else " (nats)"
+    scale = ", ×T² as in the KD loss" if t2_scale and measure in lm.T2_MEASURES else ""
+    return f"{base} at T={T:g}{unit}{scale}"
+
+
+def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
+    return [escape_label(c) for c in class_names] if class_names is not None else [str(i) for i in range(n)]
+
+
+# ---- distribution of divergence -------------------------------------------------------------------------------
+def divergence_histogram(
+    values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60
+) -> go.Figure:
+    """Histogram of per-sample (or per-token) divergence [N] with mean and median marked.
+
+    Clicking a bar selects its samples (plotly passes ``pointNumbers``); ``selected`` marks one sample's value.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = v[np.isfinite(v)]
+    fig = go.Figure(
+        go.Histogram(
+            x=finite, nbinsx=nbins, marker={"color": theme.STUDENT, "line": {"color": "white", "width": 0.5}}, opacity=0.85,
+            name="samples", hovertemplate="%{x}<br>%{y} samples<extra></extra>",
+        )
+    )
+    if len(finite):
+        mean, median = float(finite.mean()), float(np.median(finite))
+        fig.add_vline(x=mean, line={"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5},
+                      annotation={"text": f"mean {mean:.3g}", "yanchor": "top"}, annotation_position="top right")
+        fig.add_vline(x=median, line={"color": theme.NEUTRAL, "dash": "dot", "width": 1.5},
+                      annotation={"text": f"median {median:.3g}", "yanchor": "top"}, annotation_position="top left")
+    if selected is not None and 0 <= selected < len(v) and np.isfinite(v[selected]):
+        fig.add_vline(x=float(v[selected]), line={"color": theme.TEACHER, "width": 2.5},
+                      annotation={"text": f"sample {selected}"}, annotation_position="top left")
+    fig.update_xaxes(title=measure_label(measure, T, t2_scale))
+    fig.update_yaxes(title="samples" if v.size == len(np.asarray(values).reshape(-1)) else "tokens")
+    fig.update_layout(bargap=0.02, clickmode="event+select")
+    return theme.style(fig, f"How far the student is from the teacher ({len(finite):,} values)", legend=False)
+
+
+# ---- one sample ---------------------------------------------------------------------------------------------------
+def sample_drilldown(
+    z_t: Any,
+    z_s: Any,
+    *,
+    T: float = 1.0,
+    target: int | None = None,
+    class_names: Sequence[str] | None = None,
+    thumbnail: np.ndarray | None = None,
+    context: str | None = None,
+    sample_index: int | None = None,
+    max_classes: int = 20,
+) -> go.Figure:
+    """Teacher vs student probabilities at temperature T for one sample (logits [C] each).
+
+    The target class comes first and is outlined; the non-target classes are shaded, with their total mass
+    (the "dark knowledge") written on top. Above ``max_classes`` classes, the classes with the highest
+    probability under either model are shown. An image sample shows its thumbnail; text shows its context.
+    """
+    row_t, row_s = np.asarray(z_t, dtype=np.float64)[None], np.asarray(z_s, dtype=np.float64)[None]
+    p_t, p_s = np.exp(lm.log_probs(row_t, T).numpy()[0]), np.exp(lm.log_probs(row_s, T).numpy()[0])
+    n = len(p_t)
+    names = _names(class_names, n)
+    order = np.argsort(-np.maximum(p_t, p_s), kind="stable")
+    if target is not None:
+        order = np.concatenate([[target], order[order != target]])
+    order = order[:max_classes]
+    labels = [names[i] for i in order]
+    has_image = thumbnail is not None
+    fig = make_subplots(rows=1, cols=2 if has_image else 1, column_widths=[0.22, 0.78] if has_image else None,
+                        horizontal_spacing=0.06)
+    col = 2 if has_image else 1
+    if has_image:
+        image = np.asarray(thumbnail)
+        fig.add_trace(go.Heatmap(z=image[::-1] if image.ndim == 2 else None, colorscale="Greys", showscale=False,
+                                 hoverinfo="skip") if image.ndim == 2 else go.Image(z=image), row=1, col=1)
+        fig.update_xaxes(visible=False, row=1, col=1)
+        fig.update_yaxes(visible=False, scaleanchor="x", row=1, col=1)
+    for role, probs in (("teacher", p_t), ("student", p_s)):
+        fig.add_trace(
+            go.Bar(x=labels, y=probs[order], name=role, marker={"color": theme.ROLE_COLOURS[role]},
+                   hovertemplate="class %{x}<br>" + role + " p = %{y:.4f}<extra></extra>"),
+            row=1, col=col,
+        )
+    xref = "x2" if has_image else "x"
+    if target is not None:
+        rest_t, rest_s = 1 - p_t[target], 1 - p_s[target]
+        fig.add_vrect(x0=0.5, x1=len(order) - 0.5, fillcolor=theme.SHADE, line_width=0, layer="below", row=1, col=col)
+        fig.add_vrect(x0=-0.5, x1=0.5, line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor="rgba(0,0,0,0)", row=1, col=col)
+        fig.add_annotation(x=(len(order) - 1) / 2 + 0.25, xref=xref, y=1.02, yref="paper", showarrow=False,
+                           text=f"non-target mass (dark knowledge): teacher {rest_t:.1%} · student {rest_s:.1%}",
+                           font={"color": theme.NEUTRAL})
+        fig.add_annotation(x=0, xref=xref, y=1.02, yref="paper", showarrow=False, text="target", font={"color": theme.HIGHLIGHT})
+    fig.update_xaxes(title="class", type="category", row=1, col=col)
+    fig.update_yaxes(title=f"probability at T={T:g}", rangemode="tozero", row=1, col=col)
+    fig.update_layout(barmode="group", bargap=0.25)
+    kl_value = float(lm.kl(row_t, row_s, T)[0])
+    head = f"Sample {sample_index}" if sample_index is not None else "Sample"
+    title = f"{head}: teacher vs student at T={T:g} (KL(p_t‖p_s) = {kl_value:.3g} nats)"
+    if context:
+        title += f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{escape_label(context)}</span>"
+    return theme.style(fig, title, height=400)
+
+
+# ---- agreement ------------------------------------------------------------------------------------------------------
+def agreement_matrix(matrix: Any, class_names: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap of teacher-argmax (rows) × student-argmax (columns) counts [C, C]; the diagonal is agreement."""
+    counts = np.asarray(matrix)
+    names = _names(class_names, len(counts))
+    total = counts.sum()
+    fig = go.Figure(
+        go.Heatmap(z=counts, x=names, y=names, colorscale=theme.SEQUENTIAL_SCALE, colorbar={"title": "samples"},
+                   text=np.where(counts > 0, counts.astype(str), ""), texttemplate="%{text}" if len(counts) <= 20 else None,
+                   hovertemplate="teacher says %{y}, student says %{x}: %{z} samples<extra></extra>")
+    )
+    fig.update_xaxes(title="student's prediction", type="category", side="bottom")
+    fig.update_yaxes(title="teacher's prediction", type="category", autorange="reversed", scaleanchor="x")
+    agree = np.trace(counts) / total if total else float("nan")
+    return theme.style(fig, f"Where the student agrees with the teacher (top-1 agreement {agree:.1%})", height=480, legend=False)
+
+
+def quadrant_chart(quadrants: Mapping[str, int]) -> go.Figure:
+    """2×2 counts of teacher right/wrong × student right/wrong (from `metrics.classwise.correctness_quadrants`)."""
+    total = max(1, sum(quadrants.values()))
+    grid = np.array([[quadrants[QUADRANTS[0]], quadrants[QUADRANTS[1]]], [quadrants[QUADRANTS[2]], quadrants[QUADRANTS[3]]]])
+    text = [[f"{c:,}<br>{c / total:.1%}" for c in row] for row in grid]
+    fig = go.Figure(
+        go.Heatmap(z=grid, x=["student right", "student wrong"], y=["teacher right", "teacher wrong"], text=text,
+                   texttemplate="%{text}", textfont={"size": 16}, colorscale=theme.SEQUENTIAL_SCALE, showscale=False,
+                   hovertemplate="%{y}, %{x}: %{z} samples<extra></extra>")
+    )
+    fig.update_yaxes(autorange="reversed")
+    return theme.style(fig, "Right and wrong: teacher × student", height=340, legend=False)
+
+
+# ---- calibration ----------------------------------------------------------------------------------------------------
+def reliability_diagram(teacher: Mapping[str, Any], student: Mapping[str, Any], *, T: float = 1.0) -> go.Figure:
+    """Both models' reliability curves on one chart, from `metrics.calibration.ece` results; perfect = diagonal."""
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.75, 0.25], shared_xaxes=True, vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": theme.MUTED, "dash": "dash"},
+                             name="perfectly calibrated", hoverinfo="skip"), row=1, col=1)
+    for role, result in (("teacher", teacher), ("student", student)):
+        filled = np.asarray(result["count"]) > 0
+        centres = (np.asarray(result["lower"]) + np.asarray(result["upper"])) / 2
+        colour = theme.ROLE_COLOURS[role]
+        fig.add_trace(go.Scatter(
+            x=np.asarray(result["confidence"])[filled], y=np.asarray(result["accuracy"])[filled], mode="lines+markers",
+            name=f"{role} (ECE {result['ece']:.3f}, MCE {result['mce']:.3f})", line={"color": colour, "width": 2.5},
+            marker={"size": 7}, customdata=np.asarray(result["count"])[filled],
+            hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>%{customdata} samples<extra>" + role + "</extra>",
+        ), row=1, col=1)
+        fig.add_trace(go.Bar(x=centres, y=result["count"], marker={"color": colour}, opacity=0.7, showlegend=False,
+                             width=1 / len(centres) * 0.45, offset=(-1 / len(centres) * 0.45) if role == "teacher" else 0,
+                             hovertemplate="%{y} samples<extra>" + role + "</extra>"), row=2, col=1)
+    fig.update_xaxes(range=[0, 1], row=1, col=1)
+    fig.update_xaxes(range=[0, 1], title=f"confidence (max probability at T={T:g}), 15 bins (lo, hi]", row=2, col=1)
+    fig.update_yaxes(range=[0, 1.02], title="accuracy", row=1, col=1)
+    fig.update_yaxes(title="samples", type="log", dtick=1, row=2, col=1)
+    return theme.style(fig, f"Calibration at T={T:g}: teacher vs student", height=520)
+
+
+# ---- class level ----------------------------------------------------------------------------------------------------
+def per_class_divergence(per_class: Mapping[str, Any], class_names: Sequence[str] | None = None, *, T: float = 1.0) -> go.Figure:
+    """Heatmap of per-class mean divergence: rows are measures, columns true classes. Colour is scaled per row
+    (measures have different ranges); the numbers are the raw means."""
+    measures = list(per_class)
+    values = np.array([np.asarray(per_class[m], dtype=np.float64) for m in measures])
+    names = _names(class_names, values.shape[1])
+    lo, hi = np.nanmin(values, axis=1, keepdims=True), np.nanmax(values, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(hi > lo, (values - lo) / (hi - lo), 0.0)
+    text = [[f"{v:.3g}" for v in row] for row in values]
+    fig = go.Figure(go.Heatmap(
+        z=scaled, x=names, y=[lm.MEASURES.get(m, m) for m in measures], text=text,
+        texttemplate="%{text}" if values.shape[1] <= 20 else None, colorscale=theme.DIVERGENCE_SCALE,
+        colorbar={"title": "within-row<br>rank", "tickvals": [0, 1], "ticktext": ["lowest", "highest"]},
+        hovertemplate="class %{x}<br>%{y}: %{text}<extra></extra>",
+    ))
+    fig.update_xaxes(title="true class", type="category")
+    fig.update_yaxes(autorange="reversed")
+    return theme.style(fig, f"Which classes the student has not learned from the teacher (mean per class, T={T:g})",
+                       height=140 + 45 * len(measures), legend=False)
+
+
+def class_mean_logit_difference(diff: Any, class_names: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap [C, C]: row = true class, column = logit; mean teacher logit − mean student logit, centred on 0."""
+    d = np.asarray(diff, dtype=np.float64)
+    names = _names(class_names, len(d))
+    bound = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=d, x=names, y=names, zmid=0, zmin=-bound, zmax=bound, colorscale=theme.DIFFERENCE_SCALE,
+        colorbar={"title": "teacher −<br>student"},
+        text=np.round(d, 2), texttemplate="%{text}" if len(d) <= 12 else None,
+        hovertemplate="true class %{y}, logit %{x}<br>teacher − student = %{z:.3f}<extra></extra>",
+    ))
+    fig.update_xaxes(title="logit of class", type="category")
+    fig.update_yaxes(title="true class", type="category", autorange="reversed", scaleanchor="x")
+    return theme.style(fig, "Class-mean logits: teacher − student (blue: teacher higher, orange: student higher)",
+                       height=520, legend=False)
+
+
+# ---- language models --------------------------------------------------------------------------------------------------
+def token_strip(
+    tokens: Sequence[str],
+    values: Any,
+    *,
+    measure: str = "kl",
+    T: float = 1.0,
+    teacher_top: tuple[Any, Any] | None = None,
+    student_top: tuple[Any, Any] | None = None,
+    vocab: Sequence[str] | None = None,
+    per_row: int = 48,
+    top: int = 5,
+) -> go.Figure:
+    """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
+
+    ``tokens`` [L] strings, ``values`` [L]; ``teacher_top`` / ``student_top`` = (ids [L, k], probs [L, k]) give the
+    hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings). Tokens are escaped text.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    length = len(v)
+    if len(tokens) != length:
+        raise ValueError(f"{len(tokens)} tokens but {length} values")
+    rows = max(1, -(-length // per_row))
+    grid = np.full((rows, per_row), np.nan)
+    grid.flat[:length] = v
+    labels = np.full((rows, per_row), "", dtype=object)
+    hover = np.full((rows, per_row), "", dtype=object)
+
+    def top_text(pair: tuple[Any, Any] | None, i: int) -> str:
+        if pair is None:
+            return ""
+        ids, probs = np.asarray(pair[0])[i][:top], np.asarray(pair[1])[i][:top]
+        return "<br>".join(
+            f"&nbsp;&nbsp;{escape_label(display_token(vocab[j] if vocab is not None and j < len(vocab) else f'#{j}'))} {p:.1%}"
+            for j, p in zip(ids, probs, strict=True)
+        )
+
+    for i in range(length):
+        r, c = divmod(i, per_row)
+        labels[r, c] = escape_label(display_token(tokens[i]))
+        text = f"token {i}: <b>{labels[r, c]}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
+        if teacher_top is not None:
+            text += f"<br>teacher next:<br>{top_text(teacher_top, i)}"
+        if student_top is not None:
+            text += f"<br>student next:<br>{top_text(student_top, i)}"
+        hover[r, c] = text
+    finite = v[np.isfinite(v)]
+    fig = go.Figure(go.Heatmap(
+        z=grid, text=labels, customdata=hover, texttemplate="%{text}", textfont={"family": "monospace", "size": 12},
+        colorscale=theme.DIVERGENCE_SCALE, zmin=0, zmax=float(np.percentile(finite, 99)) if len(finite) else 1,
+        colorbar={"title": "nats"}, hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=3,
+    ))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    return theme.style(fig, f"{lm.MEASURES[measure]} per token at T={T:g} ({length:,} tokens, darker = further apart)",
+                       height=110 + 26 * rows, legend=False)
+
+
+# ---- summary ----------------------------------------------------------------------------------------------------------
+def summary_card(summary: Mapping[str, Any]) -> go.Figure:
+    """A table of the headline numbers from `metrics.summary.logit_summary` (or a token-run equivalent)."""
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1%}"
+
+    def num(x: float | None) -> str:
+        return "—" if x is None or not np.isfinite(x) else f"{x:.4f}"
+
+    T = summary.get("T", 1.0)
+    rows = [
+        ("accuracy", pct(summary.get("teacher_accuracy")), pct(summary.get("student_accuracy")), ""),
+        ("top-1 agreement", "", "", pct(summary.get("top1_agreement"))),
+        ("mean KL(p_t‖p_s) at T=1 (nats)", "", "", num(summary.get("kl_T1"))),
+        (f"mean KL at T={T:g} (nats; ×T² = {num(summary.get('kl_T_scaled'))})", "", "", num(summary.get("kl_T"))),
+        (f"ECE at T={T:g} (15 bins)", num(summary.get("teacher_ece")), num(summary.get("student_ece")), ""),
+    ]
+    if summary.get("teacher_perplexity") is not None:
+        rows.insert(1, ("perplexity", num(summary["teacher_perplexity"]), num(summary.get("student_perplexity")), ""))
+    fig = go.Figure(go.Table(
+        columnwidth=[3.2, 1, 1, 1.3],
+        header={"values": ["", "<b>teacher</b>", "<b>student</b>", "<b>teacher vs student</b>"], "fill_color": "white",
+                "align": ["left", "right", "right", "right"], "line_color": "white",
+                "font": {"color": [theme.NEUTRAL, theme.TEACHER, theme.STUDENT, theme.HIGHLIGHT], "size": 14}},
+        cells={"values": list(zip(*rows, strict=True)), "align": ["left", "right", "right", "right"], "fill_color": "white",
+               "line_color": "#eef0f3", "height": 30, "font": {"size": 14}},
+    ))
+    n = summary.get("n")
+    fig = theme.style(fig, f"Summary ({n:,} samples)" if n else "Summary", height=120 + 32 * len(rows), legend=False)
+    return fig.update_layout(margin={"l": 20, "r": 20, "t": 60, "b": 10})

@@ -1,0 +1,55 @@
+"""What the logit views need from a run, read once: logits, labels, names, and for language models the per-token
+statistics. Thumbnails stay lazy (one is read per drill-down)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kdviz.errors import MissingDataError
+from kdviz.store import LazyArray, Run
+
+
+@dataclass
+class LogitData:
+    """Arrays of one run for the logit views. Classification: ``z_t``, ``z_s`` [N, C]; tokens: per-token arrays [N, T]."""
+
+    run: Run
+    task: str
+    z_t: np.ndarray | None
+    z_s: np.ndarray | None
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    thumbnails: LazyArray | None
+    tokens: list[list[str]] | None = None
+    token_stats: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_run(cls, run: Run) -> LogitData:
+        labels = run.labels[:] if run.has("inputs/labels") else None
+        thumbnails = run.array("inputs/thumbnails") if run.has("inputs/thumbnails") else None
+        if run.task == "classification":
+            return cls(run, run.task, run.teacher.logits[:], run.student.logits[:], labels, run.class_names, thumbnails)
+        stats: dict[str, np.ndarray] = {name: run.array(f"pair/tokens/{name}")[:] for name in ("kl", "reverse_kl")}
+        for side in (run.teacher, run.student):
+            for stat in side.token_stats:
+                stats[f"{side.role}_{stat}"] = side.token(stat)[:]
+        stats["mask"] = run.array("inputs/attention_mask")[:].astype(bool) if run.has("inputs/attention_mask") else None
+        return cls(run, run.task, None, None, labels, None, thumbnails, run.tokens, stats)
+
+    @property
+    def n_samples(self) -> int:
+        return self.run.n_samples
+
+    def thumbnail(self, index: int) -> np.ndarray | None:
+        return self.thumbnails[index] if self.thumbnails is not None else None
+
+    def require_logits(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.z_t is None or self.z_s is None:
+            raise MissingDataError("this view needs full logits; language-model runs keep them only for keep_full_logits samples")
+        return self.z_t, self.z_s
+
+    def vocab(self) -> list[str] | None:
+        """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""
+        return self.run.meta.get("vocab")
