@@ -45,13 +45,18 @@ def agreement_matrix(z_t: Any, z_s: Any) -> np.ndarray:
 QUADRANTS = ("both right", "teacher right, student wrong", "teacher wrong, student right", "both wrong")
 
 
-def correctness_quadrants(z_t: Any, z_s: Any, labels: Any) -> dict[str, int]:
-    """Counts of samples in each teacher right/wrong × student right/wrong quadrant (keys: `QUADRANTS`)."""
+def correctness_masks(z_t: Any, z_s: Any, labels: Any) -> dict[str, np.ndarray]:
+    """Boolean masks [N] of the samples in each teacher right/wrong × student right/wrong quadrant (keys: `QUADRANTS`)."""
     zt, zs = _np(z_t), _np(z_s)
     y = _labels(labels, len(zt), zt.shape[1])
     right_t, right_s = zt.argmax(1) == y, zs.argmax(1) == y
-    counts = (right_t & right_s, right_t & ~right_s, ~right_t & right_s, ~right_t & ~right_s)
-    return {name: int(mask.sum()) for name, mask in zip(QUADRANTS, counts, strict=True)}
+    masks = (right_t & right_s, right_t & ~right_s, ~right_t & right_s, ~right_t & ~right_s)
+    return dict(zip(QUADRANTS, masks, strict=True))
+
+
+def correctness_quadrants(z_t: Any, z_s: Any, labels: Any) -> dict[str, int]:
+    """Counts of samples in each teacher right/wrong × student right/wrong quadrant (keys: `QUADRANTS`)."""
+    return {name: int(mask.sum()) for name, mask in correctness_masks(z_t, z_s, labels).items()}
 
 
 def class_mean_logit_difference(z_t: Any, z_s: Any, labels: Any) -> np.ndarray:

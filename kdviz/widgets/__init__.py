@@ -1,0 +1,6 @@
+"""Floor 5 (notebooks): ipywidgets explorers over the views. They compute no metric of their own."""
+
+from kdviz.widgets.logits import LogitExplorer
+from kdviz.widgets.temperature_lab import TemperatureLab
+
+__all__ = ["LogitExplorer", "TemperatureLab"]

@@ -1,0 +1,113 @@
+"""Every logit view renders from the demo runs (image and language model), with escaped text and stated conventions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from kdviz.metrics import calibration, classwise
+from kdviz.metrics import logits as lm
+from kdviz.metrics.summary import logit_summary
+from kdviz.views import logits as views
+from kdviz.views.run_data import LogitData
+
+XSS = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def cnn(demo_runs):
+    return LogitData.from_run(demo_runs["digits-cnn"])
+
+
+@pytest.fixture(scope="module")
+def charlm(demo_runs):
+    return LogitData.from_run(demo_runs["charlm"])
+
+
+def all_text(fig: go.Figure) -> str:
+    return json.dumps(fig.to_plotly_json(), default=str)
+
+
+def test_histogram_marks_mean_median_and_states_the_convention(cnn):
+    values = lm.kl(cnn.z_t, cnn.z_s, 4.0, t2_scale=True)
+    fig = views.divergence_histogram(values, measure="kl", T=4.0, t2_scale=True, selected=3)
+    text = all_text(fig)
+    assert f"mean {values.mean():.3g}" in text and f"median {np.median(values):.3g}" in text
+    assert fig.layout.xaxis.title.text == "forward KL(p_t‖p_s) at T=4 (nats), ×T² as in the KD loss"
+    np.testing.assert_allclose(fig.data[0].x, values)
+    assert "sample 3" in text
+
+
+def test_drilldown_marks_target_and_dark_knowledge(cnn):
+    i = 7
+    fig = views.sample_drilldown(cnn.z_t[i], cnn.z_s[i], T=4.0, target=int(cnn.labels[i]), class_names=cnn.class_names,
+                                 thumbnail=cnn.thumbnail(i), sample_index=i)
+    bars = [trace for trace in fig.data if isinstance(trace, go.Bar)]
+    assert [b.name for b in bars] == ["teacher", "student"]
+    assert bars[0].x[0] == cnn.class_names[cnn.labels[i]]  # target first
+    p_t = np.exp(lm.log_probs(cnn.z_t[i][None].astype(np.float64), 4.0).numpy()[0])
+    np.testing.assert_allclose(sorted(bars[0].y), sorted(p_t))
+    assert f"teacher {1 - p_t[cnn.labels[i]]:.1%}" in all_text(fig)
+    assert any(isinstance(trace, go.Heatmap) for trace in fig.data)  # the thumbnail
+
+
+def test_class_level_views_and_calibration(cnn):
+    agreement = views.agreement_matrix(classwise.agreement_matrix(cnn.z_t, cnn.z_s), cnn.class_names)
+    assert np.asarray(agreement.data[0].z).sum() == cnn.n_samples
+    quadrants = classwise.correctness_quadrants(cnn.z_t, cnn.z_s, cnn.labels)
+    assert np.asarray(views.quadrant_chart(quadrants).data[0].z).sum() == cnn.n_samples
+    ece_t, ece_s = calibration.ece(cnn.z_t, cnn.labels, 2.0), calibration.ece(cnn.z_s, cnn.labels, 2.0)
+    reliability = views.reliability_diagram(ece_t, ece_s, T=2.0)
+    assert f"ECE {ece_t['ece']:.3f}" in reliability.data[1].name
+    measures = lm.divergences(cnn.z_t, cnn.z_s, 2.0, measures=["kl", "tv"])
+    per_class = {m: classwise.per_class_mean(v, cnn.labels, 10) for m, v in measures.items()}
+    heat = views.per_class_divergence(per_class, cnn.class_names, T=2.0)
+    assert np.asarray(heat.data[0].z).shape == (2, 10)
+    diff = views.class_mean_logit_difference(classwise.class_mean_logit_difference(cnn.z_t, cnn.z_s, cnn.labels), cnn.class_names)
+    assert diff.data[0].zmid == 0
+
+
+def test_summary_card_numbers_come_from_the_metrics(cnn):
+    summary = logit_summary(cnn.z_t, cnn.z_s, cnn.labels, 4.0)
+    fig = views.summary_card(summary)
+    cells = fig.data[0].cells.values
+    assert f"{summary['teacher_accuracy']:.1%}" in cells[1] and f"{summary['student_accuracy']:.1%}" in cells[2]
+    assert f"{summary['kl_T1']:.4f}" in cells[3] and f"{summary['kl_T']:.4f}" in cells[3]
+    assert summary["kl_T_scaled"] == pytest.approx(16 * summary["kl_T"])
+
+
+def test_token_strip_for_the_language_model_run(charlm):
+    stats = charlm.token_stats
+    tokens = charlm.tokens[0]
+    fig = views.token_strip(tokens, stats["kl"][0], teacher_top=(stats["teacher_topk_ids"][0], stats["teacher_topk_probs"][0]),
+                            student_top=(stats["student_topk_ids"][0], stats["student_topk_probs"][0]), vocab=charlm.vocab())
+    z = np.asarray(fig.data[0].z, dtype=float)
+    np.testing.assert_allclose(z.reshape(-1)[: len(tokens)], stats["kl"][0])
+    hover = fig.data[0].customdata[0][0]
+    assert "teacher next:" in hover and "student next:" in hover
+
+
+def test_token_strip_stays_readable_for_2000_tokens_and_escapes_text():
+    rng = np.random.default_rng(0)
+    tokens = [XSS if i == 5 else f"w{i}" for i in range(2000)]
+    fig = views.token_strip(tokens, rng.random(2000), per_row=50)
+    grid = np.asarray(fig.data[0].z)
+    assert grid.shape == (40, 50)  # wrapped into rows, not one 2000-wide line
+    assert fig.layout.height >= 40 * 20
+    labels = np.asarray(fig.data[0].text).reshape(-1)
+    assert labels[5] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "<script>" not in all_text(fig)
+
+
+def test_class_names_are_escaped_everywhere(cnn):
+    names = [XSS] + [str(i) for i in range(1, 10)]
+    figs = [
+        views.agreement_matrix(classwise.agreement_matrix(cnn.z_t, cnn.z_s), names),
+        views.sample_drilldown(cnn.z_t[0], cnn.z_s[0], target=0, class_names=names),
+        views.class_mean_logit_difference(classwise.class_mean_logit_difference(cnn.z_t, cnn.z_s, cnn.labels), names),
+    ]
+    for fig in figs:
+        assert "<script>" not in all_text(fig)
