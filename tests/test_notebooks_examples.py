@@ -16,13 +16,14 @@ NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_offline(path, tmp_path, monkeypatch):
+    """Executed in a fresh directory, so each notebook builds the demo runs it needs itself."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.output_type == "error"]  # a failing cell (or assert in a check cell) raises above
     text = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs])
-    assert "digits-vit" in text and "accuracy" in text
+    assert "accuracy" in text or "LogitExplorer" in text or "TemperatureLab" in text, "the notebook showed nothing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
