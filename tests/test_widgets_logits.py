@@ -25,6 +25,10 @@ def test_logit_explorer_responds_to_temperature_and_filters(demo_runs):
     explorer.table.value = explorer.table.options[3][1]
     assert explorer.selected == explorer.table.options[3][1]
     assert f"Sample {explorer.selected}" in explorer.figures["detail"].layout.title.text
+    # the drilled-into sample stays selected when the temperature changes
+    chosen = explorer.selected
+    explorer.temperature.value = 6.0
+    assert explorer.selected == chosen and f"Sample {chosen}" in explorer.figures["detail"].layout.title.text
     # filters
     explorer.class_filter.value = 3
     assert all(run.labels[i] == 3 for _, i in explorer.table.options)
@@ -33,7 +37,7 @@ def test_logit_explorer_responds_to_temperature_and_filters(demo_runs):
     labels = run.labels[:]
     assert all(z_t[i].argmax() == labels[i] != z_s[i].argmax() for _, i in explorer.table.options)
     explorer.measure.value = "tv"
-    np.testing.assert_allclose(explorer.values, lm.tv(z_t, z_s, 8.0))
+    np.testing.assert_allclose(explorer.values, lm.tv(z_t, z_s, 6.0))
 
 
 def test_logit_explorer_on_a_language_model_run(demo_runs):

@@ -75,7 +75,6 @@ MEASURES: dict[str, str] = {
 T2_MEASURES = ("kl", "reverse_kl", "js", "jsd", "skew_kl")
 """The KL-type measures that ``t2_scale`` multiplies by T²."""
 
-LN2 = float(np.log(2.0))
 F64 = torch.float64
 CHUNK_ELEMENTS = 1 << 18  # 256k float64 values (2 MB) per array keeps each pass in cache
 
@@ -117,6 +116,9 @@ def divergences(
     flat_t, flat_s = zt.reshape(-1, n_classes), zs.reshape(-1, n_classes)
     check_finite(zt.reshape(zt.shape[0], -1), "teacher logits")
     check_finite(zs.reshape(zs.shape[0], -1), "student logits")
+    valid = None if mask is None else _as_tensor(mask, torch.bool).to(zt.device)
+    if valid is not None and tuple(valid.shape) != tuple(lead_shape):
+        raise InputError(f"mask must have shape {tuple(lead_shape)} like the logits without their class axis, got {tuple(valid.shape)}")
     out = {m: torch.empty(flat_t.shape[0], dtype=F64, device=flat_t.device) for m in wanted}
     step = max(1, CHUNK_ELEMENTS // n_classes)
     for start in range(0, flat_t.shape[0], step):
@@ -131,12 +133,7 @@ def divergences(
         value = value.reshape(lead_shape)
         if scale != 1.0 and name in T2_MEASURES:
             value = value * scale
-        if mask is not None:
-            valid = _as_tensor(mask, torch.bool).to(value.device)
-            if tuple(valid.shape) != tuple(lead_shape):
-                raise InputError(
-                    f"mask must have shape {tuple(lead_shape)} like the logits without their class axis, got {tuple(valid.shape)}"
-                )
+        if valid is not None:
             value = torch.where(valid, value, torch.full_like(value, float("nan")))
         result[name] = _like_input(value, z_t)
     return result

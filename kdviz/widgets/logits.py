@@ -48,6 +48,7 @@ class LogitExplorer(widgets.VBox):
         self.figures: dict[str, Any] = {}
         self.values = np.zeros(0)
         self.selected: int | None = None
+        self._refreshing = False
         controls = widgets.HBox([self.temperature, self.measure])
         filters = widgets.HBox([self.class_filter, self.correctness, self.sort])
         super().__init__([
@@ -88,7 +89,11 @@ class LogitExplorer(widgets.VBox):
         self.values = self._per_sample()
         T, measure = self.temperature.value, self.measure.value
         visible = self.visible_samples()
-        self.table.options = [(self._row_label(i), int(i)) for i in visible[:TABLE_ROWS]]
+        self._refreshing = True  # replacing the options fires a selection event; the current sample is kept instead
+        try:
+            self.table.options = [(self._row_label(i), int(i)) for i in visible[:TABLE_ROWS]]
+        finally:
+            self._refreshing = False
         self.figures["histogram"] = views.divergence_histogram(self.values[visible], measure=measure, T=T)
         self.figures["summary"] = views.summary_card(self._summary())
         show(self.outputs["histogram"], self.figures["histogram"])
@@ -138,5 +143,5 @@ class LogitExplorer(widgets.VBox):
         self.refresh()
 
     def _on_select(self, change: dict) -> None:
-        if change["new"] is not None and change["new"] != self.selected:
+        if not self._refreshing and change["new"] is not None and change["new"] != self.selected:
             self.select(int(change["new"]))
