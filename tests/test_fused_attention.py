@@ -43,8 +43,34 @@ def test_capture_of_a_vit_pair_stores_attention_that_sums_to_one(tmp_path):
     teacher, student = DigitsViT(dim=32, depth=4, num_heads=4), DigitsViT(dim=16, depth=2, num_heads=2)
     x = torch.rand(6, 1, 8, 8)
     run = kdviz.capture(teacher, student, x, path=tmp_path / "vit.kdviz", layers=["blocks.*"], progress=False)
-    assert run.teacher.description["attention_source"] == "fused-qkv-recompute"
+    assert run.teacher.description["attention_source"] == "timm-eager-switch"
+    assert all(block.attn.fused_attn for block in teacher.blocks)  # the flag is restored after the capture
     assert run.teacher.attention(3).shape == (6, 4, 17, 17)
     rows = run.student.attention("blocks.1.attn")[:].astype(np.float64).sum(-1)
     np.testing.assert_allclose(rows, 1.0, atol=5e-3)  # float16 storage
     assert run.layer_map == [(0, 1), (1, 3)]
+
+
+def test_eager_switch_and_recompute_give_the_same_probabilities_and_outputs(monkeypatch):
+    torch.manual_seed(1)
+    model = DigitsViT(dim=32, depth=2, num_heads=4).eval()
+    x = torch.rand(3, 1, 8, 8)
+    names = find_fused_attention(model)
+    with torch.no_grad():
+        fused_logits = model(x)
+        switched = FusedAttentionHooks(model, names)
+        assert switched.source == "timm-eager-switch" and not model.blocks[0].attn.fused_attn
+        eager_logits = model(x)
+        eager_maps = switched.collect()
+        switched.remove()
+        assert model.blocks[0].attn.fused_attn
+        # blocks without timm's flag make the adapter fall back to recomputing from qkv
+        monkeypatch.setattr("kdviz.adapters.fused.can_switch_to_eager", lambda block: False)
+        recomputing = FusedAttentionHooks(model, names)
+        assert recomputing.source == "fused-qkv-recompute"
+        model(x)
+        recomputed_maps = recomputing.collect()
+        recomputing.remove()
+    assert torch.allclose(eager_logits, fused_logits, atol=1e-5)  # the eager path is the same function
+    for eager, recomputed in zip(eager_maps, recomputed_maps, strict=True):
+        assert torch.allclose(eager.float(), recomputed.float(), atol=1e-3)  # both stored as float16

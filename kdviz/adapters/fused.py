@@ -1,9 +1,15 @@
 """Attention probabilities for timm/ViT-style blocks whose fused attention (SDPA) returns no weights.
 
 The block layout is timm's ``Attention``: a ``qkv`` Linear producing [B, N, 3·C], ``num_heads``, optional
-``q_norm`` / ``k_norm`` and ``scale`` (default head_dim^-0.5). A forward hook on ``qkv`` reuses the q and k the
-block already computed and recomputes softmax(q kᵀ · scale) [B, H, N, N]; nothing in the model changes.
-Masks and causal attention inside the block are not seen by the hook, so this adapter is for encoders
+``q_norm`` / ``k_norm`` and ``scale`` (default head_dim^-0.5). Two ways to get softmax(q kᵀ · scale) [B, H, N, N]:
+
+- **eager switch** (blocks with timm's ``fused_attn`` flag and an ``attn_drop`` module): for the capture,
+  ``fused_attn`` is set to False, so the block runs its own eager path, and a pre-hook on ``attn_drop`` records
+  the probabilities it computed; the flag is restored afterwards. No extra work, like Hugging Face's eager switch.
+- **qkv recompute** (any other block of this layout): a hook on ``qkv`` reuses the q and k the block computed and
+  recomputes the probabilities; the model runs unchanged.
+
+Masks and causal attention inside the block are not seen by the recompute, so this adapter is for encoders
 (ViT/DeiT-style); use a model's own ``output_attentions`` where it has one.
 """
 
@@ -33,17 +39,42 @@ def attention_from_qkv(block: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     return torch.softmax((q.float() * scale) @ k.float().transpose(-2, -1), dim=-1)
 
 
+def can_switch_to_eager(block: nn.Module) -> bool:
+    """timm blocks carry a ``fused_attn`` flag and run softmax → ``attn_drop`` when it is off."""
+    return isinstance(getattr(block, "fused_attn", None), bool) and isinstance(getattr(block, "attn_drop", None), nn.Module)
+
+
 class FusedAttentionHooks:
-    """Records recomputed attention probabilities of every given fused block during a forward pass."""
+    """Records the attention probabilities of every given block during a forward pass (eager switch or recompute).
+
+    ``source`` says which way was used: ``"timm-eager-switch"`` when every block could switch, else ``"fused-qkv-recompute"``.
+    Call `remove` to take the hooks off and restore the ``fused_attn`` flags.
+    """
 
     def __init__(self, model: nn.Module, names: list[str], dtype: torch.dtype = torch.float16) -> None:
         modules = dict(model.named_modules())
         self.names = names
         self.dtype = dtype
         self._maps: dict[str, torch.Tensor] = {}
-        self._handles = [modules[n].qkv.register_forward_hook(self._make_hook(n, modules[n])) for n in names]
+        self._flags: list[tuple[nn.Module, bool]] = []
+        self._handles = []
+        blocks = [modules[n] for n in names]
+        self.source = "timm-eager-switch" if all(can_switch_to_eager(b) for b in blocks) else "fused-qkv-recompute"
+        for name, block in zip(names, blocks, strict=True):
+            if self.source == "timm-eager-switch":
+                self._flags.append((block, block.fused_attn))
+                block.fused_attn = False
+                self._handles.append(block.attn_drop.register_forward_pre_hook(self._record_probabilities(name)))
+            else:
+                self._handles.append(block.qkv.register_forward_hook(self._recompute_from_qkv(name, block)))
 
-    def _make_hook(self, name: str, block: nn.Module):
+    def _record_probabilities(self, name: str):
+        def hook(module: nn.Module, args) -> None:
+            self._maps[name] = args[0].detach().to(self.dtype)
+
+        return hook
+
+    def _recompute_from_qkv(self, name: str, block: nn.Module):
         def hook(module: nn.Module, args, output: torch.Tensor) -> None:
             self._maps[name] = attention_from_qkv(block, output.detach()).to(self.dtype)
 
@@ -58,3 +89,6 @@ class FusedAttentionHooks:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        for block, flag in self._flags:
+            block.fused_attn = flag
+        self._flags = []

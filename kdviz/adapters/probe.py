@@ -92,7 +92,7 @@ class ModelProbe:
                 self._fused = fused.FusedAttentionHooks(model, names)
                 stack.callback(self._fused.remove)
                 self._attention_names = names
-                self.attention_source = "fused-qkv-recompute"
+                self.attention_source = self._fused.source
         if self.layer_patterns:
             names = resolve_modules(model, self.layer_patterns, self.role)
             self._features = FeatureHooks(model, names, self.role)

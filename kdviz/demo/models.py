@@ -25,23 +25,31 @@ class DigitsCNN(nn.Module):
 
 
 class Attention(nn.Module):
-    """timm-layout multi-head self-attention computed with fused SDPA, which returns no attention weights."""
+    """Multi-head self-attention in timm's layout: fused SDPA by default (no attention weights come out), and
+    the eager path (softmax, then ``attn_drop``) when ``fused_attn`` is False, as in timm."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
+        self.fused_attn = True
         self.qkv = nn.Linear(dim, dim * 3)
         self.q_norm = nn.Identity()
         self.k_norm = nn.Identity()
+        self.attn_drop = nn.Dropout(0.0)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            out = self.attn_drop(attn.softmax(dim=-1)) @ v
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
