@@ -264,6 +264,33 @@ class Run:
     def labels(self) -> LazyArray:
         return self.array("inputs/labels")
 
+    def read_cache(self, name: str) -> dict[str, Any] | None:
+        """A derived result stored under ``cache/<name>`` by `write_cache`: its arrays plus ``attrs``; None if absent."""
+        key = f"cache/{name}"
+        if not self.has(key):
+            return None
+        group = self._root[key]
+        result: dict[str, Any] = {k: np.asarray(v[...]) for k, v in group.arrays()}
+        result["attrs"] = dict(group.attrs)
+        return result
+
+    def write_cache(self, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Store a derived result (for example a CKA matrix) under ``cache/<name>``, replacing an older one.
+
+        The only write to an existing run; the dashboard never calls it (it serves runs read-only).
+        """
+        writable = zarr.open_group(store=str(self.path), mode="a", zarr_format=3)
+        key = f"cache/{name}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if key in writable:
+                del writable[key]
+            group = writable.require_group(key)
+            for array_name, data in arrays.items():
+                group.create_array(array_name, data=np.ascontiguousarray(data))
+            group.attrs.update(dict(attrs))
+        self._root = zarr.open_group(store=str(self.path), mode="r", zarr_format=3)
+
     def info(self) -> RunInfo:
         """A readable summary: task, samples, both models with accuracy, layer map and capture settings."""
         from kdviz.summary import run_summary

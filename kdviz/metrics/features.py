@@ -9,6 +9,8 @@ as it is, never clamped. Biased linear CKA is inflated when the width is much la
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,33 +23,47 @@ F64 = torch.float64
 
 
 def _features(x: Any, what: str) -> torch.Tensor:
+    """Features as a float tensor [n, d] (extra axes flattened per sample). Finiteness is checked on the Gram."""
     tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if tensor.ndim < 2:
         raise InputError(f"{what} must be [n, d] (or [n, ...], flattened per sample), got shape {tuple(tensor.shape)}")
     tensor = tensor.reshape(tensor.shape[0], -1)
-    if not tensor.is_floating_point():
-        tensor = tensor.double()
-    if not bool(torch.isfinite(tensor).all()):
-        rows = torch.nonzero(~torch.isfinite(tensor).all(dim=1)).flatten()[:5].tolist()
-        raise InputError(f"{what} contain NaN or inf at sample index {rows}")
-    return tensor
+    return tensor if tensor.is_floating_point() else tensor.double()
+
+
+def _check_gram(gram: torch.Tensor, features: torch.Tensor, what: str) -> None:
+    """A NaN or inf in any feature reaches the Gram's diagonal; only then scan the rows to name the samples."""
+    if not bool(torch.isfinite(gram.diagonal()).all()):
+        bad = ~torch.isfinite(features).all(dim=1)
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        if rows:
+            raise InputError(f"{what} contain NaN or inf at sample index {rows}")
+        raise InputError(f"{what} overflow the Gram product (values too large for {features.dtype}); pass float64 features")
 
 
 def centred(x: torch.Tensor) -> torch.Tensor:
-    """Subtract the per-column mean (computed in float64), keeping the input's precision for the Gram product."""
-    mean = x.mean(dim=0, keepdim=True, dtype=F64)
-    return (x.to(F64) - mean).to(x.dtype)
+    """Subtract the per-column mean, in the input's precision.
+
+    Removing a large common offset before the product is what keeps float32 Grams from overflowing; the rounding
+    left in the mean is a constant shift, which the Gram centring then removes exactly.
+    """
+    return x - x.mean(dim=0, keepdim=True)
 
 
-def linear_gram(x: torch.Tensor) -> torch.Tensor:
-    """Gram matrix X_c X_cᵀ [n, n] of column-centred features, returned in float64."""
+def linear_gram(x: torch.Tensor, out: torch.Tensor | None = None, what: str = "features") -> torch.Tensor:
+    """Gram matrix X_c X_cᵀ [n, n] of column-centred features, in float64 (written into ``out`` when given)."""
     xc = centred(x)
-    return (xc @ xc.T).to(F64)
+    product = xc @ xc.T
+    gram = product.to(F64) if out is None else out.copy_(product)
+    _check_gram(gram, x, what)
+    return gram
 
 
 def rbf_gram(x: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
     """RBF kernel exp(−‖xi − xj‖² / (2σ²)) [n, n]; σ defaults to the median pairwise distance."""
     xc = centred(x).to(F64)
+    if not bool(torch.isfinite(xc).all()):
+        raise InputError(f"features contain NaN or inf at sample index {torch.nonzero(~torch.isfinite(xc).all(1)).flatten()[:5].tolist()}")
     sq = (xc * xc).sum(1)
     dist2 = (sq[:, None] + sq[None, :] - 2 * xc @ xc.T).clamp_min(0)
     if bandwidth is None:
@@ -62,7 +78,7 @@ def centre_gram(gram: torch.Tensor) -> torch.Tensor:
     return gram - gram.mean(0, keepdim=True) - gram.mean(1, keepdim=True) + gram.mean()
 
 
-def u_centre_gram(gram: torch.Tensor) -> torch.Tensor:
+def u_centre_gram(gram: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """U-centring (Székely & Rizzo): ⟨U(K), U(L)⟩ / (n(n−3)) is the unbiased HSIC. Needs n ≥ 4.
 
     Steps (KD-NOTES.md): zero the diagonal; m = column sums / (n−2); m −= Σm / (2(n−1)); K − m1ᵀ − 1mᵀ; zero the diagonal.
@@ -70,11 +86,12 @@ def u_centre_gram(gram: torch.Tensor) -> torch.Tensor:
     n = gram.shape[0]
     if n < 4:
         raise InputError(f"the unbiased HSIC needs at least 4 samples per batch, got {n}; use larger batches or unbiased=False")
-    k = gram.clone()
+    k = gram if inplace else gram.clone()
     k.fill_diagonal_(0)
     means = k.sum(0) / (n - 2)
-    means = means - means.sum() / (2 * (n - 1))
-    k = k - means[:, None] - means[None, :]
+    means -= means.sum() / (2 * (n - 1))
+    k -= means[:, None]
+    k -= means[None, :]
     k.fill_diagonal_(0)
     return k
 
@@ -97,7 +114,7 @@ def cka(x: Any, y: Any, *, unbiased: bool = True, kernel: str = "linear", bandwi
     if fx.shape[0] != fy.shape[0]:
         raise InputError(f"x and y must describe the same samples: {fx.shape[0]} vs {fy.shape[0]} rows")
     if kernel == "linear":
-        gx, gy = linear_gram(fx), linear_gram(fy)
+        gx, gy = linear_gram(fx, what="x"), linear_gram(fy, what="y")
     elif kernel == "rbf":
         gx, gy = rbf_gram(fx, bandwidth), rbf_gram(fy, bandwidth)
     else:
@@ -130,12 +147,17 @@ class MinibatchCKA:
         self.n_batches = 0
         self.n_samples = 0
 
-    def _stacked_grams(self, features: Sequence[Any], what: str) -> torch.Tensor:
-        grams = []
+    def _stacked_grams(self, features: Sequence[Any], what: str, n: int) -> torch.Tensor:
+        """[layers, n²]: each layer's centred Gram, built once and written straight into its row."""
+        stacked = torch.empty(len(features), n * n, dtype=F64)
         for i, feature in enumerate(features):
-            gram = linear_gram(_features(feature, f"{what} layer {i} features"))
-            grams.append((u_centre_gram(gram) if self.unbiased else centre_gram(gram)).reshape(-1))
-        return torch.stack(grams)
+            gram = linear_gram(_features(feature, f"{what} layer {i} features"), out=stacked[i].view(n, n),
+                               what=f"{what} layer {i} features")
+            if self.unbiased:
+                u_centre_gram(gram, inplace=True)
+            else:
+                gram.copy_(centre_gram(gram))
+        return stacked
 
     def update(self, teacher: Sequence[Any], student: Sequence[Any]) -> None:
         """Add one batch: a list of teacher features and a list of student features, each [n, ...] for the same n samples."""
@@ -150,7 +172,7 @@ class MinibatchCKA:
         if self.unbiased and n < 4:
             raise InputError(f"a batch of {n} samples is too small for the unbiased HSIC (needs n ≥ 4); drop it or use unbiased=False")
         scale = n * (n - 3) if self.unbiased else (n - 1) ** 2
-        g_t, g_s = self._stacked_grams(teacher, "teacher"), self._stacked_grams(student, "student")
+        g_t, g_s = self._stacked_grams(teacher, "teacher", n), self._stacked_grams(student, "student", n)
         self.cross += g_t @ g_s.T / scale
         if self.within:
             self.teacher_self += g_t @ g_t.T / scale
@@ -221,3 +243,83 @@ def map_total(similarity: Any, pairs: Sequence[tuple[int, int]]) -> float:
     """Total similarity of a layer map given as (student, teacher) pairs, for comparing maps."""
     s = np.asarray(similarity, dtype=np.float64)
     return float(sum(s[t, i] for i, t in pairs))
+
+
+POOLING_CONV = ("flatten", "pool")
+POOLING_TOKENS = ("mean", "tokens")
+
+
+def pool_features(x: Any, *, conv: str = "flatten", tokens: str = "mean", mask: Any | None = None) -> torch.Tensor:
+    """Turn one batch of features into CKA samples [m, d].
+
+    - conv maps [n, C, H, W]: ``conv="flatten"`` (default, as in Kornblith et al.) or ``"pool"`` (global average).
+    - token features [n, T, D]: ``tokens="mean"`` (default: mean over the valid tokens of each sample, ``mask``
+      [n, T]) or ``"tokens"`` (every valid token is a sample of its own, so m = number of valid tokens).
+    - anything else is flattened per sample.
+    """
+    f = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if conv not in POOLING_CONV or tokens not in POOLING_TOKENS:
+        raise InputError(f"pooling must be conv in {POOLING_CONV} and tokens in {POOLING_TOKENS}, got {conv!r}, {tokens!r}")
+    if f.ndim == 4:
+        return f.mean(dim=(2, 3)) if conv == "pool" else f.reshape(f.shape[0], -1)
+    if f.ndim == 3:
+        valid = torch.ones(f.shape[:2], dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask)).bool()
+        if tokens == "tokens":
+            return f[valid]
+        weights = valid.to(f.dtype).unsqueeze(-1)
+        return (f * weights).sum(1) / weights.sum(1).clamp_min(1)
+    return f.reshape(f.shape[0], -1)
+
+
+def cka_matrix(
+    run: Any,
+    *,
+    teacher_layers: Sequence[str] | None = None,
+    student_layers: Sequence[str] | None = None,
+    unbiased: bool = True,
+    conv: str = "flatten",
+    tokens: str = "mean",
+    batch_size: int = 256,
+    cache: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """CKA between every captured teacher layer and student layer of a run (and within each model), streamed by batch.
+
+    Reads the stored features ``batch_size`` samples at a time into `MinibatchCKA`, so memory depends on the batch,
+    not on N. Pooling as in `pool_features`; token pooling uses the run's attention mask. With ``cache``, the result
+    is stored in the run (``cache/cka-…``) and read back next time. Returns ``cross`` [L_t, L_s], ``teacher``,
+    ``student``, the layer names, ``n`` (samples or tokens used) and ``n_batches``.
+    """
+    t_names = list(teacher_layers or run.teacher.feature_names)
+    s_names = list(student_layers or run.student.feature_names)
+    if not t_names or not s_names:
+        raise InputError("this run has no captured features; capture with layers=[...] (module paths or globs)")
+    layers_digest = hashlib.sha1(json.dumps([t_names, s_names]).encode()).hexdigest()[:12]  # stable across processes
+    key = f"cka-{'unbiased' if unbiased else 'biased'}-{conv}-{tokens}-{batch_size}-{layers_digest}"
+    if cache:
+        hit = run.read_cache(key)
+        if hit is not None:
+            return {**{k: v for k, v in hit.items() if k != "attrs"}, **hit["attrs"]}
+    mask_array = run.array("inputs/attention_mask") if run.has("inputs/attention_mask") else None
+    accumulator = MinibatchCKA(len(t_names), len(s_names), unbiased=unbiased)
+    n = run.n_samples
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="CKA", unit="batch")
+    for start in starts:
+        stop = min(n, start + batch_size)
+        if unbiased and stop - start < 4 and accumulator.n_batches:
+            break  # a last batch under 4 samples cannot enter the unbiased estimator; earlier batches carry the estimate
+        mask = mask_array[start:stop] if mask_array is not None else None
+        accumulator.update(
+            [pool_features(run.teacher.features(name)[start:stop], conv=conv, tokens=tokens, mask=mask) for name in t_names],
+            [pool_features(run.student.features(name)[start:stop], conv=conv, tokens=tokens, mask=mask) for name in s_names],
+        )
+    result = accumulator.result()
+    attrs = {"teacher_layers": t_names, "student_layers": s_names, "n": accumulator.n_samples,
+             "n_batches": accumulator.n_batches, "unbiased": unbiased, "conv": conv, "tokens": tokens}
+    if cache:
+        run.write_cache(key, result, attrs)
+    return {**result, **attrs}
