@@ -192,3 +192,70 @@ def test_layer_map_suggestion_is_monotone_and_optimal_by_brute_force():
     suggestion = fm.suggest_layer_map(s)
     assert suggestion["total"] == pytest.approx(best[0])
     assert [t for _, t in suggestion["pairs"]] == sorted(t for _, t in suggestion["pairs"])
+
+
+# ---- other similarities ----
+from scipy.linalg import orthogonal_procrustes  # noqa: E402
+
+from kdviz.metrics import relations as rel  # noqa: E402
+
+
+def test_procrustes_distance_matches_scipy_and_is_invariant():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    xc, yc = xc / np.linalg.norm(xc), yc / np.linalg.norm(yc)
+    q, _ = orthogonal_procrustes(yc, xc)
+    assert rel.procrustes_distance(x, y) == pytest.approx(np.linalg.norm(xc - yc @ q) ** 2, rel=1e-10)
+    rotated = 3.0 * x @ ortho_group.rvs(6, random_state=1) + 7.0
+    assert rel.procrustes_distance(x, rotated) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_mutual_knn_against_a_loop():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(40, 5))
+    y = x + 0.5 * rng.normal(size=(40, 5))
+    k = 5
+
+    def neighbours(m, i):
+        u = m / np.linalg.norm(m, axis=1, keepdims=True)
+        s = u @ u[i]
+        s[i] = -np.inf
+        return set(np.argsort(-s, kind="stable")[:k])
+
+    expected = np.mean([len(neighbours(x, i) & neighbours(y, i)) / k for i in range(40)])
+    assert rel.mutual_knn(x, y, k=k) == pytest.approx(expected)
+    assert rel.mutual_knn(x, 2.5 * x, k=k) == 1.0
+
+
+def test_rkd_terms_are_zero_for_similar_geometry_and_positive_otherwise():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(20, 4))
+    similar = 4.0 * x @ ortho_group.rvs(4, random_state=2) + 1.0
+    assert rel.rkd_distance(x, similar) == pytest.approx(0.0, abs=1e-12)
+    assert rel.rkd_angle(x, similar) == pytest.approx(0.0, abs=1e-12)
+    other = rng.normal(size=(20, 4))
+    assert rel.rkd_distance(x, other) > 0.01 and rel.rkd_angle(x, other) > 0.01
+
+
+def test_projector_fit_r2():
+    rng = np.random.default_rng(11)
+    student = rng.normal(size=(200, 8))
+    teacher = student @ rng.normal(size=(8, 5))
+    assert rel.projector_fit(student, teacher, alpha=1e-6) == pytest.approx(1.0, abs=1e-6)
+    assert rel.projector_fit(rng.normal(size=(200, 8)), teacher) < 0.1
+    # both the primal (d ≤ n) and the dual (d > n) form agree with scikit-learn's Ridge on the same folds
+    from sklearn.linear_model import Ridge
+
+    for x, y in ((rng.normal(size=(60, 8)), rng.normal(size=(60, 3))), (rng.normal(size=(40, 100)), rng.normal(size=(40, 3)))):
+        y = y + x[:, :3]
+        order = np.random.default_rng(0).permutation(len(x))
+        sse = sst = 0.0
+        for held in np.array_split(order, 5):
+            train = np.setdiff1d(order, held)
+            prediction = Ridge(alpha=2.0).fit(x[train], y[train]).predict(x[held])
+            sse += ((y[held] - prediction) ** 2).sum()
+            sst += ((y[held] - y[train].mean(0)) ** 2).sum()
+        assert rel.projector_fit(x, y, alpha=2.0) == pytest.approx(1 - sse / sst, rel=1e-8)
+    with pytest.raises(InputError, match="same samples"):
+        rel.projector_fit(student, teacher[:10])
