@@ -253,7 +253,7 @@ class Run:
             raise MissingDataError(f"{key!r} in run {self.name!r} is a group, not an array")
         return LazyArray(node, key)
 
-    def keys(self) -> list[str]:
+    def array_keys(self) -> list[str]:
         """Every stored array key."""
         with warnings.catch_warnings():  # zarr notes that meta.json is not a zarr node; it is ours
             warnings.simplefilter("ignore")

@@ -53,3 +53,19 @@ class LogitData:
     def vocab(self) -> list[str] | None:
         """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""
         return self.run.meta.get("vocab")
+
+
+def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
+                    tokens: str = "mean") -> np.ndarray:
+    """[m, d] float64 CKA samples of one stored layer for the given rows, pooled as `metrics.features.pool_features`."""
+    from kdviz.metrics.features import pool_features
+
+    side = run.teacher if role == "teacher" else run.student
+    if isinstance(rows, slice):
+        data = side.features(name)[rows]
+        mask = run.array("inputs/attention_mask")[rows] if run.has("inputs/attention_mask") else None
+    else:
+        index = np.sort(np.asarray(rows))
+        data = side.features(name)[index]
+        mask = run.array("inputs/attention_mask")[index] if run.has("inputs/attention_mask") else None
+    return pool_features(data, conv=conv, tokens=tokens, mask=mask).double().numpy()

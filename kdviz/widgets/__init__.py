@@ -1,6 +1,7 @@
 """Floor 5 (notebooks): ipywidgets explorers over the views. They compute no metric of their own."""
 
+from kdviz.widgets.alignment import AlignmentExplorer
 from kdviz.widgets.logits import LogitExplorer
 from kdviz.widgets.temperature_lab import TemperatureLab
 
-__all__ = ["LogitExplorer", "TemperatureLab"]
+__all__ = ["AlignmentExplorer", "LogitExplorer", "TemperatureLab"]

@@ -1,0 +1,170 @@
+"""Views of representation alignment between teacher and student layers. Each function returns a go.Figure.
+
+Numbers come from `kdviz.metrics.features` / `kdviz.metrics.relations`; colours from `kdviz.views.theme`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kdviz.views import theme
+from kdviz.views.text import escape_label
+
+
+def short_name(name: str, limit: int = 28) -> str:
+    """A readable layer label: long dotted paths keep their tail ('…encoder.layer.3.output')."""
+    name = escape_label(name)
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def cka_heatmap(
+    result: Mapping[str, Any],
+    *,
+    suggested: Sequence[tuple[int, int]] | None = None,
+    layer_map: Sequence[tuple[int, int]] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Teacher layers (rows) × student layers (columns) CKA from `metrics.features.cka_matrix`, with the suggested
+    monotone path and the run's layer map drawn on top as (student, teacher) pairs. Hover shows value and n."""
+    cross = np.asarray(result["cross"])
+    t_names = [short_name(n) for n in result["teacher_layers"]]
+    s_names = [short_name(n) for n in result["student_layers"]]
+    estimator = "debiased" if result.get("unbiased", True) else "biased"
+    fig = go.Figure(go.Heatmap(
+        z=cross, x=s_names, y=t_names, zmin=min(0.0, float(cross.min())), zmax=1.0, colorscale=theme.SEQUENTIAL_SCALE,
+        colorbar={"title": "CKA"}, text=np.round(cross, 2), texttemplate="%{text}" if cross.size <= 400 else None,
+        hovertemplate=f"teacher %{{y}}<br>student %{{x}}<br>{estimator} CKA %{{z:.3f}} over n={result.get('n', '?')}<extra></extra>",
+    ))
+    # open outlines, so the CKA value inside each marked cell stays readable
+    for pairs, label, symbol, size, colour in ((layer_map, "run's layer map", "square-open", 40, theme.HIGHLIGHT),
+                                               (suggested, "suggested (best monotone path)", "circle-open", 28, theme.STUDENT)):
+        if pairs:
+            fig.add_trace(go.Scatter(x=[s_names[s] for s, _ in pairs], y=[t_names[t] for _, t in pairs], mode="lines+markers",
+                                     name=label, marker={"symbol": symbol, "size": size, "color": colour, "line": {"width": 3}},
+                                     line={"color": colour, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
+    fig.update_xaxes(title="student layer", type="category")
+    fig.update_yaxes(title="teacher layer", type="category", autorange="reversed")
+    height = max(360, 120 + 34 * len(t_names))
+    return theme.style(fig, title or f"Which student layer matches which teacher layer ({estimator} linear CKA)", height=height)
+
+
+def within_model_cka(result: Mapping[str, Any]) -> go.Figure:
+    """Teacher × teacher and student × student CKA side by side on one colour scale."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("teacher layers vs teacher layers", "student layers vs student layers"),
+                        horizontal_spacing=0.18)
+    for col, role in ((1, "teacher"), (2, "student")):
+        names = [short_name(n, 20) for n in result[f"{role}_layers"]]
+        matrix = np.asarray(result[role])
+        fig.add_trace(go.Heatmap(z=matrix, x=names, y=names, zmin=0, zmax=1, colorscale=theme.SEQUENTIAL_SCALE,
+                                 showscale=col == 2, colorbar={"title": "CKA"}, text=np.round(matrix, 2),
+                                 texttemplate="%{text}" if matrix.size <= 144 else None,
+                                 hovertemplate="%{y} vs %{x}: %{z:.3f}<extra>" + role + "</extra>"), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
+        fig.update_xaxes(type="category", row=1, col=col)
+    return theme.style(fig, "How each model's own layers relate (the block structure of its representations)", height=440, legend=False)
+
+
+def _cosine(m: np.ndarray) -> np.ndarray:
+    centred = m - m.mean(0)
+    unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-300)
+    return unit @ unit.T
+
+
+def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_name: str = "", student_name: str = "") -> go.Figure:
+    """Sample × sample cosine similarity (of centred features) for teacher and student, sorted by class, and their
+    difference: the relational structure RKD-style methods distil."""
+    a, b = np.asarray(x_t, dtype=np.float64), np.asarray(x_s, dtype=np.float64)
+    order = np.argsort(np.asarray(labels), kind="stable") if labels is not None else np.arange(len(a))
+    rel_t, rel_s = _cosine(a[order]), _cosine(b[order])
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.11,
+                        subplot_titles=(f"teacher {short_name(teacher_name, 24)}", f"student {short_name(student_name, 24)}",
+                                        "teacher − student"))
+    for col, matrix in ((1, rel_t), (2, rel_s)):
+        fig.add_trace(go.Heatmap(z=matrix, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r", showscale=col == 2,
+                                 colorbar={"title": "cosine", "x": 0.625, "thickness": 12, "len": 0.9},
+                                 hovertemplate="samples %{y}, %{x}: %{z:.2f}<extra></extra>"),
+                      row=1, col=col)
+    diff = rel_t - rel_s
+    fig.add_trace(go.Heatmap(z=diff, zmid=0, colorscale=theme.DIFFERENCE_SCALE, colorbar={"title": "t − s", "thickness": 12, "len": 0.9},
+                             hovertemplate="%{z:.2f}<extra></extra>"), row=1, col=3)
+    if labels is not None:
+        sorted_labels = np.asarray(labels)[order]
+        edges = np.flatnonzero(np.diff(sorted_labels)) + 0.5
+        for col in (1, 2, 3):
+            for edge in edges:
+                fig.add_hline(y=edge, line={"color": "rgba(0,0,0,0.25)", "width": 0.5}, row=1, col=col)
+                fig.add_vline(x=edge, line={"color": "rgba(0,0,0,0.25)", "width": 0.5}, row=1, col=col)
+    for col in (1, 2, 3):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+    mean_gap = float(np.abs(diff).mean())
+    return theme.style(fig, f"Sample relations, sorted by class (mean |teacher − student| = {mean_gap:.3f})", height=420, legend=False)
+
+
+def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names: Sequence[str] | None = None,
+                     *, components: int = 10, link: int = 150) -> go.Figure:
+    """Teacher and student features in one 2-D PCA, each sample's two points linked by a line.
+
+    The models' widths differ, so each is first reduced to ``components`` principal directions, the student's are
+    rotated onto the teacher's by orthogonal Procrustes (geometry preserved), and the two clouds are projected
+    together. ``link`` caps how many sample pairs get a connecting line (readability).
+    """
+    a, b = np.asarray(x_t, dtype=np.float64), np.asarray(x_s, dtype=np.float64)
+
+    def reduce(m: np.ndarray) -> np.ndarray:
+        centred = m - m.mean(0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        k = min(components, len(s))
+        z = u[:, :k] * s[:k]
+        z = z / max(np.linalg.norm(z), 1e-300) * np.sqrt(len(z))
+        return np.pad(z, ((0, 0), (0, components - k)))
+
+    zt, zs = reduce(a), reduce(b)
+    u, _, vt = np.linalg.svd(zs.T @ zt)
+    zs = zs @ (u @ vt)
+    both = np.vstack([zt, zs])
+    both -= both.mean(0)
+    _, _, directions = np.linalg.svd(both, full_matrices=False)
+    points = both @ directions[:2].T
+    pt, ps = points[: len(a)], points[len(a):]
+    y = np.asarray(labels) if labels is not None else np.zeros(len(a), dtype=int)
+    names = [escape_label(c) for c in class_names] if class_names is not None else [str(c) for c in np.unique(y)]
+    palette = ["#2563a8", "#d9730d", "#2f9e44", "#c92a2a", "#7048e8", "#8d6e63", "#d6336c", "#5f6b7a", "#a9a800", "#15aabf"]
+    fig = go.Figure()
+    step = max(1, len(a) // link)
+    xs, ys = [], []
+    for i in range(0, len(a), step):
+        xs += [pt[i, 0], ps[i, 0], None]
+        ys += [pt[i, 1], ps[i, 1], None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(95,107,122,0.25)", "width": 1},
+                             name="same sample", hoverinfo="skip"))
+    for c in np.unique(y):
+        mask = y == c
+        colour = palette[int(c) % len(palette)]
+        label = names[int(c)] if class_names is not None and int(c) < len(names) else str(c)
+        fig.add_trace(go.Scatter(x=pt[mask, 0], y=pt[mask, 1], mode="markers", name=f"{label} · teacher", legendgroup=label,
+                                 marker={"color": colour, "size": 7, "symbol": "circle"}))
+        fig.add_trace(go.Scatter(x=ps[mask, 0], y=ps[mask, 1], mode="markers", name=f"{label} · student", legendgroup=label,
+                                 marker={"color": colour, "size": 7, "symbol": "diamond-open", "line": {"width": 1.5}}))
+    fig.update_xaxes(title="joint PC 1", zeroline=False)
+    fig.update_yaxes(title="joint PC 2", zeroline=False, scaleanchor="x")
+    fig = theme.style(fig, "Teacher (●) and student (◇) features in one projection; lines join each sample's two points", height=520)
+    return fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"})
+
+
+def pair_scores(scores: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Bars per (student, teacher) layer pair: projector held-out R² and mutual-kNN overlap (both in [0, 1] when good)."""
+    labels = [f"S {short_name(s['student'], 18)} → T {short_name(s['teacher'], 18)}" for s in scores]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=labels, y=[s["r2"] for s in scores], name="projector R² (ridge, 5-fold held out)",
+                         marker={"color": theme.TEACHER}, hovertemplate="%{x}<br>R² %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Bar(x=labels, y=[s["knn"] for s in scores], name="mutual 10-NN overlap",
+                         marker={"color": theme.STUDENT}, hovertemplate="%{x}<br>overlap %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(title="score", range=[min(0.0, min(min(s["r2"], s["knn"]) for s in scores) - 0.05), 1.05])
+    fig.update_layout(barmode="group")
+    return theme.style(fig, "How well each student layer predicts, and shares neighbours with, its teacher layer", height=420)

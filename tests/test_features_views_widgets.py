@@ -1,0 +1,99 @@
+"""Feature-alignment views and the AlignmentExplorer on the demo runs (CNN, ViT, language model) and an HF BERT pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import bert_pair
+
+import kdviz
+from kdviz.errors import InputError
+from kdviz.metrics import features as fm
+from kdviz.metrics import relations
+from kdviz.views import features as views
+from kdviz.widgets import AlignmentExplorer
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-vit", "charlm"])
+def test_cka_matrix_of_the_demo_runs_matches_a_direct_minibatch_computation(demo_runs, name):
+    run = demo_runs[name]
+    result = fm.cka_matrix(run, cache=False, batch_size=128)
+    assert result["cross"].shape == (len(run.teacher.feature_names), len(run.student.feature_names))
+    # independent recomputation for one pair: pooled features, batches of 128, the same estimator
+    t_name, s_name = run.teacher.feature_names[-1], run.student.feature_names[-1]
+    mb = fm.MinibatchCKA(1, 1)
+    mask = run.array("inputs/attention_mask")[:] if run.has("inputs/attention_mask") else None
+    for start in range(0, run.n_samples, 128):
+        rows = slice(start, start + 128)
+        if run.n_samples - start < 4:
+            break
+        mb.update([fm.pool_features(run.teacher.features(t_name)[rows], mask=None if mask is None else mask[rows])],
+                  [fm.pool_features(run.student.features(s_name)[rows], mask=None if mask is None else mask[rows])])
+    assert result["cross"][-1, -1] == pytest.approx(mb.result()["cross"][0, 0], rel=1e-6)
+    fig = views.cka_heatmap(result, suggested=fm.suggest_layer_map(result["cross"])["pairs"], layer_map=run.layer_map
+                            if run.meta["layer_map"]["unit"] == "features" else None)
+    assert np.asarray(fig.data[0].z).shape == result["cross"].shape
+    assert f"n={result['n']}" in fig.data[0].hovertemplate
+
+
+def test_cka_matrix_is_cached_in_the_run(demo_runs):
+    run = demo_runs["digits-cnn"]
+    first = fm.cka_matrix(run, conv="pool")
+    assert any(key.startswith("cache/cka-unbiased-pool") for key in kdviz.Run.open(run.path).array_keys())
+    again = fm.cka_matrix(kdviz.Run.open(run.path), conv="pool")  # a new process-like open reads the cache
+    np.testing.assert_array_equal(first["cross"], again["cross"])
+    assert again["teacher_layers"] == first["teacher_layers"]
+
+
+def test_token_pooling_modes(tmp_path):
+    teacher, student = bert_pair()
+    ids = torch.randint(1, 120, (12, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[:, 7:] = 0
+    run = kdviz.capture(teacher, student, {"input_ids": ids, "attention_mask": mask}, path=tmp_path / "b.kdviz",
+                        attentions=False, progress=False)
+    mean = fm.cka_matrix(run, tokens="mean", cache=False)
+    per_token = fm.cka_matrix(run, tokens="tokens", cache=False)
+    assert mean["n"] == 12 and per_token["n"] == 12 * 7  # only the valid tokens are samples
+    pooled = fm.pool_features(run.teacher.features("hidden.1")[:], mask=mask.numpy())
+    np.testing.assert_allclose(pooled[0].numpy(), run.teacher.features("hidden.1")[0, :7].mean(0), rtol=1e-5)
+
+
+def test_relation_views_and_projection(demo_runs):
+    run = demo_runs["digits-cnn"]
+    x_t = fm.pool_features(run.teacher.features("layer3")[:150]).numpy()
+    x_s = fm.pool_features(run.student.features("layer3")[:150]).numpy()
+    labels = run.labels[:150]
+    rel = views.relation_matrices(x_t, x_s, labels, teacher_name="layer3", student_name="layer3")
+    assert np.asarray(rel.data[0].z).shape == (150, 150)
+    projection = views.joint_projection(x_t, x_s, labels, run.class_names)
+    points = [t for t in projection.data if t.mode == "markers"]
+    assert sum(len(t.x) for t in points) == 300  # every sample, once for each model
+    bars = views.pair_scores([{"teacher": "layer3", "student": "layer3", "r2": relations.projector_fit(x_s, x_t),
+                               "knn": relations.mutual_knn(x_t, x_s)}])
+    assert 0 < bars.data[0].y[0] <= 1 and 0 < bars.data[1].y[0] <= 1
+
+
+def test_alignment_explorer_reacts_to_controls(demo_runs):
+    run = demo_runs["digits-cnn"]
+    explorer = AlignmentExplorer(run, samples=120)
+    assert explorer.suggestion["pairs"] == [(0, 0), (1, 1), (2, 2)]  # the distilled CNN student follows its teacher
+    unbiased = np.asarray(explorer.figures["cka"].data[0].z).copy()
+    explorer.estimator.value = False
+    biased = np.asarray(explorer.figures["cka"].data[0].z)
+    assert not np.allclose(unbiased, biased)
+    assert "biased linear CKA" in explorer.figures["cka"].layout.title.text
+    explorer.select("layer1", "layer3")
+    assert "layer1" in explorer.figures["relations"].layout.annotations[0].text
+    assert len(explorer.pair_scores()) == 3
+
+
+def test_alignment_explorer_needs_features(tmp_path):
+    from conftest import TinyCNN
+
+    run = kdviz.capture(TinyCNN(4), TinyCNN(2), torch.randn(8, 1, 8, 8), path=tmp_path / "r.kdviz", progress=False)
+    with pytest.raises(ValueError, match="layers="):
+        AlignmentExplorer(run)
+    with pytest.raises(InputError, match="layers="):
+        fm.cka_matrix(run)
