@@ -414,3 +414,49 @@ def _token_decoder(tokenizer: Any) -> Callable[[int], str] | None:
     if callable(tokenizer):
         return lambda i: str(tokenizer(i))
     raise InputError("tokenizer must be a Hugging Face tokenizer, a vocabulary (list or dict id -> token) or a callable")
+
+
+def live_cka(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]],
+    unbiased: bool = True,
+    conv: str = "flatten",
+    tokens: str = "mean",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """CKA between every hooked teacher and student layer straight from the models, storing no activations.
+
+    The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
+    Returns what `metrics.features.cka_matrix` returns for a run. A last batch under 4 samples is skipped when unbiased.
+    """
+    from kdviz.metrics.features import MinibatchCKA, pool_features
+
+    target_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teacher_layers, student_layers = _split_layers(layers)
+    probes = (
+        ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=False, device=target_device, spatial_p=None),
+        ModelProbe(student, "student", layers=student_layers, attentions=False, device=target_device, spatial_p=None),
+    )
+    session = CaptureSession(probes, data, batch_size=batch_size, progress=progress, description="kdviz live CKA")
+    accumulator: MinibatchCKA | None = None
+    names: tuple[list[str], list[str]] = ([], [])
+    for records in session:
+        mask = records.get("inputs/attention_mask")
+        feats = {role: {k.split("/feat/", 1)[1]: v for k, v in records.items() if k.startswith(f"{role}/feat/")} for role in ROLES}
+        if accumulator is None:
+            names = (list(feats["teacher"]), list(feats["student"]))
+            accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
+        n = len(next(iter(feats["teacher"].values())))
+        if unbiased and n < 4 and accumulator.n_batches:
+            continue
+        accumulator.update([pool_features(feats["teacher"][k], conv=conv, tokens=tokens, mask=mask) for k in names[0]],
+                           [pool_features(feats["student"][k], conv=conv, tokens=tokens, mask=mask) for k in names[1]])
+    if accumulator is None:
+        raise InputError("the data yielded no samples")
+    return {**accumulator.result(), "teacher_layers": names[0], "student_layers": names[1], "n": accumulator.n_samples,
+            "n_batches": accumulator.n_batches, "unbiased": unbiased, "conv": conv, "tokens": tokens}

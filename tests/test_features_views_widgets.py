@@ -97,3 +97,17 @@ def test_alignment_explorer_needs_features(tmp_path):
         AlignmentExplorer(run)
     with pytest.raises(InputError, match="layers="):
         fm.cka_matrix(run)
+
+
+def test_live_cka_from_the_models_equals_cka_of_the_stored_run(demo_runs):
+    from kdviz.capture import live_cka
+    from kdviz.demo.data import load_digits
+    from kdviz.demo.weights import load_pair
+
+    teacher, student, _ = load_pair("cnn")
+    digits = load_digits()
+    live = live_cka(teacher, student, (digits.x_test, digits.y_test), layers=["layer1", "layer2", "layer3"], batch_size=100,
+                    progress=False, device="cpu")
+    stored = fm.cka_matrix(demo_runs["digits-cnn"], batch_size=100, cache=False)
+    assert live["teacher_layers"] == stored["teacher_layers"] and live["n"] == stored["n"] == 500
+    np.testing.assert_allclose(live["cross"], stored["cross"], atol=1e-6)

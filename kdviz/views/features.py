@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kdviz.layer_map import resolve_layer_map
 from kdviz.views import theme
 from kdviz.views.text import escape_label
 
@@ -49,8 +50,17 @@ def cka_heatmap(
                                      line={"color": colour, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
     fig.update_xaxes(title="student layer", type="category")
     fig.update_yaxes(title="teacher layer", type="category", autorange="reversed")
-    height = max(360, 120 + 34 * len(t_names))
-    return theme.style(fig, title or f"Which student layer matches which teacher layer ({estimator} linear CKA)", height=height)
+    height = max(360, 140 + 34 * len(t_names))
+    heading = title or f"Which student layer matches which teacher layer ({estimator} linear CKA)"
+    totals = []
+    if suggested:
+        totals.append(f"suggested map: total {sum(cross[t, s] for s, t in suggested):.2f}")
+    if layer_map:
+        totals.append(f"run's map: {sum(cross[t, s] for s, t in layer_map):.2f}")
+    uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
+    totals.append(f"uniform map: {sum(cross[t, s] for s, t in uniform):.2f}")
+    heading += f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{' · '.join(totals)}</span>"
+    return theme.style(fig, heading, height=height)
 
 
 def within_model_cka(result: Mapping[str, Any]) -> go.Figure:
