@@ -77,6 +77,7 @@ class AlignmentExplorer(widgets.VBox):
         self.refresh_pair()
 
     def _features(self, role: str, name: str) -> np.ndarray:
+        # one point per sample (tokens averaged), so the projection and relation matrices can be coloured by class
         return pooled_features(self.run, role, name, slice(0, self.samples), conv=self.conv.value, tokens="mean")
 
     def refresh_pair(self) -> None:
