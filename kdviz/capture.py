@@ -71,7 +71,7 @@ def capture(
       moved there and back, and their train/eval mode is restored. Memory is bounded by one batch plus the
       writer's short queue. The run appears under ``path`` only when complete (default: a new temporary dir).
     """
-    target_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    target_device = resolve_device(device)
     final_path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
     teacher_layers, student_layers = _split_layers(layers)
     teacher_name, student_name = names or (None, None)
@@ -92,6 +92,13 @@ def capture(
                             spatial_p=spatial_p, device=target_device, extra=extra_meta)
         writer.commit(meta)
     return Run.open(final_path)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to capture on: the one asked for, else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class CaptureSession:
@@ -432,11 +439,11 @@ def live_cka(
     """CKA between every hooked teacher and student layer straight from the models, storing no activations.
 
     The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
-    Returns what `metrics.features.cka_matrix` returns for a run. A last batch under 4 samples is skipped when unbiased.
+    Returns what `metrics.features.cka_matrix` returns for a run (batches follow the same rules).
     """
-    from kdviz.metrics.features import MinibatchCKA, pool_features
+    from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 
-    target_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    target_device = resolve_device(device)
     teacher_layers, student_layers = _split_layers(layers)
     probes = (
         ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=False, device=target_device, spatial_p=None),
@@ -446,17 +453,12 @@ def live_cka(
     accumulator: MinibatchCKA | None = None
     names: tuple[list[str], list[str]] = ([], [])
     for records in session:
-        mask = records.get("inputs/attention_mask")
         feats = {role: {k.split("/feat/", 1)[1]: v for k, v in records.items() if k.startswith(f"{role}/feat/")} for role in ROLES}
         if accumulator is None:
             names = (list(feats["teacher"]), list(feats["student"]))
             accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
-        n = len(next(iter(feats["teacher"].values())))
-        if unbiased and n < 4 and accumulator.n_batches:
-            continue
-        accumulator.update([pool_features(feats["teacher"][k], conv=conv, tokens=tokens, mask=mask) for k in names[0]],
-                           [pool_features(feats["student"][k], conv=conv, tokens=tokens, mask=mask) for k in names[1]])
+        add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
+                         conv=conv, tokens=tokens, mask=records.get("inputs/attention_mask"))
     if accumulator is None:
         raise InputError("the data yielded no samples")
-    return {**accumulator.result(), "teacher_layers": names[0], "student_layers": names[1], "n": accumulator.n_samples,
-            "n_batches": accumulator.n_batches, "unbiased": unbiased, "conv": conv, "tokens": tokens}
+    return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)

@@ -225,10 +225,12 @@ def suggest_layer_map(similarity: Any) -> dict[str, Any]:
     came_from = np.zeros((n_s, n_t), dtype=int)
     best[0] = s[:, 0]
     for i in range(1, n_s):
-        prefix_best = np.maximum.accumulate(best[i - 1])
-        prefix_arg = np.array([int(np.argmax(best[i - 1][: j + 1])) for j in range(n_t)])
-        best[i] = s[:, i] + prefix_best
-        came_from[i] = prefix_arg
+        running_arg = 0  # argmax of best[i - 1][: j + 1], kept as j grows
+        for j in range(n_t):
+            if best[i - 1][j] > best[i - 1][running_arg]:
+                running_arg = j
+            best[i, j] = s[j, i] + best[i - 1][running_arg]
+            came_from[i, j] = running_arg
     j = int(np.argmax(best[-1]))
     path = [j]
     for i in range(n_s - 1, 0, -1):
@@ -310,16 +312,34 @@ def cka_matrix(
         starts = tqdm(starts, desc="CKA", unit="batch")
     for start in starts:
         stop = min(n, start + batch_size)
-        if unbiased and stop - start < 4 and accumulator.n_batches:
-            break  # a last batch under 4 samples cannot enter the unbiased estimator; earlier batches carry the estimate
-        mask = mask_array[start:stop] if mask_array is not None else None
-        accumulator.update(
-            [pool_features(run.teacher.features(name)[start:stop], conv=conv, tokens=tokens, mask=mask) for name in t_names],
-            [pool_features(run.student.features(name)[start:stop], conv=conv, tokens=tokens, mask=mask) for name in s_names],
-        )
-    result = accumulator.result()
-    attrs = {"teacher_layers": t_names, "student_layers": s_names, "n": accumulator.n_samples,
-             "n_batches": accumulator.n_batches, "unbiased": unbiased, "conv": conv, "tokens": tokens}
+        add_pooled_batch(accumulator, [run.teacher.features(name)[start:stop] for name in t_names],
+                         [run.student.features(name)[start:stop] for name in s_names], conv=conv, tokens=tokens,
+                         mask=mask_array[start:stop] if mask_array is not None else None)
+    result = cka_result(accumulator, t_names, s_names, conv=conv, tokens=tokens)
     if cache:
-        run.write_cache(key, result, attrs)
-    return {**result, **attrs}
+        run.write_cache(key, {k: result[k] for k in ("cross", "teacher", "student")},
+                        {k: v for k, v in result.items() if k not in ("cross", "teacher", "student")})
+    return result
+
+
+def add_pooled_batch(accumulator: MinibatchCKA, teacher: Sequence[Any], student: Sequence[Any], *, conv: str, tokens: str,
+                     mask: Any | None) -> bool:
+    """Pool one batch of every layer (`pool_features`) and add it; returns False for a batch the estimator must skip.
+
+    A batch under 4 samples cannot enter the unbiased estimator; once earlier batches carry the estimate (an uneven
+    last batch), it is skipped rather than failing the whole computation.
+    """
+    n = int(np.shape(teacher[0])[0])
+    if accumulator.unbiased and n < 4 and accumulator.n_batches:
+        return False
+    accumulator.update([pool_features(f, conv=conv, tokens=tokens, mask=mask) for f in teacher],
+                       [pool_features(f, conv=conv, tokens=tokens, mask=mask) for f in student])
+    return True
+
+
+def cka_result(accumulator: MinibatchCKA, teacher_layers: Sequence[str], student_layers: Sequence[str], *, conv: str,
+               tokens: str) -> dict[str, Any]:
+    """The matrices of a finished accumulator with what they describe: layer names, n, batches and settings."""
+    return {**accumulator.result(), "teacher_layers": list(teacher_layers), "student_layers": list(student_layers),
+            "n": accumulator.n_samples, "n_batches": accumulator.n_batches, "unbiased": accumulator.unbiased,
+            "conv": conv, "tokens": tokens}

@@ -59,6 +59,12 @@ def log_probs(z: ArrayLike, T: float = 1.0) -> torch.Tensor:
     return torch.log_softmax(tensor / T, dim=-1)
 
 
+def probabilities(z: ArrayLike, T: float = 1.0) -> np.ndarray:
+    """softmax(z / T) over the last axis as a float64 numpy array (from `log_probs`, so it never overflows)."""
+    tensor = _as_tensor(z)
+    return log_probs(tensor, T).exp().numpy()
+
+
 MEASURES: dict[str, str] = {
     "kl": "forward KL(p_t‖p_s)",
     "reverse_kl": "reverse KL(p_s‖p_t)",

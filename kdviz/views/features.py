@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kdviz.layer_map import resolve_layer_map
+from kdviz.metrics.features import map_total
 from kdviz.views import theme
 from kdviz.views.text import escape_label
 
@@ -54,11 +55,11 @@ def cka_heatmap(
     heading = title or f"Which student layer matches which teacher layer ({estimator} linear CKA)"
     totals = []
     if suggested:
-        totals.append(f"suggested map: total {sum(cross[t, s] for s, t in suggested):.2f}")
+        totals.append(f"suggested map: total {map_total(cross, suggested):.2f}")
     if layer_map:
-        totals.append(f"run's map: {sum(cross[t, s] for s, t in layer_map):.2f}")
+        totals.append(f"run's map: {map_total(cross, layer_map):.2f}")
     uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
-    totals.append(f"uniform map: {sum(cross[t, s] for s, t in uniform):.2f}")
+    totals.append(f"uniform map: {map_total(cross, uniform):.2f}")
     heading += f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{' · '.join(totals)}</span>"
     return theme.style(fig, heading, height=height)
 

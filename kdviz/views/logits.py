@@ -33,18 +33,20 @@ def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
 
 # ---- distribution of divergence -------------------------------------------------------------------------------
 def divergence_histogram(
-    values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60
+    values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60,
+    unit: str = "samples",
 ) -> go.Figure:
     """Histogram of per-sample (or per-token) divergence [N] with mean and median marked.
 
-    Clicking a bar selects its samples (plotly passes ``pointNumbers``); ``selected`` marks one sample's value.
+    Clicking a bar selects its samples (plotly passes ``pointNumbers``); ``selected`` marks one sample's value;
+    ``unit`` names what is counted (``"samples"``, or ``"tokens"`` for per-token values).
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = v[np.isfinite(v)]
     fig = go.Figure(
         go.Histogram(
             x=finite, nbinsx=nbins, marker={"color": theme.STUDENT, "line": {"color": "white", "width": 0.5}}, opacity=0.85,
-            name="samples", hovertemplate="%{x}<br>%{y} samples<extra></extra>",
+            name=unit, hovertemplate="%{x}<br>%{y} " + unit + "<extra></extra>",
         )
     )
     if len(finite):
@@ -57,7 +59,7 @@ def divergence_histogram(
         fig.add_vline(x=float(v[selected]), line={"color": theme.TEACHER, "width": 2.5},
                       annotation={"text": f"sample {selected}"}, annotation_position="top left")
     fig.update_xaxes(title=measure_label(measure, T, t2_scale))
-    fig.update_yaxes(title="samples" if v.size == len(np.asarray(values).reshape(-1)) else "tokens")
+    fig.update_yaxes(title=unit)
     fig.update_layout(bargap=0.02, clickmode="event+select")
     return theme.style(fig, f"How far the student is from the teacher ({len(finite):,} values)", legend=False)
 
@@ -82,7 +84,7 @@ def sample_drilldown(
     probability under either model are shown. An image sample shows its thumbnail; text shows its context.
     """
     row_t, row_s = np.asarray(z_t, dtype=np.float64)[None], np.asarray(z_s, dtype=np.float64)[None]
-    p_t, p_s = np.exp(lm.log_probs(row_t, T).numpy()[0]), np.exp(lm.log_probs(row_s, T).numpy()[0])
+    p_t, p_s = lm.probabilities(row_t, T)[0], lm.probabilities(row_s, T)[0]
     n = len(p_t)
     names = _names(class_names, n)
     order = np.argsort(-np.maximum(p_t, p_s), kind="stable")

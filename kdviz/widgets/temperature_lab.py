@@ -38,7 +38,8 @@ def parse_logits(text: str) -> np.ndarray:
 
 
 def softmax_at(z: np.ndarray, T: float) -> np.ndarray:
-    return np.exp(lm.log_probs(z[None], T).numpy()[0])
+    """softmax(z / T) of one logit vector [C]."""
+    return lm.probabilities(z[None], T)[0]
 
 
 def kd_gradient_norms(z_t: np.ndarray, z_s: np.ndarray, temperatures: np.ndarray) -> dict[str, np.ndarray]:
