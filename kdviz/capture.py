@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz.adapters import hf
+from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, count_samples, iter_batches, to_device
 from kdviz.errors import CaptureError, InputError
@@ -169,8 +170,9 @@ class CaptureSession:
         if self.task is None:
             self.task = task
             self.n_classes = int(z_t.shape[-1])
+            main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
             for role, out in zip(ROLES, outputs, strict=True):
-                self._record_structure(role, out)
+                self._record_structure(role, out, tuple(main.shape) if main is not None else None)
         records: dict[str, np.ndarray] = {}
         records.update(self._input_records(batch, task))
         if task == "classification":
@@ -296,9 +298,11 @@ class CaptureSession:
         return [i for i in range(size) if offset + i in wanted]
 
     # ---- structure of what is captured ----
-    def _record_structure(self, role: str, out: ProbeOutput) -> None:
+    def _record_structure(self, role: str, out: ProbeOutput, input_shape: tuple[int, ...] | None) -> None:
         probe = self.probes[ROLES.index(role)]
+        n_tokens = int(out.attentions[0].shape[-1]) if out.attentions else None
         self.structure[role] = {
+            "token_grid": token_grid(probe.model, n_tokens, input_shape) if n_tokens else None,
             "attention_layers": probe.attention_names[: len(out.attentions)],
             "heads": [int(a.shape[1]) for a in out.attentions],
             "feature_names": list(out.features),

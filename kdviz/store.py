@@ -115,6 +115,12 @@ class ModelSide:
         return list(self.description.get("feature_names", []))
 
     @property
+    def token_grid(self) -> dict[str, Any] | None:
+        """``{"prefix": P, "grid": [rows, cols]}`` for a vision transformer (P CLS/register tokens, then the patch
+        grid in row-major order); None for text or when the layout was not recognised."""
+        return self.description.get("token_grid")
+
+    @property
     def spatial_names(self) -> list[str]:
         return list(self.description.get("spatial_names", []))
 
