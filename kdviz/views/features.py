@@ -15,13 +15,8 @@ from plotly.subplots import make_subplots
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics.features import map_total
 from kdviz.views import theme
+from kdviz.views.layers import draw_layer_maps, short_name
 from kdviz.views.text import escape_label
-
-
-def short_name(name: str, limit: int = 28) -> str:
-    """A readable layer label: long dotted paths keep their tail ('…encoder.layer.3.output')."""
-    name = escape_label(name)
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
 
 
 def cka_heatmap(
@@ -42,13 +37,7 @@ def cka_heatmap(
         colorbar={"title": "CKA"}, text=np.round(cross, 2), texttemplate="%{text}" if cross.size <= 400 else None,
         hovertemplate=f"teacher %{{y}}<br>student %{{x}}<br>{estimator} CKA %{{z:.3f}} over n={result.get('n', '?')}<extra></extra>",
     ))
-    # open outlines, so the CKA value inside each marked cell stays readable
-    for pairs, label, symbol, size, colour in ((layer_map, "run's layer map", "square-open", 40, theme.HIGHLIGHT),
-                                               (suggested, "suggested (best monotone path)", "circle-open", 28, theme.STUDENT)):
-        if pairs:
-            fig.add_trace(go.Scatter(x=[s_names[s] for s, _ in pairs], y=[t_names[t] for _, t in pairs], mode="lines+markers",
-                                     name=label, marker={"symbol": symbol, "size": size, "color": colour, "line": {"width": 3}},
-                                     line={"color": colour, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
+    draw_layer_maps(fig, s_names, t_names, layer_map=layer_map, suggested=suggested)
     fig.update_xaxes(title="student layer", type="category")
     fig.update_yaxes(title="teacher layer", type="category", autorange="reversed")
     height = max(360, 140 + 34 * len(t_names))

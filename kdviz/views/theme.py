@@ -24,6 +24,15 @@ ROLE_COLOURS = {"teacher": TEACHER, "student": STUDENT}
 DIVERGENCE_SCALE = [[0.0, "#ffffff"], [0.15, "#fde9c9"], [0.4, "#f9b46b"], [0.7, "#e4572e"], [1.0, "#8c1c13"]]
 # Counts and similarities: white to teacher blue.
 SEQUENTIAL_SCALE = [[0.0, "#ffffff"], [0.5, "#8fb3dd"], [1.0, "#173f6e"]]
+# Per-head summaries (entropy, distance, …) framing attention thumbnails: a perceptually even dark-to-light scale.
+SUMMARY_SCALE = "Viridis"
+# Attention drawn over an image: transparent where low, so the image shows through, warm and opaque where high.
+OVERLAY_SCALE = [[0.0, "rgba(255, 214, 0, 0)"], [0.35, "rgba(255, 170, 0, 0.3)"], [0.7, "rgba(232, 89, 12, 0.6)"],
+                 [1.0, "rgba(165, 0, 38, 0.8)"]]
+# Teacher minus student over an image: see-through at 0, student orange / teacher blue where they differ.
+DIFFERENCE_OVERLAY_SCALE = [[0.0, "rgba(217, 115, 13, 0.85)"], [0.5, "rgba(255, 255, 255, 0)"], [1.0, "rgba(37, 99, 168, 0.85)"]]
+# Input images under an overlay: black ink on white paper.
+IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, "#1f2933"]]
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.
 DIFFERENCE_SCALE = [[0.0, STUDENT], [0.5, "#ffffff"], [1.0, TEACHER]]
 

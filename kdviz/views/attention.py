@@ -1,0 +1,399 @@
+"""Views of attention distillation: the head grid, a teacher/student head pair, layer and head matching, rollout,
+and CNN attention-transfer overlays. Each function takes an `AttentionData` and returns a go.Figure.
+
+The browser never receives a whole [L, H, T, T] tensor: the grid sends ≤32×32 uint8 thumbnails, the pair view
+one head per model at ≤``max_side``² float32 (longer inputs are pooled; ``window`` shows any token range at full
+resolution). Numbers come from `kdviz.metrics.attention`; colours from `kdviz.views.theme`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from kdviz.errors import InputError, MissingDataError
+from kdviz.layer_map import resolve_layer_map
+from kdviz.metrics import attention as attn
+from kdviz.metrics.features import map_total
+from kdviz.views import theme
+from kdviz.views.attention_data import ROLES, AttentionData
+from kdviz.views.layers import draw_layer_maps, short_name
+from kdviz.views.text import escape_label
+
+THUMBNAIL = 32  # largest thumbnail side in the head grid
+GAP = 4  # pixels between thumbnails
+SUMMARY_LABELS = {**attn.SUMMARIES, "match": "divergence to matched head"}
+
+
+# ---- array shaping for the browser -----------------------------------------------------------------
+def pool_map(a: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink a [T, T] attention map to at most [side, side] by token bins: keys summed, queries averaged, so every
+    row still sums to 1. Returns the map and the bin start indices [S]."""
+    t = a.shape[-1]
+    if t <= side:
+        return a, np.arange(t)
+    edges = np.linspace(0, t, side + 1).round().astype(int)[:-1]
+    counts = np.diff(np.append(edges, t))
+    pooled = np.add.reduceat(np.add.reduceat(a, edges, axis=1), edges, axis=0) / counts[:, None]
+    return pooled, edges
+
+
+def thumbnail(a: np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
+    """[s, s] uint8 of a [T, T] map pooled to ≤ ``side`` and scaled to its own maximum (patterns, not levels)."""
+    pooled, _ = pool_map(a.astype(np.float64), side)
+    top = pooled.max()
+    return np.zeros(pooled.shape, np.uint8) if top <= 0 else np.rint(255 * pooled / top).astype(np.uint8)
+
+
+def grid_cell(x: float, y: float, cell: int) -> tuple[int, int]:
+    """(layer, head) under composite-image pixel (x, y) of a head grid with thumbnails of ``cell`` pixels."""
+    return round(y) // (cell + GAP), round(x) // (cell + GAP)
+
+
+def _finish(fig: go.Figure, title: str, *, height: int, width: int | None = None, top: int = 115) -> go.Figure:
+    """`theme.style`, with room above the plots for a two-line title and the subplot titles."""
+    theme.style(fig, title, height=height, width=width, legend=False)
+    return fig.update_layout(margin={"t": top}, title={"yref": "container", "y": 1 - 12 / height, "yanchor": "top", "pad": {"t": 4}})
+
+
+def _subtitle(text: str) -> str:
+    return f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{text}</span>"
+
+
+def token_labels(tokens: Sequence[str] | None, starts: np.ndarray, stop: int) -> list[str]:
+    """Unique, escaped axis labels for token positions (or token bins starting at ``starts``, ending at ``stop``):
+    "12 the" keeps repeated tokens apart on a category axis; a bin reads "8–15"."""
+    ends = np.append(starts[1:], stop) - 1
+    labels = []
+    for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+        if last > first:
+            labels.append(f"{first}–{last}")
+        else:
+            labels.append(f"{first} {escape_label(tokens[first])}" if tokens is not None else str(first))
+    return labels
+
+
+# ---- the head grid ----------------------------------------------------------------------------------
+def grid_values(data: AttentionData, role: str, sample: int, summary: str) -> np.ndarray:
+    """[L, H] values of the chosen summary for one model (one sample; ``match`` uses the dataset matching)."""
+    if summary == "match":
+        return data.matched_divergence(role)
+    if summary not in attn.SUMMARIES:
+        raise InputError(f"unknown head summary {summary!r}; choose one of {list(SUMMARY_LABELS)}")
+    return data.sample_summaries(role, sample)[summary]
+
+
+def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
+              selected: dict[str, tuple[int, int]] | None = None) -> go.Figure:
+    """Every (layer, head) of the teacher and the student as a thumbnail of its attention on one sample, framed in
+    the colour of a per-head summary. Thumbnails are ≤32×32 uint8, so the grid stays small for any length."""
+    data.require_attention()
+    values = {role: grid_values(data, role, sample, summary) for role in ROLES}
+    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1e-9
+    heads = {role: max(data.heads(role)) for role in ROLES}
+    rows = max(len(data.layers(r)) for r in ROLES)
+    # fixed pixel geometry, so thumbnails are square and equally large for both models
+    block = float(np.clip(900 / (heads["teacher"] + heads["student"]), 30, 96))
+    spacing, margin_l, margin_r, margin_t, margin_b = 80, 60, 120, 120, 60
+    plot_width = (heads["teacher"] + heads["student"]) * block + spacing
+    fig = make_subplots(rows=1, cols=2, column_widths=[heads["teacher"], heads["student"]],
+                        horizontal_spacing=spacing / plot_width,
+                        subplot_titles=[f"{role} · {escape_label(data.side(role).name)}" for role in ROLES])
+    cell = min(THUMBNAIL, data.n_tokens)
+    for col, role in enumerate(ROLES, start=1):
+        n_layers = len(data.layers(role))
+        composite = np.zeros((n_layers * (cell + GAP) - GAP, heads[role] * (cell + GAP) - GAP), np.uint8)
+        for layer in range(n_layers):
+            maps = data.maps(role, layer, sample)
+            for head in range(maps.shape[0]):
+                y0, x0 = layer * (cell + GAP), head * (cell + GAP)
+                composite[y0:y0 + cell, x0:x0 + cell] = thumbnail(maps[head], cell)
+        fig.add_trace(go.Heatmap(z=composite, colorscale=theme.SEQUENTIAL_SCALE, zmin=0, zmax=255, showscale=False,
+                                 hoverinfo="skip", name=f"{role} grid"), row=1, col=col)
+        centre = (cell - 1) / 2
+        layer_idx, head_idx = np.nonzero(np.isfinite(values[role]) | ~np.isfinite(values[role]))
+        present = [(lay, h) for lay, h in zip(layer_idx, head_idx, strict=True) if h < data.heads(role)[lay]]
+        v = np.array([values[role][lay, h] for lay, h in present])
+        fig.add_trace(go.Scatter(
+            x=[h * (cell + GAP) + centre for _, h in present], y=[lay * (cell + GAP) + centre for lay, _ in present],
+            mode="markers", customdata=[[lay, h] for lay, h in present], name=f"{role} heads",
+            marker={"symbol": "square", "size": 14, "opacity": 0.0, "color": np.nan_to_num(v, nan=lo),
+                    "colorscale": theme.SUMMARY_SCALE, "cmin": lo, "cmax": hi, "showscale": col == 2,
+                    "colorbar": {"title": {"text": SUMMARY_LABELS[summary].replace(" (", "<br>("), "side": "right"},
+                                 "thickness": 14, "len": 0.8}},
+            text=[f"{role} layer {lay} · head {h}<br>{SUMMARY_LABELS[summary]}: "
+                  + ("n/a (not in the layer map)" if not np.isfinite(val) else f"{val:.3f}")
+                  for (lay, h), val in zip(present, v, strict=True)],
+            hovertemplate="%{text}<extra></extra>", showlegend=False), row=1, col=col)
+        colours = sample_colorscale(theme.SUMMARY_SCALE, [float((x - lo) / (hi - lo)) if np.isfinite(x) else 0.0 for x in v])
+        chosen = (selected or {}).get(role)
+        for (lay, h), val, colour in zip(present, v, colours, strict=True):
+            is_chosen = chosen is not None and (lay, h) == tuple(chosen)
+            pad = 1.5 if is_chosen else 1.0
+            fig.add_shape(type="rect", x0=h * (cell + GAP) - pad - 0.5, x1=h * (cell + GAP) + cell + pad - 0.5,
+                          y0=lay * (cell + GAP) - pad - 0.5, y1=lay * (cell + GAP) + cell + pad - 0.5,
+                          line={"color": theme.HIGHLIGHT if is_chosen else (colour if np.isfinite(val) else theme.MUTED),
+                                "width": 4 if is_chosen else 2.5, "dash": "solid" if np.isfinite(val) or is_chosen else "dot"},
+                          row=1, col=col)
+        fig.update_xaxes(tickmode="array", tickvals=[h * (cell + GAP) + centre for h in range(heads[role])],
+                         ticktext=[f"h{h}" for h in range(heads[role])], showgrid=False, zeroline=False, title="head",
+                         row=1, col=col)
+        fig.update_yaxes(tickmode="array", tickvals=[lay * (cell + GAP) + centre for lay in range(n_layers)],
+                         ticktext=[f"L{lay}" for lay in range(n_layers)], range=[rows * (cell + GAP) - GAP + 1, -2],
+                         showgrid=False, zeroline=False, row=1, col=col)
+        fig.update_xaxes(range=[-2, heads[role] * (cell + GAP) - GAP + 1], row=1, col=col)
+    scope = "matched over the first " + f"{data.max_samples} samples" if summary == "match" else f"sample {sample}"
+    title = (f"Every attention head, teacher and student · frame colour: {SUMMARY_LABELS[summary]} ({scope})"
+             + _subtitle("each thumbnail is one head's attention on this sample (query rows × key columns), scaled to its "
+                         "own maximum · click a head to open it"))
+    theme.style(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
+                legend=False)
+    return fig.update_layout(margin={"l": margin_l, "r": margin_r, "t": margin_t, "b": margin_b})
+
+
+# ---- a teacher head next to a student head -----------------------------------------------------------
+def _window(n_real: int, window: tuple[int, int] | None) -> tuple[int, int]:
+    if window is None:
+        return 0, n_real
+    start, stop = int(window[0]), int(min(window[1], n_real))
+    if not 0 <= start < stop:
+        raise InputError(f"token window {window} is empty or outside 0..{n_real}")
+    return start, stop
+
+
+def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int, int], sample: int = 0, *,
+              window: tuple[int, int] | None = None, query: int | None = None, max_side: int = 128) -> go.Figure:
+    """Teacher head | student head | teacher − student for one sample on one shared colour scale.
+
+    ``teacher``/``student`` are (layer, head). Padded tokens are cut off; inputs longer than ``max_side`` tokens are
+    pooled into token bins (keys summed, queries averaged) unless ``window`` = (start, stop) selects a range. For a
+    ViT, a second row draws query token ``query``'s attention (default: the CLS token) over the input image.
+    """
+    data.require_attention()
+    (t_layer, t_head), (s_layer, s_head) = teacher, student
+    for role, (layer, head) in (("teacher", teacher), ("student", student)):
+        if not 0 <= layer < len(data.layers(role)) or not 0 <= head < data.heads(role)[layer]:
+            raise InputError(f"{role} has no layer {layer} head {head}: it has {len(data.layers(role))} layers with heads "
+                             f"{data.heads(role)}")
+    t_full, s_full = data.head_map("teacher", t_layer, t_head, sample), data.head_map("student", s_layer, s_head, sample)
+    mask = data.mask(sample)
+    n_real = int(mask.sum()) if mask is not None else t_full.shape[-1]
+    start, stop = _window(n_real, window)
+    t_map, starts = pool_map(t_full[start:stop, start:stop].astype(np.float64), max_side)
+    s_map, _ = pool_map(s_full[start:stop, start:stop].astype(np.float64), max_side)
+    starts = starts + start
+    pooled = len(starts) < stop - start
+    labels = token_labels(data.tokens(sample), starts, stop)
+    layout = data.grid("teacher") if data.image(sample) is not None else None
+    rows = 2 if layout and data.grid("student") == layout else 1
+    match = data.match(t_layer, s_layer) if data.mapped_student_layer(t_layer) == s_layer else None
+    matched = match is not None and match.student_of(t_head) == s_head
+    names = (f"teacher L{t_layer} · head {t_head}", f"student L{s_layer} · head {s_head}" + (" (matched)" if matched else ""),
+             "teacher − student")
+    fig = make_subplots(rows=rows, cols=3, horizontal_spacing=0.07, vertical_spacing=0.17,
+                        subplot_titles=names + (("teacher: query → image", "student: query → image", "teacher − student")
+                                                if rows == 2 else ()))
+    top = float(max(t_map.max(), s_map.max(), 1e-12))
+    diff = (t_map - s_map).astype(np.float32)
+    spread = float(max(np.abs(diff).max(), 1e-12))
+    unit = "attention (token bin)" if pooled else "attention"
+    for col, (z, role) in enumerate(((t_map, "teacher"), (s_map, "student")), start=1):
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=labels, y=labels, colorscale=theme.SEQUENTIAL_SCALE, zmin=0,
+                                 zmax=top, showscale=col == 2, colorbar={"title": unit, "x": 0.635, "len": 0.9 / rows,
+                                                                           "y": 1, "yanchor": "top", "thickness": 12},
+                                 hovertemplate=f"{role}<br>query %{{y}} → key %{{x}}<br>{unit} %{{z:.4f}}<extra></extra>"),
+                      row=1, col=col)
+    fig.add_trace(go.Heatmap(z=diff, x=labels, y=labels, colorscale=theme.DIFFERENCE_SCALE, zmin=-spread, zmax=spread,
+                             colorbar={"title": "teacher −<br>student", "len": 0.9 / rows, "y": 1, "yanchor": "top",
+                                       "thickness": 12},
+                             hovertemplate="query %{y} → key %{x}<br>teacher − student %{z:.4f}<extra></extra>"), row=1, col=3)
+    for col in (1, 2, 3):
+        fig.update_xaxes(title="key" if col == 2 else None, type="category", showgrid=False, constrain="domain",
+                         tickfont={"size": 10}, row=1, col=col)
+        fig.update_yaxes(title="query" if col == 1 else None, type="category", autorange="reversed", showgrid=False,
+                         showticklabels=col == 1, scaleanchor=f"x{'' if col == 1 else col}", constrain="domain",
+                         tickfont={"size": 10}, row=1, col=col)
+    if rows == 2:
+        _query_overlay_row(fig, data, t_full, s_full, sample, layout, query)
+    kl = attn.head_divergence(t_full[None, None], s_full[None, None], mask=None if mask is None else mask[None])[0, 0]
+    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query on this sample: {kl:.3f} nats"]
+    if pooled:
+        detail.append(f"{stop - start} tokens pooled into {len(starts)} bins (keys summed, queries averaged); "
+                      "choose a token window for full detail")
+    elif window is not None:
+        detail.append(f"tokens {start}–{stop - 1}")
+    title = "One teacher head and one student head, side by side" + _subtitle(" · ".join(detail))
+    return _finish(fig, title, height=500 if rows == 1 else 860)
+
+
+def _grid_map(values: np.ndarray, layout: dict) -> np.ndarray:
+    rows, cols = layout["grid"]
+    return values[layout["prefix"]:].reshape(rows, cols)
+
+
+def _overlay(fig: go.Figure, image: np.ndarray, z: np.ndarray, *, row: int, col: int, zmax: float, label: str, n_cols: int = 3,
+             colorscale: object = None, zmin: float = 0.0, showscale: bool = False, colorbar: dict | None = None) -> None:
+    """Draw ``z`` [gh, gw] over the image [h, w] (``row``, ``col`` of an ``n_cols``-wide subplot grid) so each cell
+    covers its patch of the picture; low values are transparent."""
+    grey = image.mean(-1) if image.ndim == 3 else image
+    height, width = grey.shape
+    fig.add_trace(go.Heatmap(z=grey.astype(np.float32), colorscale=theme.IMAGE_SCALE, showscale=False, hoverinfo="skip",
+                             zmin=0, zmax=255), row=row, col=col)
+    dy, dx = height / z.shape[0], width / z.shape[1]
+    fig.add_trace(go.Heatmap(z=z.astype(np.float32), x0=-0.5 + dx / 2, dx=dx, y0=-0.5 + dy / 2, dy=dy,
+                             colorscale=colorscale or theme.OVERLAY_SCALE, zmin=zmin, zmax=zmax,
+                             showscale=showscale, colorbar=colorbar,
+                             hovertemplate=f"{label}<br>pixel row %{{y:.0f}}, col %{{x:.0f}}: %{{z:.3f}}<extra></extra>"),
+                  row=row, col=col)
+    axis = (row - 1) * n_cols + col
+    fig.update_xaxes(visible=False, range=[-0.5, width - 0.5], constrain="domain", row=row, col=col)
+    fig.update_yaxes(visible=False, range=[height - 0.5, -0.5], scaleanchor=f"x{axis if axis > 1 else ''}", constrain="domain",
+                     row=row, col=col)
+
+
+def _query_overlay_row(fig: go.Figure, data: AttentionData, t_full: np.ndarray, s_full: np.ndarray, sample: int,
+                       layout: dict, query: int | None) -> None:
+    query = layout["prefix"] - 1 if query is None and layout["prefix"] else (query or 0)
+    image = data.image(sample)
+    t_row, s_row = _grid_map(t_full[query].astype(np.float64), layout), _grid_map(s_full[query].astype(np.float64), layout)
+    top = float(max(t_row.max(), s_row.max(), 1e-12))
+    who = "CLS" if query < layout["prefix"] else f"patch {query - layout['prefix']}"
+    _overlay(fig, image, t_row, row=2, col=1, zmax=top, label=f"teacher, query {who}")
+    _overlay(fig, image, s_row, row=2, col=2, zmax=top, label=f"student, query {who}", showscale=True,
+             colorbar={"title": f"attention<br>from {who}", "x": 0.635, "len": 0.42, "y": 0.0, "yanchor": "bottom",
+                       "thickness": 12})
+    diff = t_row - s_row
+    spread = float(max(np.abs(diff).max(), 1e-12))
+    _overlay(fig, image, diff, row=2, col=3, zmin=-spread, zmax=spread, label="teacher − student",
+             colorscale=theme.DIFFERENCE_OVERLAY_SCALE)
+
+
+# ---- layer and head matching ---------------------------------------------------------------------------
+def layer_similarity_view(data: AttentionData) -> go.Figure:
+    """Teacher layers × student layers divergence of head-averaged attention, with the run's layer map and the
+    lowest-divergence monotone map drawn on top. Lower is better: a good map follows the light cells."""
+    matrix = data.layer_similarity()
+    t_names = [f"L{i} {short_name(n, 18)}" for i, n in enumerate(data.layers("teacher"))]
+    s_names = [f"L{i} {short_name(n, 18)}" for i, n in enumerate(data.layers("student"))]
+    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, zmin=0, colorscale=theme.DIVERGENCE_SCALE,
+                               colorbar={"title": f"{data.measure.upper()}<br>(nats)"}, text=np.round(matrix, 3),
+                               texttemplate="%{text}" if matrix.size <= 400 else None,
+                               hovertemplate="teacher %{y}<br>student %{x}<br>divergence %{z:.4f} nats<extra></extra>"))
+    suggested = data.suggested_map()
+    draw_layer_maps(fig, s_names, t_names, layer_map=data.layer_map or None, suggested=suggested,
+                    suggested_label="suggested (lowest-divergence monotone path)")
+    fig.update_xaxes(title="student layer", type="category")
+    fig.update_yaxes(title="teacher layer", type="category", autorange="reversed")
+    totals = [f"mean over mapped pairs — suggested: {map_total(matrix, suggested) / len(suggested):.3f}"]
+    if data.layer_map:
+        totals.append(f"run's map: {map_total(matrix, data.layer_map) / len(data.layer_map):.3f}")
+    uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
+    totals.append(f"uniform: {map_total(matrix, uniform) / len(uniform):.3f}")
+    title = (f"Which student layer attends like which teacher layer ({data.measure.upper()} of head-averaged attention, "
+             f"first {data.max_samples} samples)" + _subtitle(" · ".join(totals)))
+    return theme.style(fig, title, height=max(380, 150 + 40 * len(t_names)))
+
+
+def head_match_view(data: AttentionData, teacher_layer: int, student_layer: int) -> go.Figure:
+    """Teacher heads × student heads divergence for one layer pair, with the best one-to-one matching outlined."""
+    matrix = data.pair_divergence(teacher_layer, student_layer)
+    match = data.match(teacher_layer, student_layer)
+    t_names = [f"T h{h}" for h in range(matrix.shape[0])]
+    s_names = [f"S h{h}" for h in range(matrix.shape[1])]
+    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, zmin=0, colorscale=theme.DIVERGENCE_SCALE,
+                               colorbar={"title": f"{data.measure.upper()}<br>(nats)"}, text=np.round(matrix, 3),
+                               texttemplate="%{text}" if matrix.size <= 400 else None,
+                               hovertemplate="teacher %{y} vs student %{x}: %{z:.4f} nats<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[s_names[s] for _, s in match.pairs], y=[t_names[t] for t, _ in match.pairs], mode="markers",
+                             name="matched pair (Hungarian)", hoverinfo="skip",
+                             marker={"symbol": "square-open", "size": 40 if matrix.size <= 64 else 22, "color": theme.HIGHLIGHT,
+                                     "line": {"width": 3}}))
+    fig.update_xaxes(title=f"student layer {student_layer} heads", type="category")
+    fig.update_yaxes(title=f"teacher layer {teacher_layer} heads", type="category", autorange="reversed")
+    notes = [f"best matching: mean {match.total / len(match.pairs):.3f} nats"]
+    if matrix.shape[0] == matrix.shape[1]:
+        notes.append(f"same-index pairing (as MiniLM assumes): {float(np.mean(np.diag(matrix))):.3f}")
+    if match.unmatched_teacher:
+        notes.append(f"teacher heads with no student partner: {', '.join(f'h{h}' for h in match.unmatched_teacher)}")
+    if match.unmatched_student:
+        notes.append(f"unmatched student heads: {', '.join(f'h{h}' for h in match.unmatched_student)}")
+    title = (f"Which student head follows which teacher head (teacher L{teacher_layer} ↔ student L{student_layer}, "
+             f"first {data.max_samples} samples)" + _subtitle(" · ".join(notes)))
+    return theme.style(fig, title, height=max(360, 160 + 44 * matrix.shape[0]))
+
+
+# ---- rollout --------------------------------------------------------------------------------------------
+def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
+    """Attention rollout of both models for one sample: for a ViT the CLS token's rollout over the image, for text
+    the rollout row of the CLS token (encoders) or of the last real token (causal models) over the tokens."""
+    data.require_attention()
+    r_t, r_s = data.rollout("teacher", sample), data.rollout("student", sample)
+    layout, image = data.grid("teacher"), data.image(sample)
+    if layout and image is not None and layout["prefix"] and data.grid("student") == layout:
+        fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                            subplot_titles=("teacher rollout", "student rollout", "teacher − student"))
+        t_row, s_row = _grid_map(r_t[0], layout), _grid_map(r_s[0], layout)
+        top = float(max(t_row.max(), s_row.max(), 1e-12))
+        _overlay(fig, image, t_row, row=1, col=1, zmax=top, label="teacher rollout from CLS")
+        _overlay(fig, image, s_row, row=1, col=2, zmax=top, label="student rollout from CLS", showscale=True,
+                 colorbar={"title": "share of<br>CLS input", "x": 0.635, "thickness": 12})
+        spread = float(max(np.abs(t_row - s_row).max(), 1e-12))
+        _overlay(fig, image, t_row - s_row, row=1, col=3, zmin=-spread, zmax=spread, label="teacher − student",
+                 colorscale=theme.DIFFERENCE_OVERLAY_SCALE, showscale=True,
+                 colorbar={"title": "teacher −<br>student", "thickness": 12})
+        what = "how much of each patch flows into the CLS token through all layers (residual 0.5, heads averaged)"
+        return _finish(fig, "Attention rollout over the image" + _subtitle(f"sample {sample} · {what}"), height=460)
+    mask = data.mask(sample)
+    n_real = int(mask.sum()) if mask is not None else r_t.shape[0]
+    causal = attn.is_causal(data.maps("teacher", 0, sample))
+    query = n_real - 1 if causal else 0
+    tokens = data.tokens(sample) or [str(i) for i in range(n_real)]
+    z = np.stack([r_t[query, :n_real], r_s[query, :n_real]]).astype(np.float32)
+    fig = go.Figure(go.Heatmap(z=z, y=["teacher", "student"], x=token_labels(tokens, np.arange(n_real), n_real),
+                               colorscale=theme.SEQUENTIAL_SCALE, zmin=0, colorbar={"title": "rollout share", "thickness": 12},
+                               hovertemplate="%{y}<br>token %{x}: %{z:.4f}<extra></extra>"))
+    fig.update_xaxes(showgrid=False, type="category", tickfont={"size": 10})
+    fig.update_yaxes(autorange="reversed")
+    who = f"the last token «{escape_label(tokens[query])}»" if causal else f"token 0 «{escape_label(tokens[0])}»"
+    title = ("Attention rollout: where the final representation of one token draws from"
+             + _subtitle(f"sample {sample} · row of {who} · residual 0.5, heads averaged, all captured layers"))
+    return theme.style(fig, title, height=300, legend=False)
+
+
+# ---- CNN attention transfer -------------------------------------------------------------------------------
+def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[str, str]] | None = None) -> go.Figure:
+    """Attention-transfer maps (channel mean of |A|^p, L2-normalised) of the teacher and the student over the input
+    image, one column per mapped layer pair, with the AT distance ‖Q_s − Q_t‖ on this sample and over the data."""
+    pairs = list(pairs or data.spatial_pairs)
+    if not pairs:
+        raise MissingDataError(f"run {data.run.name!r} has no attention-transfer maps on both models; capture CNN "
+                               "features with layers=[...] (4-D conv outputs) and spatial_p set")
+    image = data.image(sample)
+    if image is None:
+        raise MissingDataError("this run stored no input thumbnails to draw the attention maps over")
+    fig = make_subplots(rows=2, cols=len(pairs), vertical_spacing=0.12, horizontal_spacing=0.04,
+                        row_titles=["teacher", "student"],
+                        subplot_titles=[f"{short_name(t, 16)} ↔ {short_name(s, 16)}" for t, s in pairs] + [""] * len(pairs))
+    notes = []
+    for col, (t_name, s_name) in enumerate(pairs, start=1):
+        q_t, q_s = attn.match_spatial_size(data.spatial("teacher", t_name, sample), data.spatial("student", s_name, sample))
+        q_t, q_s = q_t[0].numpy(), q_s[0].numpy()
+        top = float(max(q_t.max(), q_s.max(), 1e-12))
+        distance = float(np.linalg.norm(q_t - q_s))
+        mean = float(data.at_distances(t_name, s_name).mean())
+        for row, (q, role) in enumerate(((q_t, "teacher"), (q_s, "student")), start=1):
+            _overlay(fig, image, q, row=row, col=col, n_cols=len(pairs), zmax=top,
+                     label=f"{role} {escape_label(t_name if row == 1 else s_name)}")
+        fig.layout.annotations[col - 1].text += f"<br><span style='font-size:11px'>AT distance {distance:.3f}</span>"
+        notes.append(f"{short_name(t_name, 16)}: {mean:.3f}")
+    title = ("Where each model looks: attention-transfer maps over the input"
+             + _subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
+                         "the smaller map is resampled to the larger")
+             + _subtitle(f"mean AT distance over {data.max_samples} samples: " + ", ".join(notes)))
+    return _finish(fig, title, height=620, width=max(560, 250 * len(pairs) + 120), top=150)

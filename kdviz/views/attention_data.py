@@ -1,0 +1,211 @@
+"""What the attention views read from a run: one (sample, layer) slice at a time, plus dataset-level head
+divergences computed once per process over the first ``max_samples`` samples (memoised, never written: runs
+may be served read-only).
+
+Nothing here holds a whole [N, L, H, T, T] tensor: per-sample reads are one layer's [H, T, T]; dataset
+aggregates stream blocks of samples.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+from typing import Any
+
+import numpy as np
+
+from kdviz.errors import MissingDataError
+from kdviz.metrics import attention as attn
+from kdviz.metrics.features import suggest_layer_map
+from kdviz.store import ModelSide, Run
+from kdviz.views.text import display_token
+
+ROLES = ("teacher", "student")
+
+
+class AttentionData:
+    """Lazy access to the attention maps (and CNN attention-transfer maps) of one run."""
+
+    def __init__(self, run: Run, *, max_samples: int = 256, measure: str = "kl") -> None:
+        self.run = run
+        self.max_samples = int(min(max_samples, run.n_samples))
+        self.measure = measure
+        # per-instance memo (lru_cache on methods would keep every instance alive)
+        self.sample_summaries = lru_cache(maxsize=32)(self._sample_summaries)
+        self.pair_divergence = lru_cache(maxsize=256)(self._pair_divergence)
+        self._layer_similarity: np.ndarray | None = None
+
+    # ---- structure ----------------------------------------------------------------------------
+    def side(self, role: str) -> ModelSide:
+        return self.run.teacher if role == "teacher" else self.run.student
+
+    @property
+    def has_attention(self) -> bool:
+        return bool(self.run.teacher.attention_layers and self.run.student.attention_layers)
+
+    @property
+    def has_spatial(self) -> bool:
+        return bool(self.spatial_pairs)
+
+    def require_attention(self) -> None:
+        if not self.has_attention:
+            raise MissingDataError(
+                f"run {self.run.name!r} holds no attention maps for both models: capture transformer models with "
+                "attentions=True (CNN runs have attention-transfer maps instead: see spatial_overlay)")
+
+    def layers(self, role: str) -> list[str]:
+        return self.side(role).attention_layers
+
+    def heads(self, role: str) -> list[int]:
+        return self.side(role).heads
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.run.teacher.attention(0).shape[-1])
+
+    @property
+    def layer_map(self) -> list[tuple[int, int]]:
+        """(student layer, teacher layer) pairs of the run's map, when it pairs attention layers."""
+        unit = self.run.meta["layer_map"].get("unit")
+        return self.run.layer_map if unit == "attention" else []
+
+    def mapped_teacher_layer(self, student_layer: int) -> int | None:
+        return next((t for s, t in self.layer_map if s == student_layer), None)
+
+    def mapped_student_layer(self, teacher_layer: int) -> int | None:
+        return next((s for s, t in self.layer_map if t == teacher_layer), None)
+
+    def grid(self, role: str) -> dict[str, Any] | None:
+        return self.side(role).token_grid
+
+    def positions(self, role: str) -> np.ndarray:
+        """[T, d] positions for attention distance: patches of the ViT grid, else token index."""
+        layout = self.grid(role)
+        if layout:
+            return attn.token_positions(self.n_tokens, layout["grid"], layout["prefix"])
+        return attn.token_positions(self.n_tokens)
+
+    # ---- one sample ---------------------------------------------------------------------------
+    def maps(self, role: str, layer: int, sample: int) -> np.ndarray:
+        """[H, T, T] float32 attention of one layer for one sample (one chunk read)."""
+        return self.side(role).attention(layer)[sample].astype(np.float32)
+
+    def head_map(self, role: str, layer: int, head: int, sample: int) -> np.ndarray:
+        """[T, T] float32 attention of one head."""
+        return self.side(role).attention(layer)[sample, head].astype(np.float32)
+
+    def mask(self, sample: int | slice) -> np.ndarray | None:
+        """[T] (or [n, T]) bool, True for real tokens; None when the run has no padding mask."""
+        if not self.run.has("inputs/attention_mask"):
+            return None
+        return self.run.array("inputs/attention_mask")[sample].astype(bool)
+
+    def tokens(self, sample: int) -> list[str] | None:
+        """Token strings of one sample, shown with visible whitespace; for a ViT "CLS" and patch "row,col" names."""
+        layout = self.grid("teacher")
+        if layout and self.grid("student") == layout:
+            prefix, (rows, cols) = layout["prefix"], layout["grid"]
+            return ["CLS" if i == 0 else f"reg{i}" for i in range(prefix)] + [f"p{r},{c}" for r in range(rows) for c in range(cols)]
+        if self.run.tokens is not None:
+            return [display_token(t) for t in self.run.tokens[sample]]
+        vocab = self.run.meta.get("vocab")
+        if vocab and self.run.has("inputs/token_ids"):
+            return [display_token(vocab[int(i)]) if 0 <= int(i) < len(vocab) else f"#{int(i)}"
+                    for i in self.run.array("inputs/token_ids")[sample]]
+        return None
+
+    def image(self, sample: int) -> np.ndarray | None:
+        """[h, w] or [h, w, 3] uint8 thumbnail of the input image, when the run stored one."""
+        return self.run.array("inputs/thumbnails")[sample] if self.run.has("inputs/thumbnails") else None
+
+    def _sample_summaries(self, role: str, sample: int) -> dict[str, np.ndarray]:
+        """Every `metrics.attention.SUMMARIES` value of one sample as [L, H] arrays."""
+        mask = self.mask(sample)
+        positions = self.positions(role)
+        per_layer = [attn.head_summaries(self.maps(role, layer, sample), mask=None if mask is None else mask[None],
+                                         positions=positions)
+                     for layer in range(len(self.layers(role)))]
+        return {key: _stack_ragged([row[key] for row in per_layer]) for key in attn.SUMMARIES}
+
+    def rollout(self, role: str, sample: int) -> np.ndarray:
+        """[T, T] attention rollout of one sample through all of the model's captured layers."""
+        return attn.rollout([self.maps(role, layer, sample) for layer in range(len(self.layers(role)))])[0]
+
+    # ---- dataset level (first max_samples samples) ---------------------------------------------
+    def _blocks(self, per_sample: int) -> list[slice]:
+        return attn.sample_blocks(self.max_samples, per_sample)
+
+    def _pair_divergence(self, teacher_layer: int, student_layer: int) -> np.ndarray:
+        """[H_t, H_s] head divergence of one layer pair over the first ``max_samples`` samples."""
+        self.require_attention()
+        acc = attn.HeadDivergence(self.measure)
+        t_array, s_array = self.run.teacher.attention(teacher_layer), self.run.student.attention(student_layer)
+        per_sample = (t_array.shape[1] + s_array.shape[1]) * self.n_tokens ** 2
+        for block in self._blocks(per_sample):
+            acc.update(t_array[block], s_array[block], self.mask(block))
+        return acc.result()
+
+    def match(self, teacher_layer: int, student_layer: int) -> attn.HeadMatch:
+        return attn.match_heads(self.pair_divergence(teacher_layer, student_layer))
+
+    def matched_divergence(self, role: str) -> np.ndarray:
+        """[L, H] each head's divergence to the head it is matched with in the mapped layer (NaN when its layer
+        is not in the layer map or the head is left unmatched)."""
+        out = _stack_ragged([np.full(h, np.nan) for h in self.heads(role)])
+        for s_layer, t_layer in self.layer_map:
+            match = self.match(t_layer, s_layer)
+            for (t_head, s_head), cost in zip(match.pairs, match.costs, strict=True):
+                if role == "teacher":
+                    out[t_layer, t_head] = cost
+                else:
+                    out[s_layer, s_head] = cost
+        return out
+
+    def layer_similarity(self) -> np.ndarray:
+        """[L_t, L_s] divergence of head-averaged attention between every teacher and student layer."""
+        self.require_attention()
+        if self._layer_similarity is None:
+            n_t, n_s = len(self.layers("teacher")), len(self.layers("student"))
+            acc = attn.LayerDivergence(n_t, n_s, self.measure)
+            per_sample = (sum(self.heads("teacher")) + sum(self.heads("student"))) * self.n_tokens ** 2
+            for block in self._blocks(per_sample):
+                acc.update([self.run.teacher.attention(i)[block] for i in range(n_t)],
+                           [self.run.student.attention(j)[block] for j in range(n_s)], self.mask(block))
+            self._layer_similarity = acc.result()
+        return self._layer_similarity
+
+    def suggested_map(self) -> list[tuple[int, int]]:
+        """The monotone (student, teacher) layer map with the lowest total divergence."""
+        return [tuple(p) for p in suggest_layer_map(-self.layer_similarity())["pairs"]]
+
+    # ---- CNN attention transfer ---------------------------------------------------------------
+    @cached_property
+    def spatial_pairs(self) -> list[tuple[str, str]]:
+        """(teacher name, student name) of the attention-transfer maps to compare: the layer map's feature pairs
+        when both sides have maps for them, else names present on both sides."""
+        t_names, s_names = self.run.teacher.spatial_names, self.run.student.spatial_names
+        if not t_names or not s_names:
+            return []
+        if self.run.meta["layer_map"].get("unit") == "features":
+            t_feats, s_feats = self.run.teacher.feature_names, self.run.student.feature_names
+            pairs = [(t_feats[t], s_feats[s]) for s, t in self.run.layer_map]
+            pairs = [(t, s) for t, s in pairs if t in t_names and s in s_names]
+            if pairs:
+                return pairs
+        return [(name, name) for name in t_names if name in s_names]
+
+    def spatial(self, role: str, name: str, sample: int | slice) -> np.ndarray:
+        return self.side(role).spatial(name)[sample]
+
+    def at_distances(self, teacher_name: str, student_name: str) -> np.ndarray:
+        """[N'] attention-transfer distance of every sample in the first ``max_samples``."""
+        rows = slice(0, self.max_samples)
+        return attn.at_distance(self.spatial("teacher", teacher_name, rows), self.spatial("student", student_name, rows))
+
+
+def _stack_ragged(rows: list[np.ndarray]) -> np.ndarray:
+    """[L, max H] from per-layer [H] arrays (NaN where a layer has fewer heads)."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
