@@ -6,7 +6,8 @@ A padding ``mask`` [N, T] (1 = real token) removes padded queries from every ave
 distribution (rows are renormalised over the real keys). Divergences are in nats, accumulated in float64. Maps
 stored as float16 can hold exact zeros where the model gave ~1e-9, so distributions are smoothed by ``eps``
 (added to every real key, then renormalised) before a logarithm is taken; with the default 1e-8 that moves no
-value by more than a float16 step. Functions accept numpy arrays or torch tensors and return numpy arrays.
+value by more than a float16 step. Functions accept numpy arrays or torch tensors and return numpy arrays, except
+`spatial_attention`, which runs inside capture on the models' device: torch in, torch out (float32).
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ def as_maps(a: ArrayLike, what: str = "attention") -> torch.Tensor:
     if tensor.ndim != 4 or tensor.shape[-1] != tensor.shape[-2]:
         raise InputError(f"{what} must be [N, heads, T, T] or [heads, T, T] with square maps, got shape {tuple(tensor.shape)}")
     tensor = tensor.detach().to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(tensor).all()):
-        raise InputError(f"{what} contains NaN or inf; check the model (attention probabilities must be finite)")
+    _check_finite(tensor, what)
     return tensor
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise InputError(f"{what} contains NaN or inf; check the model and the inputs (the values must be finite)")
 
 
 def as_mask(mask: ArrayLike | None, n: int, t: int) -> torch.Tensor:
@@ -367,11 +372,12 @@ def value_relation(values: ArrayLike, heads: int | None = None) -> np.ndarray:
     v = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
     v = v.detach().to("cpu", torch.float64)
     if v.ndim == 3:
-        if not heads or v.shape[-1] % heads:
+        if heads is None or heads <= 0 or v.shape[-1] % heads:
             raise InputError(f"values [N, T, {v.shape[-1]}] need heads= that divides {v.shape[-1]}, got heads={heads}")
         v = v.reshape(v.shape[0], v.shape[1], heads, -1).transpose(1, 2)
     if v.ndim != 4:
         raise InputError(f"values must be [N, H, T, d] or [N, T, H·d], got shape {tuple(v.shape)}")
+    _check_finite(v, "values")
     return torch.softmax(v @ v.transpose(-1, -2) / math.sqrt(v.shape[-1]), dim=-1).numpy()
 
 
@@ -386,6 +392,7 @@ def spatial_attention(feature_map: torch.Tensor, p: float = 2.0, *, size: tuple[
         raise InputError(f"spatial_attention expects conv features [B, C, H, W], got shape {tuple(feature_map.shape)}")
     if p <= 0:
         raise InputError(f"attention-transfer exponent p must be positive, got p={p}")
+    _check_finite(feature_map, "conv features")
     q = feature_map.float().abs().pow(p).mean(dim=1)
     return _normalise_maps(_resample(q, size))
 
@@ -411,6 +418,8 @@ def match_spatial_size(q_t: ArrayLike, q_s: ArrayLike) -> tuple[torch.Tensor, to
         t, s = t.unsqueeze(0), s.unsqueeze(0)
     if t.ndim != 3 or s.ndim != 3 or t.shape[0] != s.shape[0]:
         raise InputError(f"attention-transfer maps must be [N, h, w] for the same N, got {tuple(t.shape)} and {tuple(s.shape)}")
+    _check_finite(t, "teacher attention-transfer maps")
+    _check_finite(s, "student attention-transfer maps")
     size = (max(t.shape[1], s.shape[1]), max(t.shape[2], s.shape[2]))
     return _normalise_maps(_resample(t, size)), _normalise_maps(_resample(s, size))
 
