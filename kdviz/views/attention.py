@@ -84,7 +84,7 @@ def grid_values(data: AttentionData, role: str, sample: int, summary: str) -> np
         return data.matched_divergence(role)
     if summary not in attn.SUMMARIES:
         raise InputError(f"unknown head summary {summary!r}; choose one of {list(SUMMARY_LABELS)}")
-    return data.sample_summaries(role, sample)[summary]
+    return data.sample_summaries(role, sample, summary)
 
 
 def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
@@ -106,6 +106,7 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                         horizontal_spacing=spacing / plot_width,
                         subplot_titles=[f"{role} · {escape_label(data.side(role).name)}" for role in ROLES])
     cell = min(THUMBNAIL, data.n_tokens)
+    shapes: list[dict] = []
     for col, role in enumerate(ROLES, start=1):
         n_layers = len(data.layers(role))
         composite = np.zeros((n_layers * (cell + GAP) - GAP, heads[role] * (cell + GAP) - GAP), np.uint8)
@@ -133,14 +134,16 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
             hovertemplate="%{text}<extra></extra>", showlegend=False), row=1, col=col)
         colours = sample_colorscale(theme.SUMMARY_SCALE, [float((x - lo) / (hi - lo)) if np.isfinite(x) else 0.0 for x in v])
         chosen = (selected or {}).get(role)
+        axis = "" if col == 1 else str(col)
         for (lay, h), val, colour in zip(present, v, colours, strict=True):
             is_chosen = chosen is not None and (lay, h) == tuple(chosen)
             pad = 1.5 if is_chosen else 1.0
-            fig.add_shape(type="rect", x0=h * (cell + GAP) - pad - 0.5, x1=h * (cell + GAP) + cell + pad - 0.5,
-                          y0=lay * (cell + GAP) - pad - 0.5, y1=lay * (cell + GAP) + cell + pad - 0.5,
-                          line={"color": theme.HIGHLIGHT if is_chosen else (colour if np.isfinite(val) else theme.MUTED),
-                                "width": 4 if is_chosen else 2.5, "dash": "solid" if np.isfinite(val) or is_chosen else "dot"},
-                          row=1, col=col)
+            shapes.append({  # collected and set once: add_shape revalidates every earlier shape (quadratic)
+                "type": "rect", "xref": f"x{axis}", "yref": f"y{axis}",
+                "x0": h * (cell + GAP) - pad - 0.5, "x1": h * (cell + GAP) + cell + pad - 0.5,
+                "y0": lay * (cell + GAP) - pad - 0.5, "y1": lay * (cell + GAP) + cell + pad - 0.5,
+                "line": {"color": theme.HIGHLIGHT if is_chosen else (colour if np.isfinite(val) else theme.MUTED),
+                         "width": 4 if is_chosen else 2.5, "dash": "solid" if np.isfinite(val) or is_chosen else "dot"}})
         fig.update_xaxes(tickmode="array", tickvals=[h * (cell + GAP) + centre for h in range(heads[role])],
                          ticktext=[f"h{h}" for h in range(heads[role])], showgrid=False, zeroline=False, title="head",
                          row=1, col=col)
@@ -152,6 +155,7 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
     title = (f"Every attention head, teacher and student · frame colour: {SUMMARY_LABELS[summary]} ({scope})"
              + _subtitle("each thumbnail is one head's attention on this sample (query rows × key columns), scaled to its "
                          "own maximum · click a head to open it"))
+    fig.update_layout(shapes=shapes)
     theme.style(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
                 legend=False)
     return fig.update_layout(margin={"l": margin_l, "r": margin_r, "t": margin_t, "b": margin_b})
@@ -194,7 +198,10 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     rows = 2 if layout and data.grid("student") == layout else 1
     match = data.match(t_layer, s_layer) if data.mapped_student_layer(t_layer) == s_layer else None
     matched = match is not None and match.student_of(t_head) == s_head
-    names = (f"teacher L{t_layer} · head {t_head}", f"student L{s_layer} · head {s_head}" + (" (matched)" if matched else ""),
+    closest = (not matched and match is not None
+               and int(np.argmin(data.pair_divergence(t_layer, s_layer)[t_head])) == s_head)
+    names = (f"teacher L{t_layer} · head {t_head}",
+             f"student L{s_layer} · head {s_head}" + (" (matched)" if matched else " (closest)" if closest else ""),
              "teacher − student")
     fig = make_subplots(rows=rows, cols=3, horizontal_spacing=0.07, vertical_spacing=0.17,
                         subplot_titles=names + (("teacher: query → image", "student: query → image", "teacher − student")

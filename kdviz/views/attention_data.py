@@ -117,14 +117,13 @@ class AttentionData:
         """[h, w] or [h, w, 3] uint8 thumbnail of the input image, when the run stored one."""
         return self.run.array("inputs/thumbnails")[sample] if self.run.has("inputs/thumbnails") else None
 
-    def _sample_summaries(self, role: str, sample: int) -> dict[str, np.ndarray]:
-        """Every `metrics.attention.SUMMARIES` value of one sample as [L, H] arrays."""
+    def _sample_summaries(self, role: str, sample: int, summary: str) -> np.ndarray:
+        """[L, H] one `metrics.attention.SUMMARIES` value of every head on one sample."""
         mask = self.mask(sample)
         positions = self.positions(role)
-        per_layer = [attn.head_summaries(self.maps(role, layer, sample), mask=None if mask is None else mask[None],
-                                         positions=positions)
-                     for layer in range(len(self.layers(role)))]
-        return {key: _stack_ragged([row[key] for row in per_layer]) for key in attn.SUMMARIES}
+        return _stack_ragged([attn.head_summaries(self.maps(role, layer, sample), mask=None if mask is None else mask[None],
+                                                  positions=positions, which=[summary])[summary]
+                              for layer in range(len(self.layers(role)))])
 
     def rollout(self, role: str, sample: int) -> np.ndarray:
         """[T, T] attention rollout of one sample through all of the model's captured layers."""
