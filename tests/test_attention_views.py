@@ -272,3 +272,28 @@ def test_attention_explorer_shows_attention_transfer_for_cnns_and_refuses_runs_w
     run = kdviz.capture(teacher, student, torch.randn(8, 1, 8, 8), path=tmp_path / "plain.kdviz", progress=False)
     with pytest.raises(MissingDataError, match="neither attention maps nor attention-transfer maps"):
         AttentionExplorer(run)
+
+
+def test_value_relations_from_a_captured_value_projection_compare_across_models(tmp_path):
+    """MiniLM's value relation: capture the value projections as features, then softmax(V Vᵀ/√d) per head."""
+    teacher, student = bert_pair()
+    ids = torch.randint(1, 120, (4, 10), generator=torch.Generator().manual_seed(3))
+    run = kdviz.capture(teacher, student, ids, path=tmp_path / "v.kdviz", progress=False,
+                        layers=["bert.encoder.layer.*.attention.self.value"])
+    name_t, name_s = run.teacher.feature_names[-1], run.student.feature_names[-1]
+    assert name_t.endswith("attention.self.value")
+    values_t = run.teacher.features(name_t)[:]  # [N, T, H·d] = [4, 10, 32]
+    seen = []
+    hook = teacher.bert.encoder.layer[-1].attention.self.value.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        teacher.eval()(ids)
+    hook.remove()
+    direct = seen[0].numpy()
+    np.testing.assert_allclose(values_t, direct, rtol=1e-4, atol=1e-5)
+    rel_t = am.value_relation(values_t, heads=4)
+    v = direct.reshape(4, 10, 4, 8).transpose(0, 2, 1, 3).astype(np.float64)
+    logits = v @ v.transpose(0, 1, 3, 2) / np.sqrt(8)
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(rel_t, expected / expected.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+    rel_s = am.value_relation(run.student.features(name_s)[:], heads=2)
+    assert am.head_divergence(rel_t, rel_s).shape == (4, 2)
