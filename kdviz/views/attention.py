@@ -100,7 +100,7 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
     rows = max(len(data.layers(r)) for r in ROLES)
     # fixed pixel geometry, so thumbnails are square and equally large for both models
     block = float(np.clip(900 / (heads["teacher"] + heads["student"]), 30, 96))
-    spacing, margin_l, margin_r, margin_t, margin_b = 80, 60, 120, 120, 60
+    spacing, margin_l, margin_r, margin_t, margin_b = 80, 60, 120, 135, 60
     plot_width = (heads["teacher"] + heads["student"]) * block + spacing
     fig = make_subplots(rows=1, cols=2, column_widths=[heads["teacher"], heads["student"]],
                         horizontal_spacing=spacing / plot_width,
@@ -151,14 +151,14 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                          ticktext=[f"L{lay}" for lay in range(n_layers)], range=[rows * (cell + GAP) - GAP + 1, -2],
                          showgrid=False, zeroline=False, row=1, col=col)
         fig.update_xaxes(range=[-2, heads[role] * (cell + GAP) - GAP + 1], row=1, col=col)
-    scope = "matched over the first " + f"{data.max_samples} samples" if summary == "match" else f"sample {sample}"
-    title = (f"Every attention head, teacher and student · frame colour: {SUMMARY_LABELS[summary]} ({scope})"
-             + _subtitle("each thumbnail is one head's attention on this sample (query rows × key columns), scaled to its "
-                         "own maximum · click a head to open it"))
+    scope = f"the first {data.max_samples} samples (matching)" if summary == "match" else f"sample {sample}"
+    title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + _subtitle(f"frame colour over {scope}")
+             + _subtitle("thumbnail: the head's attention on this sample (queries × keys), scaled to its own maximum")
+             + _subtitle("click a head to open it"))
     fig.update_layout(shapes=shapes)
-    theme.style(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
-                legend=False)
-    return fig.update_layout(margin={"l": margin_l, "r": margin_r, "t": margin_t, "b": margin_b})
+    _finish(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
+            top=margin_t)
+    return fig.update_layout(margin={"l": margin_l, "r": margin_r, "b": margin_b})
 
 
 # ---- a teacher head next to a student head -----------------------------------------------------------
