@@ -8,7 +8,7 @@ import torch
 from conftest import bert_pair
 
 import kdviz
-from kdviz.errors import InputError
+from kdviz.errors import InputError, MissingDataError
 from kdviz.metrics import features as fm
 from kdviz.metrics import relations
 from kdviz.views import features as views
@@ -93,7 +93,7 @@ def test_alignment_explorer_needs_features(tmp_path):
     from conftest import TinyCNN
 
     run = kdviz.capture(TinyCNN(4), TinyCNN(2), torch.randn(8, 1, 8, 8), path=tmp_path / "r.kdviz", progress=False)
-    with pytest.raises(ValueError, match="layers="):
+    with pytest.raises(MissingDataError, match="layers="):
         AlignmentExplorer(run)
     with pytest.raises(InputError, match="layers="):
         fm.cka_matrix(run)

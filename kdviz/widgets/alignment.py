@@ -7,6 +7,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
+from kdviz.errors import MissingDataError
 from kdviz.metrics import relations
 from kdviz.metrics.features import cka_matrix, suggest_layer_map
 from kdviz.store import Run
@@ -26,7 +27,7 @@ class AlignmentExplorer(widgets.VBox):
     def __init__(self, run: Run | str, *, samples: int = RELATION_SAMPLES) -> None:
         self.run = run if isinstance(run, Run) else Run.open(run)
         if not self.run.teacher.feature_names or not self.run.student.feature_names:
-            raise ValueError("this run has no captured features; capture with layers=[...] to explore alignment")
+            raise MissingDataError("this run has no captured features; capture with layers=[...] to explore alignment")
         self.samples = min(samples, self.run.n_samples)
         self.estimator = widgets.Dropdown(options=[("debiased CKA", True), ("biased CKA", False)], value=True, description="measure")
         self.conv = widgets.Dropdown(options=[("flatten conv maps", "flatten"), ("average-pool conv maps", "pool")],
