@@ -172,7 +172,7 @@ class CaptureSession:
             self.n_classes = int(z_t.shape[-1])
             main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
             for role, out in zip(ROLES, outputs, strict=True):
-                self._record_structure(role, out, tuple(main.shape) if main is not None else None)
+                self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
         records.update(self._input_records(batch, task))
         if task == "classification":

@@ -31,14 +31,19 @@ CHUNK_ELEMENTS = 8_000_000  # float64 elements per working block (~64 MB)
 
 
 # ---- input handling -------------------------------------------------------------------------------
-def as_maps(a: ArrayLike, what: str = "attention") -> torch.Tensor:
-    """[N, H, T, T] float64 from [N, H, T, T] or one sample's [H, T, T]."""
+def maps_view(a: ArrayLike, what: str = "attention") -> torch.Tensor:
+    """[N, H, T, T] view of [N, H, T, T] or one sample's [H, T, T], shape-checked, in its own dtype (no copy)."""
     tensor = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 4 or tensor.shape[-1] != tensor.shape[-2]:
         raise InputError(f"{what} must be [N, heads, T, T] or [heads, T, T] with square maps, got shape {tuple(tensor.shape)}")
-    tensor = tensor.detach().to(device="cpu", dtype=torch.float64)
+    return tensor.detach()
+
+
+def as_maps(a: ArrayLike, what: str = "attention") -> torch.Tensor:
+    """[N, H, T, T] float64 from [N, H, T, T] or one sample's [H, T, T], checked finite."""
+    tensor = maps_view(a, what).to(device="cpu", dtype=torch.float64)
     _check_finite(tensor, what)
     return tensor
 
@@ -101,13 +106,14 @@ class HeadDivergence:
             raise InputError(f"unknown attention divergence {self.measure!r}; choose one of {MEASURES}")
 
     def update(self, a_t: ArrayLike, a_s: ArrayLike, mask: ArrayLike | None = None) -> None:
-        t, s = as_maps(a_t, "teacher attention"), as_maps(a_s, "student attention")
+        t, s = maps_view(a_t, "teacher attention"), maps_view(a_s, "student attention")
         _check_pair(t, s)
         valid = as_mask(mask, t.shape[0], t.shape[-1])
         sums = np.zeros((t.shape[1], s.shape[1]))
         per_sample = (t.shape[1] + s.shape[1]) * t.shape[-1] ** 2
-        for block in sample_blocks(t.shape[0], per_sample):
-            sums += _divergence_sums(t[block], s[block], valid[block], self.measure, self.eps)
+        for block in sample_blocks(t.shape[0], per_sample):  # float64 copies of one block at a time
+            sums += _divergence_sums(as_maps(t[block], "teacher attention"), as_maps(s[block], "student attention"),
+                                     valid[block], self.measure, self.eps)
         self.total = sums if self.total is None else self.total + sums
         self.rows += int(valid.sum())
 

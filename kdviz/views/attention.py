@@ -118,8 +118,7 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
         fig.add_trace(go.Heatmap(z=composite, colorscale=theme.SEQUENTIAL_SCALE, zmin=0, zmax=255, showscale=False,
                                  hoverinfo="skip", name=f"{role} grid"), row=1, col=col)
         centre = (cell - 1) / 2
-        layer_idx, head_idx = np.nonzero(np.isfinite(values[role]) | ~np.isfinite(values[role]))
-        present = [(lay, h) for lay, h in zip(layer_idx, head_idx, strict=True) if h < data.heads(role)[lay]]
+        present = [(lay, h) for lay, n_heads in enumerate(data.heads(role)) for h in range(n_heads)]
         v = np.array([values[role][lay, h] for lay, h in present])
         fig.add_trace(go.Scatter(
             x=[h * (cell + GAP) + centre for _, h in present], y=[lay * (cell + GAP) + centre for lay, _ in present],
@@ -264,21 +263,27 @@ def _overlay(fig: go.Figure, image: np.ndarray, z: np.ndarray, *, row: int, col:
                      row=row, col=col)
 
 
+def _overlay_pair(fig: go.Figure, image: np.ndarray, t_grid: np.ndarray, s_grid: np.ndarray, *, row: int, what: str,
+                  colorbar: dict, difference_colorbar: dict | None = None) -> None:
+    """Teacher | student on one scale (colour bar ``colorbar``) | teacher − student, each over the image, in ``row``."""
+    top = float(max(t_grid.max(), s_grid.max(), 1e-12))
+    _overlay(fig, image, t_grid, row=row, col=1, zmax=top, label=f"teacher, {what}")
+    _overlay(fig, image, s_grid, row=row, col=2, zmax=top, label=f"student, {what}", showscale=True, colorbar=colorbar)
+    diff = t_grid - s_grid
+    spread = float(max(np.abs(diff).max(), 1e-12))
+    _overlay(fig, image, diff, row=row, col=3, zmin=-spread, zmax=spread, label="teacher − student",
+             colorscale=theme.DIFFERENCE_OVERLAY_SCALE, showscale=difference_colorbar is not None, colorbar=difference_colorbar)
+
+
 def _query_overlay_row(fig: go.Figure, data: AttentionData, t_full: np.ndarray, s_full: np.ndarray, sample: int,
                        layout: dict, query: int | None) -> None:
-    query = layout["prefix"] - 1 if query is None and layout["prefix"] else (query or 0)
-    image = data.image(sample)
+    query = 0 if query is None else query  # the CLS token by default
+    prefix = layout["prefix"]
     t_row, s_row = _grid_map(t_full[query].astype(np.float64), layout), _grid_map(s_full[query].astype(np.float64), layout)
-    top = float(max(t_row.max(), s_row.max(), 1e-12))
-    who = "CLS" if query < layout["prefix"] else f"patch {query - layout['prefix']}"
-    _overlay(fig, image, t_row, row=2, col=1, zmax=top, label=f"teacher, query {who}")
-    _overlay(fig, image, s_row, row=2, col=2, zmax=top, label=f"student, query {who}", showscale=True,
-             colorbar={"title": f"attention<br>from {who}", "x": 0.635, "len": 0.42, "y": 0.0, "yanchor": "bottom",
-                       "thickness": 12})
-    diff = t_row - s_row
-    spread = float(max(np.abs(diff).max(), 1e-12))
-    _overlay(fig, image, diff, row=2, col=3, zmin=-spread, zmax=spread, label="teacher − student",
-             colorscale=theme.DIFFERENCE_OVERLAY_SCALE)
+    who = "CLS" if query == 0 and prefix else f"prefix token {query}" if query < prefix else f"patch {query - prefix}"
+    _overlay_pair(fig, data.image(sample), t_row, s_row, row=2, what=f"query {who}",
+                  colorbar={"title": f"attention<br>from {who}", "x": 0.635, "len": 0.42, "y": 0.0, "yanchor": "bottom",
+                            "thickness": 12})
 
 
 # ---- layer and head matching ---------------------------------------------------------------------------
@@ -345,15 +350,9 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
     if layout and image is not None and layout["prefix"] and data.grid("student") == layout:
         fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
                             subplot_titles=("teacher rollout", "student rollout", "teacher − student"))
-        t_row, s_row = _grid_map(r_t[0], layout), _grid_map(r_s[0], layout)
-        top = float(max(t_row.max(), s_row.max(), 1e-12))
-        _overlay(fig, image, t_row, row=1, col=1, zmax=top, label="teacher rollout from CLS")
-        _overlay(fig, image, s_row, row=1, col=2, zmax=top, label="student rollout from CLS", showscale=True,
-                 colorbar={"title": "share of<br>CLS input", "x": 0.635, "thickness": 12})
-        spread = float(max(np.abs(t_row - s_row).max(), 1e-12))
-        _overlay(fig, image, t_row - s_row, row=1, col=3, zmin=-spread, zmax=spread, label="teacher − student",
-                 colorscale=theme.DIFFERENCE_OVERLAY_SCALE, showscale=True,
-                 colorbar={"title": "teacher −<br>student", "thickness": 12})
+        _overlay_pair(fig, image, _grid_map(r_t[0], layout), _grid_map(r_s[0], layout), row=1, what="rollout from CLS",
+                      colorbar={"title": "share of<br>CLS input", "x": 0.635, "thickness": 12},
+                      difference_colorbar={"title": "teacher −<br>student", "thickness": 12})
         what = "how much of each patch flows into the CLS token through all layers (residual 0.5, heads averaged)"
         return _finish(fig, "Attention rollout over the image" + _subtitle(f"sample {sample} · {what}"), height=460)
     mask = data.mask(sample)

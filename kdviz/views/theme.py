@@ -30,7 +30,13 @@ SUMMARY_SCALE = "Viridis"
 OVERLAY_SCALE = [[0.0, "rgba(255, 214, 0, 0)"], [0.35, "rgba(255, 170, 0, 0.3)"], [0.7, "rgba(232, 89, 12, 0.6)"],
                  [1.0, "rgba(165, 0, 38, 0.8)"]]
 # Teacher minus student over an image: see-through at 0, student orange / teacher blue where they differ.
-DIFFERENCE_OVERLAY_SCALE = [[0.0, "rgba(217, 115, 13, 0.85)"], [0.5, "rgba(255, 255, 255, 0)"], [1.0, "rgba(37, 99, 168, 0.85)"]]
+def rgba(hex_colour: str, alpha: float) -> str:
+    """'#2563a8', 0.5 -> 'rgba(37, 99, 168, 0.5)'."""
+    red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, {alpha})"
+
+
+DIFFERENCE_OVERLAY_SCALE = [[0.0, rgba(STUDENT, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(TEACHER, 0.85)]]
 # Input images under an overlay: black ink on white paper.
 IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, "#1f2933"]]
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.

@@ -93,8 +93,8 @@ class AttentionExplorer(widgets.VBox):
         if not self._updating:
             self._selection_changed(role)
 
-    def select(self, role: str, layer: int, head: int) -> None:
-        """Select a head of one model (what a click on the grid does) and refresh the views."""
+    def _set_selection(self, role: str, layer: int, head: int) -> None:
+        """Set one model's layer and head menus without their observers refreshing the views."""
         self._updating = True
         try:
             self.layer[role].value = layer
@@ -102,6 +102,10 @@ class AttentionExplorer(widgets.VBox):
             self.head[role].value = head
         finally:
             self._updating = False
+
+    def select(self, role: str, layer: int, head: int) -> None:
+        """Select a head of one model (what a click on the grid does) and refresh the views."""
+        self._set_selection(role, layer, head)
         self._selection_changed(role)
 
     def _selection_changed(self, role: str) -> None:
@@ -121,13 +125,7 @@ class AttentionExplorer(widgets.VBox):
         s_head = self.data.match(t_layer, s_layer).student_of(t_head)
         if s_head is None:
             s_head = int(self.data.pair_divergence(t_layer, s_layer)[t_head].argmin())
-        self._updating = True
-        try:
-            self.layer["student"].value = s_layer
-            self._set_heads("student")
-            self.head["student"].value = s_head
-        finally:
-            self._updating = False
+        self._set_selection("student", s_layer, s_head)
 
     def selected(self, role: str) -> tuple[int, int]:
         return self.layer[role].value, self.head[role].value
