@@ -167,3 +167,11 @@ def to_device(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device, non_blocking=True)
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def take_rows(inputs: Any, rows: torch.Tensor) -> Any:
+    """The given rows [k] of a batch's inputs: a tensor, or every batch-sized tensor of a dict (others kept as they are)."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[rows]
+    size = _batch_size_of(inputs)
+    return {k: v[rows] if isinstance(v, torch.Tensor) and v.ndim and len(v) == size else v for k, v in inputs.items()}

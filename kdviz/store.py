@@ -11,6 +11,7 @@ Layout of ``NAME.kdviz/`` (see DESIGN.md):
   {teacher,student}/spatial/<name>   [N, h, w] float32, attention-transfer maps of CNN features
   {teacher,student}/tokens/<stat>    [N, T] or [N, T, k] per-token statistics of language models
   pair/tokens/<stat>             [N, T] per-token divergences between the two models
+  attribution/<target>/<method>/{teacher,student}   [M, H, W] or [M, T] float32 maps, with index [M], class [M]
 Only this module touches the disk.
 """
 
@@ -184,6 +185,37 @@ class ModelSide:
         return f"<{self.role} {self.name!r}: {len(self.attention_layers)} attention layers, {len(self.feature_names)} features>"
 
 
+class StoredAttribution:
+    """One attribution method's results for one target in a run (written by `kdviz.attribute`).
+
+    ``index`` [M] are the explained samples (rows of the run), ``classes`` [M] the class explained for each;
+    ``maps(role)`` [M, H, W] (images, at input resolution) or [M, T] (tokens), lazy; ``heads(role)`` [M, L, H]
+    per-head scores of ``attention_x_gradient``; ``attrs`` the settings (method, baseline, steps, layers, …).
+    """
+
+    def __init__(self, run: Run, target: str, method: str, group: zarr.Group) -> None:
+        self._run = run
+        self.target = target
+        self.method = method
+        self.key = f"attribution/{target}/{method}"
+        self.attrs: dict[str, Any] = dict(group.attrs)
+        self.index = np.asarray(group["index"][...])
+        self.classes = np.asarray(group["class"][...])
+
+    def maps(self, role: str) -> LazyArray:
+        return self._run.array(f"{self.key}/{role}")
+
+    def heads(self, role: str) -> LazyArray | None:
+        key = f"{self.key}/{role}_heads"
+        return self._run.array(key) if self._run.has(key) else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return f"<attribution {self.method!r} for target {self.target!r}: {len(self)} samples, maps {self.maps('teacher').shape[1:]}>"
+
+
 class Run:
     """A capture result on disk. ``Run.open`` reads only ``meta.json``; arrays are read lazily by slice."""
 
@@ -297,6 +329,28 @@ class Run:
             group.attrs.update(dict(attrs))
         self._root = zarr.open_group(store=str(self.path), mode="r", zarr_format=3)
 
+    def attribution_targets(self) -> dict[str, list[str]]:
+        """``{target: [method, ...]}`` of the attributions stored in this run; empty when `kdviz.attribute` never ran."""
+        if not self.has("attribution"):
+            return {}
+        found: dict[str, list[str]] = {}
+        for target, group in sorted(self._root["attribution"].groups()):
+            methods = sorted(name for name, _ in group.groups() if not name.startswith("."))
+            if methods and not target.startswith("."):
+                found[target] = methods
+        return found
+
+    def attribution(self, method: str, target: str = "teacher_pred") -> StoredAttribution:
+        """The stored attributions of one method for one target (``teacher_pred``, ``label`` or ``class_<k>``)."""
+        stored = self.attribution_targets()
+        if method not in stored.get(target, []):
+            have = ", ".join(f"{t}: {m}" for t, m in stored.items()) or "none"
+            raise MissingDataError(
+                f"run {self.name!r} has no {method!r} attributions for target {target!r} (stored: {have}); "
+                f"compute them with kdviz.attribute(teacher, student, data, run=run, methods=[{method!r}], target=...)"
+            )
+        return StoredAttribution(self, target, method, self._root[f"attribution/{target}/{method}"])
+
     def info(self) -> RunInfo:
         """A readable summary: task, samples, both models with accuracy, layer map and capture settings."""
         from kdviz.summary import run_summary
@@ -391,7 +445,10 @@ class RunWriter:
             raise RunExistsError(f"a run already exists at {str(self.path)!r}; pass overwrite=True or choose another path")
         self.overwrite = overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self._start(self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"), queue_size)
+
+    def _start(self, tmp_path: Path, queue_size: int) -> None:
+        self.tmp_path = tmp_path
         self._root = zarr.open_group(store=str(self.tmp_path), mode="w", zarr_format=3)
         self._arrays: dict[str, _StreamedArray] = {}
         self._settings: dict[str, tuple[int | None, bool]] = {}
@@ -420,10 +477,7 @@ class RunWriter:
 
     def commit(self, meta: Mapping[str, Any]) -> Path:
         """Flush every array, write ``meta.json`` and rename the run into place; returns the final path."""
-        self._stop_thread()
-        self._raise_pending()
-        for streamed in self._arrays.values():
-            streamed.flush()
+        self._finish_writes()
         full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
         (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
         if self.path.exists():
@@ -435,6 +489,12 @@ class RunWriter:
             os.replace(self.tmp_path, self.path)
         self._closed = True
         return self.path
+
+    def _finish_writes(self) -> None:
+        self._stop_thread()
+        self._raise_pending()
+        for streamed in self._arrays.values():
+            streamed.flush()
 
     def abort(self) -> None:
         """Drop everything written so far."""
@@ -482,6 +542,46 @@ class RunWriter:
     def _raise_pending(self) -> None:
         if self._error is not None:
             raise CorruptRunError(f"writing the run failed: {self._error}") from self._error
+
+
+class GroupWriter(RunWriter):
+    """Adds groups of arrays to an existing run (attributions): rows stream into a hidden sibling directory, as for
+    `RunWriter`, and `commit` moves each top-level group under ``<run>/<prefix>/`` in one rename.
+
+    An older group of the same name is replaced; an exception (or `abort`) leaves the run as it was.
+    """
+
+    def __init__(self, run_path: str | os.PathLike, prefix: str, *, queue_size: int = 2) -> None:
+        self.path = Path(run_path).expanduser().absolute()
+        if not (self.path / META_FILE).is_file():
+            raise NotARunError(f"{str(self.path)!r} is not a kdviz run; write into a run made by kdviz.capture()")
+        self.prefix = prefix.strip("/")
+        self.overwrite = True
+        tag = self.prefix.replace("/", "-")
+        self._start(self.path.with_name(f".{self.path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"), queue_size)
+
+    def commit(self, attrs: Mapping[str, Mapping[str, Any]]) -> list[str]:  # type: ignore[override]
+        """Flush, set each group's ``attrs`` and move the groups into the run; returns their keys in the run."""
+        self._finish_writes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, group_attrs in attrs.items():
+                zarr.open_group(store=str(self.tmp_path / name), mode="a", zarr_format=3).attrs.update(dict(group_attrs))
+            zarr.open_group(store=str(self.path), mode="a", zarr_format=3).require_group(self.prefix)
+        keys = []
+        for name in attrs:
+            final = self.path / self.prefix / name
+            if final.exists():
+                trash = final.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(final, trash)
+                os.replace(self.tmp_path / name, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(self.tmp_path / name, final)
+            keys.append(f"{self.prefix}/{name}")
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self._closed = True
+        return keys
 
 
 def iter_run_paths(paths: list[str | os.PathLike]) -> Iterator[Path]:

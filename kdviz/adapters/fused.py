@@ -48,13 +48,15 @@ class FusedAttentionHooks:
     """Records the attention probabilities of every given block during a forward pass (eager switch or recompute).
 
     ``source`` says which way was used: ``"timm-eager-switch"`` when every block could switch, else ``"fused-qkv-recompute"``.
+    With ``keep_graph``, the eager path's probabilities are kept as computed (in the graph, not cast).
     Call `remove` to take the hooks off and restore the ``fused_attn`` flags.
     """
 
-    def __init__(self, model: nn.Module, names: list[str], dtype: torch.dtype = torch.float16) -> None:
+    def __init__(self, model: nn.Module, names: list[str], dtype: torch.dtype = torch.float16, keep_graph: bool = False) -> None:
         modules = dict(model.named_modules())
         self.names = names
         self.dtype = dtype
+        self.keep_graph = keep_graph  # keep the eager path's probabilities in the autograd graph (attribution)
         self._maps: dict[str, torch.Tensor] = {}
         self._flags: list[tuple[nn.Module, bool]] = []
         self._handles = []
@@ -70,7 +72,7 @@ class FusedAttentionHooks:
 
     def _record_probabilities(self, name: str):
         def hook(module: nn.Module, args) -> None:
-            self._maps[name] = args[0].detach().to(self.dtype)
+            self._maps[name] = args[0] if self.keep_graph else args[0].detach().to(self.dtype)
 
         return hook
 

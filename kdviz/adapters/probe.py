@@ -33,6 +33,8 @@ class ModelProbe:
     Use as a context manager: on entry the model is put in eval mode, moved to ``device``, switched to eager
     attention if it is a Hugging Face model using sdpa/flash, and hooked; on exit (normal or by exception) the
     hooks are removed and the mode, device and attention implementation are restored.
+    With ``keep_graph`` (attribution), attentions are returned as the model computed them, inside its autograd
+    graph (not detached, not cast to float16), so gradients with respect to them can be taken.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ModelProbe:
         device: torch.device,
         spatial_p: float | None = 2.0,
         name: str | None = None,
+        keep_graph: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CaptureError(f"the {role} must be a torch.nn.Module, got {type(model).__name__}")
@@ -54,6 +57,7 @@ class ModelProbe:
         self.want_attentions = attentions
         self.spatial_p = spatial_p
         self.name = name or type(model).__name__
+        self.keep_graph = keep_graph
         self.is_hf = hf.is_hf_model(model)
         self.layer_patterns = list(layers) if layers is not None else None
         self.hidden_states = self.is_hf and layers is None
@@ -89,8 +93,14 @@ class ModelProbe:
         elif self.want_attentions:
             names = fused.find_fused_attention(model)
             if names:
-                self._fused = fused.FusedAttentionHooks(model, names)
+                self._fused = fused.FusedAttentionHooks(model, names, keep_graph=self.keep_graph)
                 stack.callback(self._fused.remove)
+                if self.keep_graph and self._fused.source != "timm-eager-switch":
+                    raise CaptureError(
+                        f"the {self.role}'s attention blocks recompute their probabilities outside the model's graph "
+                        "(no fused_attn flag and attn_drop module), so gradients with respect to them cannot be taken; "
+                        "give the blocks timm's eager path or leave out attention_x_gradient"
+                    )
                 self._attention_names = names
                 self.attention_source = self._fused.source
         if self.layer_patterns:
@@ -132,7 +142,7 @@ class ModelProbe:
                     f"the {self.role} returned no attention weights (attention implementation: "
                     f"{hf.attention_implementation(self.model)}); load it with attn_implementation='eager' or pass attentions=False"
                 )
-            result.attentions = [a.detach().to(torch.float16) for a in maps]
+            result.attentions = list(maps) if self.keep_graph else [a.detach().to(torch.float16) for a in maps]
             if not self._attention_names:
                 self._attention_names = hf.layer_names(self.model, len(maps))
         if self.hidden_states:
