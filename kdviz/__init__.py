@@ -1,8 +1,9 @@
 """kdviz: see inside knowledge distillation. A teacher and a student go in; interactive views come out."""
 
 from kdviz._version import __version__
+from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.errors import KdvizError
 from kdviz.store import Run
 
-__all__ = ["KdvizError", "Run", "__version__", "capture"]
+__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture"]

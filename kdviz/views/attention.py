@@ -22,6 +22,7 @@ from kdviz.metrics.features import map_total
 from kdviz.views import theme
 from kdviz.views.attention_data import ROLES, AttentionData
 from kdviz.views.layers import draw_layer_maps, short_name
+from kdviz.views.overlay import overlay, overlay_pair
 from kdviz.views.text import escape_label
 
 THUMBNAIL = 32  # largest thumbnail side in the head grid
@@ -243,45 +244,13 @@ def _grid_map(values: np.ndarray, layout: dict) -> np.ndarray:
     return values[layout["prefix"]:].reshape(rows, cols)
 
 
-def _overlay(fig: go.Figure, image: np.ndarray, z: np.ndarray, *, row: int, col: int, zmax: float, label: str, n_cols: int = 3,
-             colorscale: object = None, zmin: float = 0.0, showscale: bool = False, colorbar: dict | None = None) -> None:
-    """Draw ``z`` [gh, gw] over the image [h, w] (``row``, ``col`` of an ``n_cols``-wide subplot grid) so each cell
-    covers its patch of the picture; low values are transparent."""
-    grey = image.mean(-1) if image.ndim == 3 else image
-    height, width = grey.shape
-    fig.add_trace(go.Heatmap(z=grey.astype(np.float32), colorscale=theme.IMAGE_SCALE, showscale=False, hoverinfo="skip",
-                             zmin=0, zmax=255), row=row, col=col)
-    dy, dx = height / z.shape[0], width / z.shape[1]
-    fig.add_trace(go.Heatmap(z=z.astype(np.float32), x0=-0.5 + dx / 2, dx=dx, y0=-0.5 + dy / 2, dy=dy,
-                             colorscale=colorscale or theme.OVERLAY_SCALE, zmin=zmin, zmax=zmax,
-                             showscale=showscale, colorbar=colorbar,
-                             hovertemplate=f"{label}<br>pixel row %{{y:.0f}}, col %{{x:.0f}}: %{{z:.3f}}<extra></extra>"),
-                  row=row, col=col)
-    axis = (row - 1) * n_cols + col
-    fig.update_xaxes(visible=False, range=[-0.5, width - 0.5], constrain="domain", row=row, col=col)
-    fig.update_yaxes(visible=False, range=[height - 0.5, -0.5], scaleanchor=f"x{axis if axis > 1 else ''}", constrain="domain",
-                     row=row, col=col)
-
-
-def _overlay_pair(fig: go.Figure, image: np.ndarray, t_grid: np.ndarray, s_grid: np.ndarray, *, row: int, what: str,
-                  colorbar: dict, difference_colorbar: dict | None = None) -> None:
-    """Teacher | student on one scale (colour bar ``colorbar``) | teacher − student, each over the image, in ``row``."""
-    top = float(max(t_grid.max(), s_grid.max(), 1e-12))
-    _overlay(fig, image, t_grid, row=row, col=1, zmax=top, label=f"teacher, {what}")
-    _overlay(fig, image, s_grid, row=row, col=2, zmax=top, label=f"student, {what}", showscale=True, colorbar=colorbar)
-    diff = t_grid - s_grid
-    spread = float(max(np.abs(diff).max(), 1e-12))
-    _overlay(fig, image, diff, row=row, col=3, zmin=-spread, zmax=spread, label="teacher − student",
-             colorscale=theme.DIFFERENCE_OVERLAY_SCALE, showscale=difference_colorbar is not None, colorbar=difference_colorbar)
-
-
 def _query_overlay_row(fig: go.Figure, data: AttentionData, t_full: np.ndarray, s_full: np.ndarray, sample: int,
                        layout: dict, query: int | None) -> None:
     query = 0 if query is None else query  # the CLS token by default
     prefix = layout["prefix"]
     t_row, s_row = _grid_map(t_full[query].astype(np.float64), layout), _grid_map(s_full[query].astype(np.float64), layout)
     who = "CLS" if query == 0 and prefix else f"prefix token {query}" if query < prefix else f"patch {query - prefix}"
-    _overlay_pair(fig, data.image(sample), t_row, s_row, row=2, what=f"query {who}",
+    overlay_pair(fig, data.image(sample), t_row, s_row, row=2, what=f"query {who}",
                   colorbar={"title": f"attention<br>from {who}", "x": 0.635, "len": 0.42, "y": 0.0, "yanchor": "bottom",
                             "thickness": 12})
 
@@ -350,7 +319,7 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
     if layout and image is not None and layout["prefix"] and data.grid("student") == layout:
         fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
                             subplot_titles=("teacher rollout", "student rollout", "teacher − student"))
-        _overlay_pair(fig, image, _grid_map(r_t[0], layout), _grid_map(r_s[0], layout), row=1, what="rollout from CLS",
+        overlay_pair(fig, image, _grid_map(r_t[0], layout), _grid_map(r_s[0], layout), row=1, what="rollout from CLS",
                       colorbar={"title": "share of<br>CLS input", "x": 0.635, "thickness": 12},
                       difference_colorbar={"title": "teacher −<br>student", "thickness": 12})
         what = "how much of each patch flows into the CLS token through all layers (residual 0.5, heads averaged)"
@@ -394,7 +363,7 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
         distance = float(np.linalg.norm(q_t - q_s))
         mean = float(data.at_distances(t_name, s_name).mean())
         for row, (q, role) in enumerate(((q_t, "teacher"), (q_s, "student")), start=1):
-            _overlay(fig, image, q, row=row, col=col, n_cols=len(pairs), zmax=top,
+            overlay(fig, image, q, row=row, col=col, n_cols=len(pairs), zmax=top,
                      label=f"{role} {escape_label(t_name if row == 1 else s_name)}")
         fig.layout.annotations[col - 1].text += f"<br><span style='font-size:11px'>AT distance {distance:.3f}</span>"
         notes.append(f"{short_name(t_name, 16)}: {mean:.3f}")

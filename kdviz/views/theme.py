@@ -37,6 +37,11 @@ def rgba(hex_colour: str, alpha: float) -> str:
 
 
 DIFFERENCE_OVERLAY_SCALE = [[0.0, rgba(STUDENT, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(TEACHER, 0.85)]]
+# Signed evidence (integrated gradients, input × gradient): purple against the class, red for it, white at 0.
+EVIDENCE_AGAINST = "#6a3d9a"
+EVIDENCE_FOR = "#b2182b"
+SIGNED_SCALE = [[0.0, EVIDENCE_AGAINST], [0.5, "#ffffff"], [1.0, EVIDENCE_FOR]]
+SIGNED_OVERLAY_SCALE = [[0.0, rgba(EVIDENCE_AGAINST, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(EVIDENCE_FOR, 0.85)]]
 # Input images under an overlay: black ink on white paper.
 IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, "#1f2933"]]
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.
@@ -57,3 +62,6 @@ def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = 
         hoverlabel={"font": {"family": FONT_FAMILY}},
     )
     return fig
+
+# One colour per class (scatter plots coloured by class): Tableau 10, distinguishable and colour-blind aware.
+CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]

@@ -2,7 +2,8 @@
 
 from kdviz.widgets.alignment import AlignmentExplorer
 from kdviz.widgets.attention import AttentionExplorer
+from kdviz.widgets.attribution import AttributionExplorer
 from kdviz.widgets.logits import LogitExplorer
 from kdviz.widgets.temperature_lab import TemperatureLab
 
-__all__ = ["AlignmentExplorer", "AttentionExplorer", "LogitExplorer", "TemperatureLab"]
+__all__ = ["AlignmentExplorer", "AttentionExplorer", "AttributionExplorer", "LogitExplorer", "TemperatureLab"]

@@ -13,7 +13,7 @@ from kdviz.store import Run
 from kdviz.views import attention as views
 from kdviz.views.attention_data import ROLES, AttentionData
 from kdviz.views.text import escape_label
-from kdviz.widgets._display import figure_output, show
+from kdviz.widgets._display import figure_output, replace_figure, show
 
 BOTTOM_VIEWS = (("layer map", "layers"), ("head match", "heads"), ("rollout", "rollout"))
 FULL_DETAIL = 128  # tokens shown unpooled in the pair view
@@ -156,16 +156,7 @@ class AttentionExplorer(widgets.VBox):
         fig = views.head_grid(self.data, self.sample.value, self.summary.value,
                               selected={role: self.selected(role) for role in ROLES})
         self.figures["grid"] = fig
-        with self.grid.batch_update():
-            if len(self.grid.data) != len(fig.data):
-                self.grid.data = []
-                self.grid.add_traces(list(fig.data))
-                for trace in self.grid.data:
-                    trace.on_click(self._on_grid_click)
-            else:
-                for target, source in zip(self.grid.data, fig.data, strict=True):
-                    target.update(source.to_plotly_json())
-            self.grid.layout = fig.layout
+        replace_figure(self.grid, fig, self._on_grid_click)
 
     def refresh_pair(self) -> None:
         window = tuple(self.window.value) if self.data.n_tokens > FULL_DETAIL else None
