@@ -195,12 +195,12 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
         call = _model_call(probe, inputs, positions, settings)
         for method in settings.methods:
             start = time.perf_counter()
-            maps, heads, info = _one_method(method, probe, call, inputs, classes, positions, settings)
+            maps, extras, info = _one_method(method, probe, call, inputs, classes, positions, settings)
             seconds[method] += time.perf_counter() - start
             am_check_finite(maps, f"{probe.role} {method} attributions", int(rows[0]))
             records[f"{method}/{probe.role}"] = maps.float().cpu().numpy()
-            if heads is not None:
-                records[f"{method}/{probe.role}_heads"] = heads.float().cpu().numpy()
+            for name, values in extras.items():
+                records[f"{method}/{probe.role}_{name}"] = values.float().cpu().numpy()
             known = shapes.setdefault(method, {"kind": info["kind"], "shape": list(maps.shape[1:]), "layers": {}, "query": {}})
             known["layers"][probe.role] = info.get("layer")
             known["query"][probe.role] = info.get("query")
@@ -220,25 +220,28 @@ def am_check_finite(maps: torch.Tensor, what: str, first_row: int) -> None:
 
 
 def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, classes: torch.Tensor,
-                positions: torch.Tensor | None, settings: AttributionSettings) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """One method on one model: maps [B, ...], per-head scores [B, L, H] (attention × gradient) and what was used."""
+                positions: torch.Tensor | None, settings: AttributionSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """One method on one model: maps [B, ...], per-sample extras ({"heads": [B, L, H]} for attention × gradient,
+    {"delta": [B]} for integrated gradients) and what was used."""
     kind = "tokens" if call.tokens else "image" if call.main.ndim == 4 else "features"
     if method == "attention_x_gradient":
         maps, heads, query = _attention_x_gradient(probe, inputs, call, classes, positions)
-        return maps, heads, {"kind": kind, "query": query}
+        return maps, {"heads": heads}, {"kind": kind, "query": query}
     if method == "grad_cam":
         name = settings.layers[probe.role] or _last_conv(probe.model, probe.role)
         layer = _module(probe.model, name, probe.role)
-        return am.grad_cam(call.forward, call.main, classes, layer, extra=call.extra, layer_name=name), None, {"kind": kind, "layer": name}
+        return am.grad_cam(call.forward, call.main, classes, layer, extra=call.extra, layer_name=name), {}, {"kind": kind, "layer": name}
+    common = {"extra": call.extra, "n_steps": settings.n_steps, "internal_batch_size": settings.internal_batch_size,
+              "return_delta": True}
     if call.tokens:
         baseline_ids = _baseline_ids(probe.model, call.main, inputs, settings.baseline)
-        maps = am.embedding_attribution(method, call.forward, call.main, classes, call.embedding, extra=call.extra,
-                                        baseline_ids=baseline_ids, n_steps=settings.n_steps,
-                                        internal_batch_size=settings.internal_batch_size)
-        return maps, None, {"kind": kind, "layer": _name_of(probe.model, call.embedding)}
-    maps = am.input_attribution(method, call.forward, call.main, classes, extra=call.extra, baseline=settings.baseline,
-                                n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
-    return maps, None, {"kind": kind}
+        maps, delta = am.embedding_attribution(method, call.forward, call.main, classes, call.embedding,
+                                               baseline_ids=baseline_ids, **common)
+        info = {"kind": kind, "layer": _name_of(probe.model, call.embedding)}
+    else:
+        maps, delta = am.input_attribution(method, call.forward, call.main, classes, baseline=settings.baseline, **common)
+        info = {"kind": kind}
+    return maps, ({} if delta is None else {"delta": delta}), info
 
 
 def _attention_x_gradient(probe: ModelProbe, inputs: Any, call: ModelCall, classes: torch.Tensor,

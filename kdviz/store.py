@@ -190,7 +190,8 @@ class StoredAttribution:
 
     ``index`` [M] are the explained samples (rows of the run), ``classes`` [M] the class explained for each;
     ``maps(role)`` [M, H, W] (images, at input resolution) or [M, T] (tokens), lazy; ``heads(role)`` [M, L, H]
-    per-head scores of ``attention_x_gradient``; ``attrs`` the settings (method, baseline, steps, layers, …).
+    per-head scores of ``attention_x_gradient``; ``delta(role)`` [M] the convergence delta of integrated gradients;
+    ``attrs`` the settings (method, baseline, steps, layers, …).
     """
 
     def __init__(self, run: Run, target: str, method: str, group: zarr.Group) -> None:
@@ -206,7 +207,15 @@ class StoredAttribution:
         return self._run.array(f"{self.key}/{role}")
 
     def heads(self, role: str) -> LazyArray | None:
-        key = f"{self.key}/{role}_heads"
+        """[M, L, H] per-head scores Σ A ⊙ ∂y/∂A (attention × gradient), else None."""
+        return self._extra(role, "heads")
+
+    def delta(self, role: str) -> LazyArray | None:
+        """[M] integrated gradients' convergence delta Σ map − (y(x) − y(baseline)), else None."""
+        return self._extra(role, "delta")
+
+    def _extra(self, role: str, name: str) -> LazyArray | None:
+        key = f"{self.key}/{role}_{name}"
         return self._run.array(key) if self._run.has(key) else None
 
     def __len__(self) -> int:

@@ -73,11 +73,14 @@ def input_attribution(
     baseline: float | torch.Tensor | None = None,
     n_steps: int = 32,
     internal_batch_size: int | None = None,
-) -> torch.Tensor:
+    return_delta: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Saliency, integrated gradients or input × gradient of float ``inputs`` [B, ...] for ``target`` [B]; a map per sample.
 
     ``baseline`` (integrated gradients): a number, or a tensor shaped like one input or like the batch (default 0).
     ``internal_batch_size`` bounds how many of the B × ``n_steps`` path points go through the model at once.
+    ``return_delta``: also return integrated gradients' convergence delta [B] = Σ map − (y(x) − y(baseline)), the
+    error of the path integral's ``n_steps``-point approximation (None for the other methods).
     """
     if method not in INPUT_METHODS:
         raise InputError(f"{method!r} is not an input attribution; choose from {list(INPUT_METHODS)}")
@@ -89,16 +92,22 @@ def input_attribution(
     attr = captum_attr()
     x = inputs.detach().clone().requires_grad_(True)  # captum would set it, with a warning
     args = tuple(extra) or None
+    delta = None
     if method == "saliency":
         raw = attr.Saliency(forward).attribute(x, target=target, abs=True, additional_forward_args=args)
     elif method == "input_x_gradient":
         raw = attr.InputXGradient(forward).attribute(x, target=target, additional_forward_args=args)
     else:
-        raw = attr.IntegratedGradients(forward).attribute(
+        raw, delta = attr.IntegratedGradients(forward).attribute(
             x, baselines=_baseline(baseline, x), target=target, additional_forward_args=args, n_steps=n_steps,
-            internal_batch_size=internal_batch_size,
+            internal_batch_size=internal_batch_size, return_convergence_delta=True,
         )
-    return reduce_channels(raw.detach(), method)
+    maps = reduce_channels(raw.detach(), method)
+    return (maps, _detached(delta)) if return_delta else maps
+
+
+def _detached(delta: torch.Tensor | None) -> torch.Tensor | None:
+    return None if delta is None else delta.detach().reshape(-1)
 
 
 def _baseline(baseline: float | torch.Tensor | None, x: torch.Tensor) -> float | torch.Tensor:
@@ -126,28 +135,32 @@ def embedding_attribution(
     baseline_ids: torch.Tensor | None = None,
     n_steps: int = 32,
     internal_batch_size: int | None = None,
-) -> torch.Tensor:
+    return_delta: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """[B, T] attributions of token ids [B, T] taken at the output of ``embedding`` (captum's layer methods).
 
     Integrated gradients (``LayerIntegratedGradients``) run along the path from the embeddings of ``baseline_ids``
     (default: id 0 everywhere) to those of ``ids``; saliency and input × gradient use ``LayerGradientXActivation``.
+    ``return_delta`` as in `input_attribution`.
     """
     if method not in INPUT_METHODS:
         raise InputError(f"{method!r} is not an input attribution; choose from {list(INPUT_METHODS)}")
     attr = captum_attr()
     args = tuple(extra) or None
+    delta = None
     if method == "integrated_gradients":
         baselines = torch.zeros_like(ids) if baseline_ids is None else baseline_ids
-        raw = attr.LayerIntegratedGradients(forward, embedding).attribute(
+        raw, delta = attr.LayerIntegratedGradients(forward, embedding).attribute(
             ids, baselines=baselines, target=target, additional_forward_args=args, n_steps=n_steps,
-            internal_batch_size=internal_batch_size,
+            internal_batch_size=internal_batch_size, return_convergence_delta=True,
         )
     else:
         method_obj = attr.LayerGradientXActivation(forward, embedding, multiply_by_inputs=method == "input_x_gradient")
         raw = method_obj.attribute(ids, target=target, additional_forward_args=args)
     if raw.ndim != 3:
         raise InputError(f"the embedding layer's output has shape {tuple(raw.shape)}; token attributions need [B, T, D]")
-    return reduce_channels(raw.detach(), method)
+    maps = reduce_channels(raw.detach(), method)
+    return (maps, _detached(delta)) if return_delta else maps
 
 
 def grad_cam(forward: Forward, inputs: torch.Tensor, target: torch.Tensor, layer: nn.Module, *, extra: Sequence[Any] = (),
