@@ -49,6 +49,7 @@ class AttributionExplorer(widgets.VBox):
         self.selected: int | None = None
         self.bin_samples: np.ndarray | None = None  # the samples of a clicked histogram bar
         self._refreshing = False
+        self._switching_target = False
         self.has_logits = self.data.logits("teacher") is not None
         super().__init__([
             widgets.HTML(f"<h3>Attributions: {escape_label(self.run.name)}</h3>"),
@@ -63,7 +64,7 @@ class AttributionExplorer(widgets.VBox):
         ])
         self.target.observe(self._target_changed, names="value")
         for control in (self.method, self.metric, self.order):
-            control.observe(lambda _change: self.refresh(), names="value")
+            control.observe(self._control_changed, names="value")
         self.threshold.observe(lambda _change: self.refresh_scatter(), names="value")
         self.samples.observe(self._list_selected, names="value")
         self.clear_bin.on_click(lambda _button: self.show_bin(None))
@@ -161,12 +162,20 @@ class AttributionExplorer(widgets.VBox):
         self.refresh()
 
     # ---- events ----
+    def _control_changed(self, _change: dict) -> None:
+        if not self._switching_target:
+            self.refresh()
+
     def _target_changed(self, change: dict) -> None:
+        """Offer the new target's methods, keeping the current method where it was computed too; then redraw once."""
         options = self._method_options(change["new"])
         current = self.method.value
-        with self.method.hold_trait_notifications():
+        self._switching_target = True
+        try:
             self.method.options = options
             self.method.value = current if current in [m for _, m in options] else options[0][1]
+        finally:
+            self._switching_target = False
         self.refresh()
 
     def _list_selected(self, change: dict) -> None:
