@@ -34,6 +34,7 @@ from kdviz.metrics import attribution as am
 from kdviz.store import GroupWriter, Run
 
 TARGETS = ("teacher_pred", "label")
+AUTO_PATH_POINTS = 256  # integrated-gradients path points per forward pass unless internal_batch_size says otherwise
 
 
 def attribute(
@@ -73,7 +74,8 @@ def attribute(
       (default: its first nn.Embedding).
     - ``baseline``: integrated gradients' starting point: a number or a tensor like one input (images, default 0);
       a token id for text (default: the model's pad token id, else 0). ``n_steps`` path points;
-      ``internal_batch_size`` bounds the points per forward pass (memory).
+      ``internal_batch_size`` bounds the path points per forward pass (memory); by default about
+      `AUTO_PATH_POINTS` (at least two steps per sample), which on CPUs is also faster than one huge pass.
     - ``position``: for sequence outputs [B, T, V], the position explained (default: the last real token).
     Models are used in eval mode on ``device`` (default: CUDA when available) and left exactly as they were:
     mode, device, ``requires_grad``, ``.grad`` and attention implementation (gradients are taken with respect to
@@ -231,8 +233,8 @@ def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, cl
         name = settings.layers[probe.role] or _last_conv(probe.model, probe.role)
         layer = _module(probe.model, name, probe.role)
         return am.grad_cam(call.forward, call.main, classes, layer, extra=call.extra, layer_name=name), {}, {"kind": kind, "layer": name}
-    common = {"extra": call.extra, "n_steps": settings.n_steps, "internal_batch_size": settings.internal_batch_size,
-              "return_delta": True}
+    internal = settings.internal_batch_size or max(AUTO_PATH_POINTS, 2 * len(classes))
+    common = {"extra": call.extra, "n_steps": settings.n_steps, "internal_batch_size": internal, "return_delta": True}
     if call.tokens:
         baseline_ids = _baseline_ids(probe.model, call.main, inputs, settings.baseline)
         maps, delta = am.embedding_attribution(method, call.forward, call.main, classes, call.embedding,

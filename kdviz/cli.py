@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--address", default=None, help="address to bind (default: localhost only)")
     demo.add_argument("--retrain", action="store_true", help="retrain the demo models from fixed seeds into assets/ first")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--no-attributions", action="store_true", help="skip explaining the demo models (about 15 s on 2 cores)")
 
     serve = commands.add_parser("serve", help="serve a read-only dashboard of runs")
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding *.kdviz runs")
@@ -65,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"kdviz: retraining the demo models into {target}", flush=True)
         retrain(target, progress=not args.quiet)
     out = Path(args.build_only or args.out)
-    runs = build_demo_runs(out, progress=not args.quiet)
+    runs = build_demo_runs(out, progress=not args.quiet, attributions=not args.no_attributions)
     for run in runs:
         print(run.info(), flush=True)
     if args.build_only:

@@ -214,6 +214,12 @@ class StoredAttribution:
         """[M] integrated gradients' convergence delta Σ map − (y(x) − y(baseline)), else None."""
         return self._extra(role, "delta")
 
+    @property
+    def positions(self) -> np.ndarray | None:
+        """[M] explained position of each sample for sequence outputs (language models), else None."""
+        key = f"{self.key}/position"
+        return self._run.array(key)[:] if self._run.has(key) else None
+
     def _extra(self, role: str, name: str) -> LazyArray | None:
         key = f"{self.key}/{role}_{name}"
         return self._run.array(key) if self._run.has(key) else None

@@ -77,6 +77,18 @@ def test_info_command_prints_a_readable_summary(demo_runs, capsys):
     assert "digits-cnn" in text and "classification, 500 samples, 10 classes" in text
     assert f"accuracy {100 * run.teacher.description['accuracy']:.1f}%" in text
     assert "S0→T0" in text
+    assert "attrib.  explaining teacher_pred: grad_cam (500), integrated_gradients (500), saliency (500)" in text
+
+
+def test_demo_runs_carry_attributions_of_both_models(demo_runs):
+    """`kdviz demo` explains every demo run, so the served dashboard never computes a gradient."""
+    from kdviz.demo.build import DEMO_ATTRIBUTIONS
+
+    for name, run in demo_runs.items():
+        assert run.attribution_targets() == {"teacher_pred": sorted(DEMO_ATTRIBUTIONS[name]["methods"])}
+    lm = demo_runs["charlm"].attribution("attention_x_gradient")
+    assert lm.maps("teacher").shape == (demo_runs["charlm"].n_samples, demo_data.SEQ_LEN)
+    assert demo_runs["digits-cnn"].attribution("grad_cam").attrs["layers"] == {"teacher": "layer3", "student": "layer3"}
 
 
 def test_info_command_reports_errors_without_a_trace(tmp_path, capsys):

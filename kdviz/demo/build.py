@@ -3,28 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
+from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
 from kdviz.demo.weights import assets_dir, load_pair, read_manifest
+from kdviz.errors import KdvizError
 from kdviz.store import Run
 
 DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm")
 N_TEXT_SAMPLES = 64
 
 
-def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bool = True) -> list[Run]:
-    """Capture the three demo pairs into ``out_dir/{digits-cnn,digits-vit,charlm}.kdviz`` and return the runs."""
+# What `build_demo_runs(..., attributions=True)` explains in each run (for the teacher's predicted class / next character).
+DEMO_ATTRIBUTIONS = {
+    "digits-cnn": {"methods": ["saliency", "integrated_gradients", "grad_cam"], "layers": "layer3"},
+    "digits-vit": {"methods": ["saliency", "integrated_gradients", "attention_x_gradient"]},
+    "charlm": {"methods": ["integrated_gradients", "attention_x_gradient"]},
+}
+IMAGE_PAIRS = {"digits-cnn": ("cnn", "CNN", ["layer1", "layer2", "layer3"]), "digits-vit": ("vit", "ViT", ["blocks.*"])}
+
+
+def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
+    """(teacher, student, data) of one demo run, the data in the order the run was captured from: for
+    `kdviz.attribute` (or a capture of your own) on the same samples. ``name``: one of `DEMO_RUNS`."""
+    if name not in DEMO_RUNS:
+        raise KdvizError(f"unknown demo run {name!r}; choose from {list(DEMO_RUNS)}")
+    assets = assets_dir()
+    if name in IMAGE_PAIRS:
+        teacher, student, _ = load_pair(IMAGE_PAIRS[name][0], assets)
+        digits = demo_data.load_digits()
+        return teacher, student, (digits.x_test, digits.y_test)
+    teacher, student, _ = load_pair("charlm", assets)
+    _, held_out = demo_data.split_corpus(demo_data.corpus_text())
+    ids = demo_data.char_sequences(demo_data.encode(held_out, read_manifest(assets)["vocab"]), N_TEXT_SAMPLES)
+    return teacher, student, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bool = True, attributions: bool = False) -> list[Run]:
+    """Capture the three demo pairs into ``out_dir/{digits-cnn,digits-vit,charlm}.kdviz`` and return the runs.
+
+    With ``attributions``, also explain both models' predictions in each run (`DEMO_ATTRIBUTIONS`, `kdviz.attribute`).
+    """
     out_dir = Path(out_dir)
     assets = assets_dir()
     manifest = read_manifest(assets)
     digits = demo_data.load_digits()
     runs = []
-    image_pairs = (("cnn", "digits-cnn", "CNN", ["layer1", "layer2", "layer3"]), ("vit", "digits-vit", "ViT", ["blocks.*"]))
-    for pair, name, label, layers in image_pairs:
-        teacher, student, entry = load_pair(pair, assets)
+    for name, (pair, label, layers) in IMAGE_PAIRS.items():
+        teacher, student, _ = demo_pair(name)
+        entry = manifest["pairs"][pair]
         runs.append(
             capture(
                 teacher, student, (digits.x_test, digits.y_test), path=out_dir / f"{name}.kdviz", layers=layers,
@@ -33,17 +65,23 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
                 extra_meta={"demo": pair, "distillation": entry["train"], "data": "scikit-learn digits, held-out 500"},
             )
         )
-    teacher, student, entry = load_pair("charlm", assets)
-    vocab = manifest["vocab"]
-    _, held_out = demo_data.split_corpus(demo_data.corpus_text())
-    ids = demo_data.char_sequences(demo_data.encode(held_out, vocab), N_TEXT_SAMPLES)
+    teacher, student, data = demo_pair("charlm")
     runs.append(
         capture(
-            teacher, student, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, path=out_dir / "charlm.kdviz",
-            tokenizer=vocab, batch_size=16,
+            teacher, student, data, path=out_dir / "charlm.kdviz", tokenizer=manifest["vocab"], batch_size=16,
             keep_full_logits=8, progress=progress, overwrite=overwrite, device="cpu",
             names=("GPT-2 char teacher", "GPT-2 char student"),
-            extra_meta={"demo": "charlm", "distillation": entry["train"], "data": "Python's pydoc topics, held-out 10%"},
+            extra_meta={"demo": "charlm", "distillation": manifest["pairs"]["charlm"]["train"],
+                        "data": "Python's pydoc topics, held-out 10%"},
         )
     )
+    if attributions:
+        runs = [add_demo_attributions(run, progress=progress) for run in runs]
     return runs
+
+
+def add_demo_attributions(run: Run, *, progress: bool = True) -> Run:
+    """Explain both models of one demo run (its name says which) with the methods of `DEMO_ATTRIBUTIONS`."""
+    teacher, student, data = demo_pair(run.name)
+    return attribute(teacher, student, data, run=run, device="cpu", progress=progress, batch_size=100,
+                     **DEMO_ATTRIBUTIONS[run.name])

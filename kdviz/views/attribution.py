@@ -46,6 +46,11 @@ def target_label(target: str) -> str:
     return TARGET_LABELS.get(target, f"class {target.removeprefix('class_')}")
 
 
+def class_label(data: AttributionData, c: int) -> str:
+    """A class name or token made safe and visible (escaped; whitespace tokens shown as ␣, ⏎)."""
+    return escape_label(display_token(data.class_name(c)))
+
+
 def _scaled(m: np.ndarray) -> np.ndarray:
     """A map divided by its largest |value| (all-zero maps stay zero)."""
     top = float(np.abs(m).max()) if m.size else 0.0
@@ -62,11 +67,16 @@ def attribution_pair(data: AttributionData, sample: int, method: str | None = No
     t_map, s_map = (_scaled(m) for m in data.maps(method, target, sample))
     signed = bool(stored.attrs.get("signed"))
     explained = int(stored.classes[row])
-    parts = [f"sample {sample}", f"explaining «{escape_label(data.class_name(explained))}» ({target_label(target)})"]
+    parts = [f"sample {sample}", f"explaining «{class_label(data, explained)}» ({target_label(target)})"]
     z_t, z_s = data.logits("teacher"), data.logits("student")
     if z_t is not None and z_s is not None:
-        parts.append(f"teacher says «{escape_label(data.class_name(int(z_t[sample].argmax())))}», "
-                     f"student says «{escape_label(data.class_name(int(z_s[sample].argmax())))}»")
+        parts.append(f"teacher says «{class_label(data, int(z_t[sample].argmax()))}», "
+                     f"student says «{class_label(data, int(z_s[sample].argmax()))}»")
+    tokens = data.tokens(sample)
+    if stored.positions is not None:
+        position = int(stored.positions[row])
+        token = f" «{escape_label(display_token(tokens[position]))}»" if tokens is not None else ""
+        parts.append(f"the prediction at token {position}{token}")
     scores = " · ".join(f"{label} {data.agreement(method, target, metric)[row]:.2f}" for metric, label in
                         (("spearman", "Spearman"), ("cosine", "cosine"), ("topk_iou", "top-10% IoU")))
     subtitle = " · ".join(parts) + "<br>" + scores + " · each map scaled to its largest |value|"
@@ -81,8 +91,9 @@ def attribution_pair(data: AttributionData, sample: int, method: str | None = No
         return _finish(fig, title, subtitle, height=500, top=140)
     mask = data.mask(method, target, np.array([row]))
     n_real = int(mask[0].sum()) if mask is not None else len(t_map)
-    tokens = data.tokens(sample) or [str(i) for i in range(len(t_map))]
-    fig = token_attribution_strip(tokens[:n_real], t_map[:n_real], s_map[:n_real], signed=signed)
+    tokens = tokens or [str(i) for i in range(len(t_map))]
+    short = max((len(t) for t in tokens[:n_real]), default=0) <= 3  # characters, digits: more per line
+    fig = token_attribution_strip(tokens[:n_real], t_map[:n_real], s_map[:n_real], signed=signed, per_row=32 if short else 16)
     return _finish(fig, title, subtitle, height=int(fig.layout.height), top=125)
 
 
@@ -182,10 +193,10 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
     palette = theme.CLASS_COLOURS
     for c in np.unique(classes):
         members = classes == c
-        hover = [f"sample {i}<br>teacher «{escape_label(data.class_name(int(tp)))}», student «{escape_label(data.class_name(int(sp)))}»"
+        hover = [f"sample {i}<br>teacher «{class_label(data, int(tp))}», student «{class_label(data, int(sp))}»"
                  for i, tp, sp in zip(index[members], teacher_pred[members], student_pred[members], strict=True)]
         fig.add_trace(go.Scattergl(
-            x=x[members], y=y[members], mode="markers", name=escape_label(data.class_name(int(c))), customdata=index[members],
+            x=x[members], y=y[members], mode="markers", name=class_label(data, int(c)), customdata=index[members],
             text=hover, marker={"color": palette[int(c) % len(palette)], "size": 7, "opacity": 0.75, "line": {"width": 0}},
             hovertemplate="%{text}<br>agreement %{x:.3f}<br>student margin %{y:.2f}<extra></extra>",
         ))
@@ -226,7 +237,7 @@ def class_agreement_bars(data: AttributionData, method: str | None = None, targe
     stored = data.stored(method, target)
     summary = ag.per_class_summary(values, stored.classes, data.n_classes(method, target))
     present = np.flatnonzero(summary["count"] > 0)
-    names = [escape_label(data.class_name(int(c))) for c in present]
+    names = [class_label(data, int(c)) for c in present]
     fig = go.Figure(go.Bar(
         x=names, y=summary["mean"][present], marker={"color": theme.TEACHER},
         error_y={"type": "data", "array": 1.96 * np.nan_to_num(summary["sem"][present]), "color": theme.NEUTRAL, "thickness": 1.2},
