@@ -29,7 +29,7 @@ from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.probe import ModelProbe
 from kdviz.batching import Batch, iter_batches, take_rows, to_device
 from kdviz.capture import ROLES, capture, resolve_device, thumbnails
-from kdviz.errors import InputError, MissingDataError
+from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution as am
 from kdviz.store import GroupWriter, Run
 
@@ -87,10 +87,12 @@ def attribute(
         raise InputError("methods is empty; ask for at least one of " + ", ".join(am.METHODS))
     target_name = _target_name(target)
     if run is None:
+        if path is not None and Path(path).expanduser().exists():
+            raise RunExistsError(f"something already exists at {str(path)!r}; to add attributions to a run there, pass "
+                                 "run=that path; to start a new run, choose another path")
         run = capture(teacher, student, data, layers=[], attentions=False, batch_size=batch_size, labels=labels,
                       class_names=class_names, device=device, progress=progress,
-                      path=path if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz",
-                      overwrite=path is not None)
+                      path=path if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz")
     elif not isinstance(run, Run):
         run = Run.open(run)
     wanted = _sample_selection(samples, run.n_samples)
@@ -194,12 +196,12 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
     records: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = dict.fromkeys(settings.methods, 0.0)
     for probe in probes:
-        call = _model_call(probe, inputs, positions, settings)
+        call = model_call(probe, inputs, positions, settings.embedding[probe.role])
         for method in settings.methods:
             start = time.perf_counter()
             maps, extras, info = _one_method(method, probe, call, inputs, classes, positions, settings)
             seconds[method] += time.perf_counter() - start
-            am_check_finite(maps, f"{probe.role} {method} attributions", int(rows[0]))
+            _check_finite(maps, f"the {probe.role}'s {method} attributions", rows)
             records[f"{method}/{probe.role}"] = maps.float().cpu().numpy()
             for name, values in extras.items():
                 records[f"{method}/{probe.role}_{name}"] = values.float().cpu().numpy()
@@ -214,11 +216,11 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
     return records, seconds
 
 
-def am_check_finite(maps: torch.Tensor, what: str, first_row: int) -> None:
-    bad = ~torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1)
-    if bool(bad.any()):
-        rows = (torch.nonzero(bad).flatten()[:5] + first_row).tolist()
-        raise InputError(f"{what} are NaN or inf near sample {rows}; check the model's outputs and the baseline")
+def _check_finite(maps: torch.Tensor, what: str, rows: np.ndarray) -> None:
+    """Raise naming the samples (run indices ``rows`` of the batch) whose maps hold NaN or inf."""
+    bad = (~torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1)).cpu().numpy()
+    if bad.any():
+        raise InputError(f"{what} are NaN or inf at sample {rows[bad][:5].tolist()}; check the model's outputs and the baseline")
 
 
 def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, classes: torch.Tensor,
@@ -248,7 +250,7 @@ def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, cl
 
 def _attention_x_gradient(probe: ModelProbe, inputs: Any, call: ModelCall, classes: torch.Tensor,
                           positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if not probe.want_attentions or (not probe.is_hf and probe.attention_source == "none"):
+    if not probe.is_hf and probe.attention_source == "none":
         raise MissingDataError(
             f"the {probe.role} gives no attention maps (no Hugging Face attentions and no timm-style attention blocks); "
             "attention_x_gradient is for transformers"
@@ -299,7 +301,9 @@ def _call(probe: ModelProbe, inputs: Any) -> Any:
     return model(inputs)
 
 
-def _model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None, settings: AttributionSettings) -> ModelCall:
+def model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None = None, embedding: str | None = None) -> ModelCall:
+    """How captum calls ``probe``'s model on one batch of ``inputs`` (already on its device): the forward function,
+    the attributed input, the other inputs, and for token ids the embedding module (``embedding`` names it)."""
     model, role = probe.model, probe.role
     if isinstance(inputs, dict):
         main_key = _main_key(model, inputs)
@@ -310,7 +314,7 @@ def _model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None, 
     if positions is not None:
         extra.append(positions)
     tokens = not main.is_floating_point()
-    embedding = _embedding(model, settings.embedding[role], role) if tokens else None
+    embedding_module = _embedding(model, embedding, role) if tokens else None
     if not tokens:
         main = main.detach().clone()
 
@@ -322,7 +326,7 @@ def _model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None, 
         logits = extract_logits(output, role)
         return _at_positions(logits, rest[len(extra_keys)] if logits.ndim == 3 else None)
 
-    return ModelCall(forward, main_key, main, tuple(extra), embedding, tokens)
+    return ModelCall(forward, main_key, main, tuple(extra), embedding_module, tokens)
 
 
 def _with_main(inputs: Any, call: ModelCall) -> Any:

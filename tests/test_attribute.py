@@ -15,7 +15,7 @@ import kdviz
 from kdviz.demo.data import load_digits
 from kdviz.demo.models import Attention
 from kdviz.demo.weights import load_pair
-from kdviz.errors import CaptureError, InputError, KdvizError, MissingDataError
+from kdviz.errors import CaptureError, InputError, KdvizError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution_agreement as ag
 
 N = 40
@@ -229,6 +229,8 @@ def test_bad_requests_raise_kdviz_errors(tmp_path, digits):
     for i, (kwargs, message) in enumerate(cases):
         with pytest.raises(KdvizError, match=message):
             kdviz.attribute(teacher, student, data, path=tmp_path / f"bad{i}.kdviz", progress=False, **kwargs)
+    with pytest.raises(RunExistsError, match="pass run=that path"):
+        kdviz.attribute(teacher, student, data, path=tmp_path, progress=False)  # an existing directory is never overwritten
     with pytest.raises(InputError, match="needs labels"):
         kdviz.attribute(teacher, student, digits.x_test[:8], path=tmp_path / "nolabels.kdviz", target="label", progress=False)
     with pytest.raises(InputError, match=r"no nn\.Conv2d"):
