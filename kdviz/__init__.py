@@ -5,5 +5,6 @@ from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.errors import KdvizError
 from kdviz.store import Run
+from kdviz.train import distill
 
-__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture"]
+__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture", "distill"]

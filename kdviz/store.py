@@ -12,6 +12,7 @@ Layout of ``NAME.kdviz/`` (see DESIGN.md):
   {teacher,student}/tokens/<stat>    [N, T] or [N, T, k] per-token statistics of language models
   pair/tokens/<stat>             [N, T] per-token divergences between the two models
   attribution/<target>/<method>/{teacher,student}   [M, H, W] or [M, T] float32 maps, with index [M], class [M]
+  history/<step>/{student,pair}/…   the student at a training step (kdviz.distill), same layout as the run's own
 Only this module touches the disk.
 """
 
@@ -366,6 +367,29 @@ class Run:
             )
         return StoredAttribution(self, target, method, self._root[f"attribution/{target}/{method}"])
 
+    # ---- training history (kdviz.distill) -------------------------------------------------------
+    @property
+    def steps(self) -> list[int]:
+        """Training steps with a recorded snapshot of the student (``history/<step>/``), ascending; empty if none."""
+        if not self.has(HISTORY):
+            return []
+        return sorted(int(name) for name, _ in self._root[HISTORY].groups() if name.isdigit())
+
+    def step_info(self, step: int) -> dict[str, Any]:
+        """What was recorded with one snapshot: step, epoch, loss components, the student's probe accuracy…"""
+        key = history_key(step)
+        if not self.has(key):
+            raise MissingDataError(f"run {self.name!r} has no snapshot at step {step}; recorded steps: {self.steps or 'none'}")
+        return dict(self._root[key].attrs)
+
+    def at_step(self, step: int | None = None) -> Run:
+        """The run as it was at a training step (default: the last one): the student's arrays come from that snapshot,
+        the teacher's and the inputs are the run's own. Every view and widget that takes a run takes this too."""
+        steps = self.steps
+        if not steps:
+            raise MissingDataError(f"run {self.name!r} has no training history; record one with kdviz.distill(..., record=path)")
+        return RunAtStep(self, steps[-1] if step is None else int(step))
+
     def info(self) -> RunInfo:
         """A readable summary: task, samples, both models with accuracy, layer map and capture settings."""
         from kdviz.summary import run_summary
@@ -374,6 +398,49 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"
+
+
+HISTORY = "history"
+HISTORY_ROLES = ("student/", "pair/")  # what a snapshot records; the teacher and the inputs do not change
+
+
+def history_key(step: int) -> str:
+    """``history/00000120``: zero-padded, so the groups list in step order."""
+    return f"{HISTORY}/{int(step):08d}"
+
+
+class RunAtStep(Run):
+    """A run seen at one training step: keys under ``student/`` and ``pair/`` resolve to ``history/<step>/``, the
+    student's accuracy comes from the snapshot, and derived results are cached per step."""
+
+    def __init__(self, base: Run, step: int) -> None:
+        info = base.step_info(step)
+        meta = json.loads(json.dumps(base.meta))
+        for field_name in ("accuracy", "perplexity"):
+            if info.get(f"student_{field_name}") is not None:
+                meta["student"][field_name] = info[f"student_{field_name}"]
+        super().__init__(base.path, meta, base._root)
+        self.base = base
+        self.step = int(step)
+        self.prefix = history_key(step) + "/"
+
+    def _resolve(self, key: str) -> str:
+        return self.prefix + key if key.startswith(HISTORY_ROLES) else key
+
+    def has(self, key: str) -> bool:
+        return super().has(self._resolve(key))
+
+    def array(self, key: str) -> LazyArray:
+        return super().array(self._resolve(key))
+
+    def read_cache(self, name: str) -> dict[str, Any] | None:
+        return super().read_cache(f"{name}@step{self.step}")
+
+    def write_cache(self, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        super().write_cache(f"{name}@step{self.step}", arrays, attrs)
+
+    def __repr__(self) -> str:
+        return f"<kdviz.Run {self.name!r} at step {self.step}: {self.task}, {self.n_samples} samples>"
 
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:
@@ -566,18 +633,24 @@ class GroupWriter(RunWriter):
     An older group of the same name is replaced; an exception (or `abort`) leaves the run as it was.
     """
 
-    def __init__(self, run_path: str | os.PathLike, prefix: str, *, queue_size: int = 2) -> None:
+    def __init__(self, run_path: str | os.PathLike, prefix: str, *, queue_size: int = 2, require_run: bool = True) -> None:
         self.path = Path(run_path).expanduser().absolute()
-        if not (self.path / META_FILE).is_file():
+        if require_run and not (self.path / META_FILE).is_file():
             raise NotARunError(f"{str(self.path)!r} is not a kdviz run; write into a run made by kdviz.capture()")
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # (without require_run the run is written before `commit`)
         self.prefix = prefix.strip("/")
         self.overwrite = True
         tag = self.prefix.replace("/", "-")
         self._start(self.path.with_name(f".{self.path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"), queue_size)
 
-    def commit(self, attrs: Mapping[str, Mapping[str, Any]]) -> list[str]:  # type: ignore[override]
-        """Flush, set each group's ``attrs`` and move the groups into the run; returns their keys in the run."""
+    def commit(self, attrs: Mapping[str, Mapping[str, Any]], *, run_path: str | os.PathLike | None = None) -> list[str]:  # type: ignore[override]
+        """Flush, set each group's ``attrs`` and move the groups into the run (or into ``run_path``, a run written
+        meanwhile, as `kdviz.train.Recorder` does); returns their keys in the run."""
+        if run_path is not None:
+            self.path = Path(run_path).expanduser().absolute()
         self._finish_writes()
+        if not (self.path / META_FILE).is_file():
+            raise NotARunError(f"no run at {str(self.path)!r} to move the groups into; capture it before committing")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for name, group_attrs in attrs.items():

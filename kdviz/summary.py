@@ -54,6 +54,9 @@ def run_summary(run: Run) -> str:
     capture = meta.get("capture", {})
     settings = ", ".join(f"{k}={v}" for k, v in capture.items() if k in ("batch_size", "attentions", "spatial_p", "topk", "device"))
     lines.append(f"  capture  {settings}; kdviz {meta.get('kdviz_version', '?')}, {meta.get('created', '')}")
+    steps = run.steps
+    if steps:
+        lines.append(f"  history  {len(steps)} snapshots of the student, steps {steps[0]}–{steps[-1]} (run.at_step(step))")
     for target, methods in run.attribution_targets().items():
         counts = ", ".join(f"{m} ({len(run.attribution(m, target))})" for m in methods)
         lines.append(f"  attrib.  explaining {target}: {counts}")

@@ -47,10 +47,12 @@ class FeatureHooks:
     module a different number of times raises instead of being silently mislabelled.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], role: str, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: nn.Module, names: Sequence[str], role: str, dtype: torch.dtype = torch.float32,
+                 keep_graph: bool = False) -> None:
         self.role = role
         self.names = list(names)
         self.dtype = dtype
+        self.keep_graph = keep_graph  # keep outputs in the autograd graph (training losses on features)
         self._calls: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
         self._pattern: dict[str, int] | None = None
         modules = dict(model.named_modules())
@@ -63,7 +65,7 @@ class FeatureHooks:
                 raise CaptureError(
                     f"{self.role} module {name!r} returned no tensor ({type(output).__name__}); hook a module that outputs features"
                 )
-            self._calls[name].append(tensor.detach().to(self.dtype))
+            self._calls[name].append(tensor if self.keep_graph else tensor.detach().to(self.dtype))
 
         return hook
 

@@ -33,8 +33,9 @@ class ModelProbe:
     Use as a context manager: on entry the model is put in eval mode, moved to ``device``, switched to eager
     attention if it is a Hugging Face model using sdpa/flash, and hooked; on exit (normal or by exception) the
     hooks are removed and the mode, device and attention implementation are restored.
-    With ``keep_graph`` (attribution), attentions are returned as the model computed them, inside its autograd
-    graph (not detached, not cast to float16), so gradients with respect to them can be taken.
+    With ``keep_graph`` (attribution, training losses), attentions and features are returned as the model computed
+    them, inside its autograd graph (not detached, not cast), so gradients with respect to them can be taken.
+    ``eval_mode=False`` leaves the model's train/eval mode to the caller (the student while it is trained).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class ModelProbe:
         spatial_p: float | None = 2.0,
         name: str | None = None,
         keep_graph: bool = False,
+        eval_mode: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CaptureError(f"the {role} must be a torch.nn.Module, got {type(model).__name__}")
@@ -58,6 +60,7 @@ class ModelProbe:
         self.spatial_p = spatial_p
         self.name = name or type(model).__name__
         self.keep_graph = keep_graph
+        self.eval_mode = eval_mode
         self.is_hf = hf.is_hf_model(model)
         self.layer_patterns = list(layers) if layers is not None else None
         self.hidden_states = self.is_hf and layers is None
@@ -81,7 +84,8 @@ class ModelProbe:
     def _enter(self, stack: contextlib.ExitStack) -> None:
         model = self.model
         modes = [(module, module.training) for module in model.modules()]  # mixed modes (frozen BN) are kept
-        model.eval()
+        if self.eval_mode:
+            model.eval()
         stack.callback(_restore_modes, modes)
         original_device = next((p.device for p in model.parameters()), None)
         if original_device is not None and original_device != self.device:
@@ -105,7 +109,7 @@ class ModelProbe:
                 self.attention_source = self._fused.source
         if self.layer_patterns:
             names = resolve_modules(model, self.layer_patterns, self.role)
-            self._features = FeatureHooks(model, names, self.role)
+            self._features = FeatureHooks(model, names, self.role, keep_graph=self.keep_graph)
             stack.callback(self._features.remove)
 
     def __exit__(self, *exc: Any) -> None:

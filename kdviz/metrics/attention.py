@@ -158,6 +158,24 @@ def head_divergence(a_t: ArrayLike, a_s: ArrayLike, *, mask: ArrayLike | None = 
     return accumulator.result()
 
 
+def attention_kl(a_t: torch.Tensor, a_s: torch.Tensor, mask: torch.Tensor | None = None, eps: float = EPS) -> torch.Tensor:
+    """MiniLM's attention loss: KL(teacher row ‖ student row) of head h with head h, averaged over heads and real
+    query rows. Torch in, a scalar out, differentiable and in the input's dtype (the `kdviz.losses.AttentionKL`
+    formula; `head_divergence` gives the same values per head pair, in float64, for the views).
+
+    ``a_t``, ``a_s`` [N, H, T, T] with equal head counts; ``mask`` [N, T] (1 = real token); rows are restricted to
+    real keys and smoothed by ``eps`` as everywhere in this module.
+    """
+    if a_t.shape != a_s.shape:
+        raise InputError(f"attention_kl pairs head h with head h, so the maps must have one shape; got {tuple(a_t.shape)} and "
+                         f"{tuple(a_s.shape)} (for different head counts, compare with head_divergence)")
+    valid = torch.ones(a_t.shape[0], a_t.shape[-1], dtype=torch.bool, device=a_t.device) if mask is None else mask.bool()
+    t, s = renormalise(a_t, valid, eps), renormalise(a_s, valid, eps)
+    rows = torch.xlogy(t, t).sum(-1) - (t * torch.log(s.clamp_min(torch.finfo(s.dtype).tiny))).sum(-1)  # [N, H, T]
+    weights = valid[:, None, :].to(rows.dtype).expand_as(rows)
+    return (rows * weights).sum() / weights.sum().clamp_min(1)
+
+
 @dataclass
 class HeadMatch:
     """A one-to-one assignment of student heads to teacher heads (minimum total divergence)."""

@@ -299,8 +299,27 @@ def dkd_parts(z_t: ArrayLike, z_s: ArrayLike, target: ArrayLike, T: float = 1.0)
     y = _as_tensor(target, torch.long).reshape(-1)
     if y.shape[0] != zt.shape[0] or bool(((y < 0) | (y >= n_classes)).any()):
         raise InputError(f"target must hold one class index in [0, {n_classes}) per sample; got shape {tuple(y.shape)}")
-    lt, ls = log_probs(zt, T), log_probs(zs, T)
-    is_target = torch.nn.functional.one_hot(y, n_classes).bool()
+    parts = dkd_terms(log_probs(zt, T), log_probs(zs, T), y)
+    result = {name: _like_input(value, z_t) for name, value in parts.items()}
+    result["binary"] = n_classes == 2
+    return result
+
+
+def kl_rows(lt: torch.Tensor, ls: torch.Tensor) -> torch.Tensor:
+    """KL(p_t‖p_s) = Σ p_t (log p_t − log p_s) per row, from log-probabilities [..., C]; differentiable and in their
+    dtype (the training losses' form; `divergences` is the float64 form the views use)."""
+    return (lt.exp() * (lt - ls)).sum(-1)
+
+
+def dkd_terms(lt: torch.Tensor, ls: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The DKD split from log-probabilities [N, C] of teacher and student and targets [N]: the one implementation,
+    shared by `dkd_parts` (float64, for views) and `kdviz.losses.DKD` (differentiable, in the training dtype).
+
+    Returns per sample ``tckd`` = KL(b_t‖b_s), ``nckd`` = KL(p̂_t‖p̂_s), ``nckd_weight`` = 1 − p_t,y, ``kl`` and
+    ``p_t_target``; kl = tckd + nckd_weight·nckd. Log space throughout: log(1 − p_y) is a logsumexp over the other
+    classes, so nothing cancels.
+    """
+    is_target = torch.nn.functional.one_hot(y, lt.shape[-1]).bool()
     lt_y, ls_y = lt.gather(1, y[:, None])[:, 0], ls.gather(1, y[:, None])[:, 0]
     rest_t = torch.logsumexp(lt.masked_fill(is_target, -torch.inf), dim=1)  # log(1 − p_t,y), exact in log space
     rest_s = torch.logsumexp(ls.masked_fill(is_target, -torch.inf), dim=1)
@@ -308,10 +327,7 @@ def dkd_parts(z_t: ArrayLike, z_s: ArrayLike, target: ArrayLike, T: float = 1.0)
     tckd = pt_y * (lt_y - ls_y) + (1 - pt_y) * (rest_t - rest_s)
     hat_t, hat_s = lt - rest_t[:, None], ls - rest_s[:, None]  # log p̂ over non-target classes
     nckd = torch.where(is_target, torch.zeros_like(hat_t), hat_t.exp() * (hat_t - hat_s)).sum(1)
-    parts = {"tckd": tckd, "nckd": nckd, "nckd_weight": 1 - pt_y, "kl": (lt.exp() * (lt - ls)).sum(1), "p_t_target": pt_y}
-    result = {name: _like_input(value, z_t) for name, value in parts.items()}
-    result["binary"] = n_classes == 2
-    return result
+    return {"tckd": tckd, "nckd": nckd, "nckd_weight": 1 - pt_y, "kl": kl_rows(lt, ls), "p_t_target": pt_y}
 
 
 def topk_agreement(z_t: ArrayLike, z_s: ArrayLike, k: int = 5) -> dict[str, ArrayLike]:
