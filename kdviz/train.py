@@ -126,8 +126,10 @@ class _Trainer:
         )
 
     def setup(self, first: Batch) -> list[nn.Parameter]:
-        """Build the losses' lazy parts (regressor shapes) from a first batch; returns their parameters."""
+        """Build the losses' lazy parts (regressor shapes) from a first batch; returns their parameters. The student
+        runs in eval mode here (restored on exit), so this look at the data leaves no trace in its BatchNorm statistics."""
         with self.probes[0], self.probes[1], torch.no_grad():
+            self.probes[1].model.eval()
             outputs = self._outputs(first)
         for loss in self.losses:
             loss.setup(outputs)
