@@ -400,6 +400,15 @@ def accuracy(z: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None) -> 
     return correct / total if total else float("nan")
 
 
+def cross_entropy(z: ArrayLike, labels: ArrayLike, T: float = 1.0) -> np.ndarray:
+    """[N] −log p(y) per sample from logits [N, C] at temperature T, in float64: the student's distance to the labels."""
+    lp = log_probs(_as_tensor(z), T)
+    y = _as_tensor(labels, torch.long).reshape(-1)
+    if lp.ndim != 2 or y.shape[0] != lp.shape[0] or bool(((y < 0) | (y >= lp.shape[1])).any()):
+        raise InputError(f"cross_entropy takes logits [N, C] and class indices [N]; got {tuple(lp.shape)} and {tuple(y.shape)}")
+    return (-lp.gather(1, y[:, None])[:, 0]).cpu().numpy()
+
+
 def nll_sum(true_prob: ArrayLike, mask: ArrayLike) -> tuple[float, int]:
     """(Σ −log p(true token), count) over the masked positions, in float64; perplexity = exp(sum / count)."""
     prob = _as_tensor(true_prob)

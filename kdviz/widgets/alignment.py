@@ -14,18 +14,18 @@ from kdviz.store import Run
 from kdviz.views import features as views
 from kdviz.views.run_data import pooled_features
 from kdviz.views.text import escape_label
-from kdviz.widgets._display import figure_output, show
+from kdviz.widgets._display import StepControl, figure_output, show
 
 RELATION_SAMPLES = 200  # the projection and relation matrices use the first samples of the run, sorted by class
 
 
-class AlignmentExplorer(widgets.VBox):
+class AlignmentExplorer(StepControl, widgets.VBox):
     """Controls: estimator (debiased / biased CKA), pooling of conv maps and token features, and the layer pair
     (teacher layer, student layer; the cell of the heatmap) whose projection and relation matrices are shown.
     Below: projector R² and mutual-kNN bars for the suggested layer map. ``explorer.figures`` holds the figures."""
 
-    def __init__(self, run: Run | str, *, samples: int = RELATION_SAMPLES) -> None:
-        self.run = run if isinstance(run, Run) else Run.open(run)
+    def __init__(self, run: Run | str, *, samples: int = RELATION_SAMPLES, step: int | None = None) -> None:
+        self.run = self._open_at_step(run, step)
         if not self.run.teacher.feature_names or not self.run.student.feature_names:
             raise MissingDataError("this run has no captured features; capture with layers=[...] to explore alignment")
         self.samples = min(samples, self.run.n_samples)
@@ -42,6 +42,7 @@ class AlignmentExplorer(widgets.VBox):
         self.suggestion: dict[str, Any] = {}
         super().__init__([
             widgets.HTML(f"<h3>Features: {escape_label(self.run.name)}</h3>"),
+            *self._step_widgets(),
             widgets.HBox([self.estimator, self.conv, self.tokens]),
             self.outputs["cka"], self.outputs["within"],
             widgets.HBox([self.teacher_layer, self.student_layer]),
@@ -51,6 +52,9 @@ class AlignmentExplorer(widgets.VBox):
             control.observe(lambda _change: self.refresh(), names="value")
         for control in (self.teacher_layer, self.student_layer):
             control.observe(lambda _change: self.refresh_pair(), names="value")
+        self.refresh()
+
+    def _reload(self) -> None:
         self.refresh()
 
     def _layer_map(self) -> list[tuple[int, int]] | None:

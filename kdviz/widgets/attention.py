@@ -13,13 +13,13 @@ from kdviz.store import Run
 from kdviz.views import attention as views
 from kdviz.views.attention_data import ROLES, AttentionData
 from kdviz.views.text import escape_label
-from kdviz.widgets._display import figure_output, replace_figure, show
+from kdviz.widgets._display import StepControl, figure_output, replace_figure, show
 
 BOTTOM_VIEWS = (("layer map", "layers"), ("head match", "heads"), ("rollout", "rollout"))
 FULL_DETAIL = 128  # tokens shown unpooled in the pair view
 
 
-class AttentionExplorer(widgets.VBox):
+class AttentionExplorer(StepControl, widgets.VBox):
     """Controls: sample, the per-head summary that frames the grid, the teacher and student (layer, head) pair —
     also set by clicking a thumbnail of the grid — and the view below (layer map, head match or rollout).
 
@@ -27,8 +27,8 @@ class AttentionExplorer(widgets.VBox):
     ``explorer.figures`` holds the current figures; ``explorer.grid`` is the clickable head grid.
     """
 
-    def __init__(self, run: Run | str, *, max_samples: int = 256, measure: str = "kl") -> None:
-        self.run = run if isinstance(run, Run) else Run.open(run)
+    def __init__(self, run: Run | str, *, max_samples: int = 256, measure: str = "kl", step: int | None = None) -> None:
+        self.run = self._open_at_step(run, step)
         self.data = AttentionData(self.run, max_samples=max_samples, measure=measure)
         if not self.data.has_attention and not self.data.has_spatial:
             raise MissingDataError(f"run {self.run.name!r} has neither attention maps nor attention-transfer maps; capture "
@@ -38,7 +38,7 @@ class AttentionExplorer(widgets.VBox):
         header = widgets.HTML(f"<h3>Attention: {escape_label(self.run.name)}</h3>")
         if not self.data.has_attention:  # CNN pair: attention transfer only
             self.outputs = {"spatial": figure_output()}
-            super().__init__([header, self.sample, self.outputs["spatial"]])
+            super().__init__([header, *self._step_widgets(), self.sample, self.outputs["spatial"]])
             self.sample.observe(lambda _change: self.refresh(), names="value")
             self.refresh()
             return
@@ -58,6 +58,7 @@ class AttentionExplorer(widgets.VBox):
         self._updating = False
         super().__init__([
             header,
+            *self._step_widgets(),
             widgets.HBox([self.sample, self.summary]),
             self.grid,
             widgets.HBox([self.layer["teacher"], self.head["teacher"]]),
@@ -126,6 +127,10 @@ class AttentionExplorer(widgets.VBox):
         if s_head is None:
             s_head = int(self.data.pair_divergence(t_layer, s_layer)[t_head].argmin())
         self._set_selection("student", s_layer, s_head)
+
+    def _reload(self) -> None:
+        self.data = AttentionData(self.run, max_samples=self.data.max_samples, measure=self.data.measure)
+        self.refresh()
 
     def selected(self, role: str) -> tuple[int, int]:
         return self.layer[role].value, self.head[role].value

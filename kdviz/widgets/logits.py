@@ -14,13 +14,13 @@ from kdviz.store import Run
 from kdviz.views import logits as views
 from kdviz.views.run_data import LogitData
 from kdviz.views.text import escape_label
-from kdviz.widgets._display import figure_output, show
+from kdviz.widgets._display import StepControl, figure_output, show
 
 SORTS = ("most divergent first", "least divergent first", "sample index")
 TABLE_ROWS = 40
 
 
-class LogitExplorer(widgets.VBox):
+class LogitExplorer(StepControl, widgets.VBox):
     """Explore a run's logits: a temperature slider, a measure menu, class and correctness filters, a sortable table
     of samples, and for the selected sample a drill-down. Language-model runs show per-token divergence instead
     (their stored statistics are at T=1, so the slider is disabled there).
@@ -28,8 +28,8 @@ class LogitExplorer(widgets.VBox):
     ``explorer.values`` holds the current per-sample values; ``explorer.figures`` the current figures.
     """
 
-    def __init__(self, run: Run | str, *, T: float = 4.0, measure: str = "kl") -> None:
-        self.run = run if isinstance(run, Run) else Run.open(run)
+    def __init__(self, run: Run | str, *, T: float = 4.0, measure: str = "kl", step: int | None = None) -> None:
+        self.run = self._open_at_step(run, step)
         self.data = LogitData.from_run(self.run)
         self.tokens = self.data.task == "tokens"
         measures = ["kl", "reverse_kl"] if self.tokens else list(lm.MEASURES)
@@ -53,11 +53,16 @@ class LogitExplorer(widgets.VBox):
         filters = widgets.HBox([self.class_filter, self.correctness, self.sort])
         super().__init__([
             widgets.HTML(f"<h3>Logits: {escape_label(self.run.name)} ({self.run.task}, {self.run.n_samples:,} samples)</h3>"),
-            controls, filters, widgets.HBox([self.table, self.outputs["summary"]]), self.outputs["histogram"], self.outputs["detail"],
+            *self._step_widgets(), controls, filters, widgets.HBox([self.table, self.outputs["summary"]]),
+            self.outputs["histogram"], self.outputs["detail"],
         ])
         for control in (self.temperature, self.measure, self.class_filter, self.correctness, self.sort):
             control.observe(self._on_change, names="value")
         self.table.observe(self._on_select, names="value")
+        self.refresh()
+
+    def _reload(self) -> None:
+        self.data = LogitData.from_run(self.run)
         self.refresh()
 
     # ---- state ----
