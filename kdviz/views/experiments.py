@@ -81,9 +81,10 @@ def assistant_figure(results: Mapping[str, Any]) -> go.Figure:
                          hovertemplate="%{x}<br>KL %{y:.4f} nats<br>agreement %{customdata:.1%}<extra></extra>"), row=1, col=2)
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", row=1, col=1)
     fig.update_yaxes(range=[0, max(link["kl"] for link in links) * 1.25 + 1e-9], row=1, col=2)
+    size = {name: f"{count / 1000:.1f}k" for name, count in results["parameters"].items()}
     title = ("Capacity gap: distilling through a teacher assistant" + _subtitle(
-        f"KD (T = 4, α = 0.5), {results['epochs']} epochs per link; the 0.9k student learns from the teacher directly "
-        "or from the 15k assistant"))
+        f"KD (T = 4, α = 0.5), {results['epochs']} epochs per link; the {size['student (direct)']} student learns from the "
+        f"{size['teacher']} teacher directly or from the {size['assistant']} assistant"))
     return theme.style(fig, title, height=470, legend=False).update_layout(margin={"t": 110})
 
 
