@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
-from kdviz.batching import Batch, iter_batches, to_device
+from kdviz.batching import Batch, iter_batches, take_rows, to_device
 from kdviz.capture import CaptureSession, capture, resolve_device
 from kdviz.errors import InputError, RunExistsError
 from kdviz.losses import KD, DistillLoss, Needs, StepOutputs
@@ -253,8 +253,6 @@ def _split(layers: Any) -> tuple[list[str] | None, list[str] | None]:
 
 def _first_samples(data: Any, n: int, labels: Any) -> Any:
     """The first ``n`` samples of ``data`` as one (inputs, labels) pair or dict: the default probe set."""
-    from kdviz.batching import take_rows
-
     inputs, targets, count = [], [], 0
     for batch in iter_batches(data, n, labels):
         keep = torch.arange(min(batch.size, n - count))

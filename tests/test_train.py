@@ -131,3 +131,12 @@ def test_minilm_attention_kl_trains_a_bert_student(tmp_path):
     assert not all(torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(InputError, match="one shape"):  # heads must match within a pair: 4 teacher heads, 2 student heads
         kdviz.distill(teacher, two_head_student, data, losses=[AttentionKL([(0, 0)])], epochs=1, batch_size=16, progress=False)
+
+
+def test_without_a_probe_the_first_training_samples_are_recorded(tmp_path, digits):
+    teacher, _, _ = load_pair("cnn")
+    student = DigitsCNN((4, 8, 8))
+    x, y = digits.x_train[:700], digits.y_train[:700]
+    kdviz.distill(teacher, student, (x, y), record=tmp_path / "r.kdviz", epochs=1, batch_size=100, progress=False)
+    run = kdviz.Run.open(tmp_path / "r.kdviz")
+    assert run.n_samples == 512 and np.array_equal(run.labels[:], y[:512].numpy()) and run.steps == [0, 7]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -22,8 +23,6 @@ class RecordingSession:
 
     def __init__(self, teacher: nn.Module, probe: Any, record: str | os.PathLike, *, layers: Sequence[str] | None = None,
                  batch_size: int = 32, class_names: Sequence[str] | None = None, overwrite: bool = False) -> None:
-        from pathlib import Path
-
         if Path(record).expanduser().exists() and not overwrite:
             raise RunExistsError(f"a run already exists at {str(record)!r}; pass overwrite=True or choose another path")
         self.teacher, self.probe, self.record = teacher, probe, record
