@@ -1,4 +1,4 @@
-"""The ``kdviz`` command: ``demo``, ``serve``, ``info``."""
+"""The ``kdviz`` command: ``demo``, ``serve``, ``export``, ``info``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default=None, help="address to bind (default: localhost only)")
 
+    export = commands.add_parser("export", help="write one self-contained, offline HTML file of a run's views")
+    export.add_argument("run", metavar="RUN", help="a run directory, or a directory holding *.kdviz runs")
+    export.add_argument("out", metavar="OUT.html")
+    export.add_argument("--sample", type=int, default=0, help="the sample shown in per-sample views (default 0)")
+    export.add_argument("--pages", nargs="+", metavar="PAGE", help="pages to include (default: all): overview logits "
+                        "attention features attribution training")
+
     info = commands.add_parser("info", help="print a readable summary of a run")
     info.add_argument("run", metavar="RUN")
 
@@ -46,6 +53,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from kdviz.store import Run
 
         print(Run.open(args.run).info())
+        return 0
+    if args.command == "export":
+        from kdviz.app.export import export_html
+
+        path = export_html([args.run], args.out, sample=args.sample, pages=args.pages)
+        print(f"kdviz: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
         return 0
     if args.command == "serve":
         from kdviz.app.serve import serve

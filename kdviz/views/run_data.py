@@ -4,10 +4,13 @@ statistics. Thumbnails stay lazy (one is read per drill-down)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from kdviz.errors import MissingDataError
+from kdviz.metrics import logits as lm
+from kdviz.metrics.summary import logit_summary
 from kdviz.store import LazyArray, Run
 
 
@@ -49,6 +52,17 @@ class LogitData:
         if self.z_t is None or self.z_s is None:
             raise MissingDataError("this view needs full logits; language-model runs keep them only for keep_full_logits samples")
         return self.z_t, self.z_s
+
+    def summary(self, T: float = 1.0) -> dict[str, Any]:
+        """The numbers of `views.logits.summary_card`: `metrics.summary.logit_summary` at T for classification; for
+        language models (statistics stored at T = 1) the mean per-token KL with both models' accuracy and perplexity."""
+        if self.task == "classification":
+            z_t, z_s = self.require_logits()
+            return logit_summary(z_t, z_s, self.labels, T)
+        teacher, student = self.run.teacher.description, self.run.student.description
+        return {"n": self.run.n_samples, "T": 1.0, "kl_T1": lm.dataset_mean(self.token_stats["kl"]),
+                "teacher_accuracy": teacher.get("accuracy"), "student_accuracy": student.get("accuracy"),
+                "teacher_perplexity": teacher.get("perplexity"), "student_perplexity": student.get("perplexity")}
 
     def vocab(self) -> list[str] | None:
         """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""

@@ -9,7 +9,6 @@ import numpy as np
 
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS, correctness_masks
-from kdviz.metrics.summary import logit_summary
 from kdviz.store import Run
 from kdviz.views import logits as views
 from kdviz.views.run_data import LogitData
@@ -100,20 +99,11 @@ class LogitExplorer(StepControl, widgets.VBox):
         finally:
             self._refreshing = False
         self.figures["histogram"] = views.divergence_histogram(self.values[visible], measure=measure, T=T)
-        self.figures["summary"] = views.summary_card(self._summary())
+        self.figures["summary"] = views.summary_card(self.data.summary(self.temperature.value))
         show(self.outputs["histogram"], self.figures["histogram"])
         show(self.outputs["summary"], self.figures["summary"])
         if len(visible):
             self.select(int(visible[0]) if self.selected not in set(visible.tolist()) else self.selected)
-
-    def _summary(self) -> dict[str, Any]:
-        if not self.tokens:
-            z_t, z_s = self.data.require_logits()
-            return logit_summary(z_t, z_s, self.data.labels, self.temperature.value)
-        teacher, student = self.run.teacher.description, self.run.student.description
-        return {"n": self.run.n_samples, "T": 1.0, "kl_T1": lm.dataset_mean(self.data.token_stats["kl"]),
-                "teacher_accuracy": teacher.get("accuracy"), "student_accuracy": student.get("accuracy"),
-                "teacher_perplexity": teacher.get("perplexity"), "student_perplexity": student.get("perplexity")}
 
     def _row_label(self, i: int) -> str:
         text = f"#{i:<5} {self.measure.value} = {self.values[i]:.4f}"

@@ -1,0 +1,69 @@
+"""``kdviz export``: one self-contained HTML file, opened in a real Chromium with every request off the page blocked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from browser import ARTIFACTS, offline_page
+
+import kdviz
+from kdviz.cli import main
+from kdviz.demo.data import load_digits
+from kdviz.demo.weights import load_pair
+
+
+def open_offline(path, screenshot: str | None = None) -> tuple[dict, int, int]:
+    """Load the file's HTML into a page that refuses every request; returns the log, the plots and the drawn plots."""
+    with offline_page((1280, 900)) as (page, log):
+        page.set_content(path.read_text(encoding="utf-8"), wait_until="load")
+        page.wait_for_timeout(500)
+        plots = page.locator(".plotly-graph-div").count()
+        drawn = page.locator(".plotly-graph-div:has(.main-svg)").count()  # plots that plotly.js actually drew
+        if screenshot:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+        return log, plots, drawn
+
+
+def test_export_of_the_demo_runs_opens_offline_with_every_page(demo_runs, tmp_path, capsys):
+    out = tmp_path / "demo.html"
+    assert main(["export", str(next(iter(demo_runs.values())).path.parent), str(out), "--sample", "3"]) == 0
+    assert "opens offline" in capsys.readouterr().out
+    html = out.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=", html)  # plotly.js is inlined, nothing else is loaded
+    log, plots, drawn = open_offline(out, "export-demo.png")
+    assert log["blocked"] == [] and log["console_errors"] == [] and log["dialogs"] == []
+    # digits-cnn 8 (summary card, KL histogram, drill-down, AT overlay, CKA, 3 attribution views); digits-vit 9 (pair view
+    # and layer map instead of the overlay); charlm 8 (summary card, token strip, pair view, layer map, CKA, 3 attribution views)
+    assert plots == drawn == 25
+    for name in demo_runs:
+        assert f"<h2>{name}</h2>" in html
+    assert html.count("class='kd-missing'") == 3  # the three runs have no training history, and say how to record it
+
+
+def test_export_escapes_run_text_and_filters_pages(tmp_path):
+    digits = load_digits()
+    teacher, student, _ = load_pair("cnn")
+    names = ["<script>alert(1)</script>", *digits.class_names[1:]]
+    run = kdviz.capture(teacher, student, (digits.x_test[:60], digits.y_test[:60]), path=tmp_path / "x<b>.kdviz",
+                        class_names=names, progress=False)
+    out = tmp_path / "x.html"
+    assert main(["export", str(run.path), str(out), "--pages", "overview", "logits"]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html and "<h2>x<b></h2>" not in html and "<h2>x&lt;b&gt;</h2>" in html
+    log, plots, drawn = open_offline(out)
+    assert log["dialogs"] == [] and log["console_errors"] == [] and plots == drawn == 3
+    assert main(["export", str(run.path), str(out), "--pages", "everything"]) == 2
+    assert main(["export", str(run.path), str(out), "--sample", "60"]) == 2
+    assert torch.equal(torch.tensor(run.labels[:]), digits.y_test[:60])  # export never writes into the run
+    assert not run.has("cache")
+
+
+@pytest.mark.parametrize("page", ["features"])
+def test_export_never_writes_into_the_run(demo_runs, tmp_path, page):
+    run = demo_runs["digits-cnn"]
+    before = sorted(p.relative_to(run.path) for p in run.path.rglob("*"))
+    assert main(["export", str(run.path), str(tmp_path / "f.html"), "--pages", page]) == 0
+    assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == before
