@@ -74,7 +74,7 @@ def capture(
     """
     target_device = resolve_device(device)
     final_path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
-    teacher_layers, student_layers = _split_layers(layers)
+    teacher_layers, student_layers = split_layers(layers)
     teacher_name, student_name = names or (None, None)
     probes = (
         ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=attentions, device=target_device,
@@ -395,7 +395,8 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-def _split_layers(layers: Any) -> tuple[list[str] | None, list[str] | None]:
+def split_layers(layers: Any) -> tuple[list[str] | None, list[str] | None]:
+    """(teacher modules, student modules) from one list for both, a single name, or ``{"teacher": …, "student": …}``."""
     if layers is None:
         return None, None
     if isinstance(layers, str):
@@ -448,7 +449,7 @@ def live_cka(
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 
     target_device = resolve_device(device)
-    teacher_layers, student_layers = _split_layers(layers)
+    teacher_layers, student_layers = split_layers(layers)
     probes = (
         ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=False, device=target_device, spatial_p=None),
         ModelProbe(student, "student", layers=student_layers, attentions=False, device=target_device, spatial_p=None),

@@ -562,13 +562,7 @@ class RunWriter:
         self._finish_writes()
         full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
         (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
-        if self.path.exists():
-            trash = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.path, trash)
-            os.replace(self.tmp_path, self.path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.tmp_path, self.path)
+        move_into_place(self.tmp_path, self.path)
         self._closed = True
         return self.path
 
@@ -658,18 +652,23 @@ class GroupWriter(RunWriter):
             zarr.open_group(store=str(self.path), mode="a", zarr_format=3).require_group(self.prefix)
         keys = []
         for name in attrs:
-            final = self.path / self.prefix / name
-            if final.exists():
-                trash = final.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(final, trash)
-                os.replace(self.tmp_path / name, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(self.tmp_path / name, final)
+            move_into_place(self.tmp_path / name, self.path / self.prefix / name)
             keys.append(f"{self.prefix}/{name}")
         shutil.rmtree(self.tmp_path, ignore_errors=True)
         self._closed = True
         return keys
+
+
+def move_into_place(source: Path, final: Path) -> None:
+    """Rename the directory ``source`` to ``final``; an existing ``final`` is first renamed aside, then deleted, so
+    the old content is replaced by one rename and never half-overwritten."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, trash)
+        os.replace(source, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, final)
 
 
 def iter_run_paths(paths: list[str | os.PathLike]) -> Iterator[Path]:

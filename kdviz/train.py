@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, iter_batches, take_rows, to_device
-from kdviz.capture import CaptureSession, capture, resolve_device
+from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
 from kdviz.errors import InputError, RunExistsError
 from kdviz.losses import KD, DistillLoss, Needs, StepOutputs
-from kdviz.store import GroupWriter, Run, history_key
+from kdviz.store import GroupWriter, Run, history_key, move_into_place
 
 
 def distill(
@@ -204,7 +204,7 @@ class Recorder:
             self.writer.abort()
 
     def _probes(self) -> tuple[ModelProbe, ModelProbe]:
-        teacher_layers, student_layers = _split(self.layers)
+        teacher_layers, student_layers = split_layers(self.layers)
         return (ModelProbe(self.teacher, "teacher", layers=teacher_layers, attentions=True, device=self.device),
                 ModelProbe(self.student, "student", layers=student_layers, attentions=True, device=self.device))
 
@@ -229,26 +229,11 @@ class Recorder:
                 extra_meta={"training": {**training, "steps": sorted(a["step"] for a in self.attrs.values())}})
         try:
             self.writer.commit(self.attrs, run_path=tmp)  # history into the fresh run, which then takes the final name
-            if self.path.exists():
-                trash = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(self.path, trash)
-                os.replace(tmp, self.path)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, self.path)
+            move_into_place(tmp, self.path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return Run.open(self.path)
-
-
-def _split(layers: Any) -> tuple[list[str] | None, list[str] | None]:
-    if layers is None:
-        return None, None
-    if isinstance(layers, Mapping):
-        return list(layers.get("teacher") or []), list(layers.get("student") or [])
-    names = [layers] if isinstance(layers, str) else list(layers)
-    return names, names
 
 
 def _first_samples(data: Any, n: int, labels: Any) -> Any:
