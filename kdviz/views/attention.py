@@ -61,9 +61,6 @@ def _finish(fig: go.Figure, title: str, *, height: int, width: int | None = None
     return fig.update_layout(margin={"t": top}, title={"yref": "container", "y": 1 - 12 / height, "yanchor": "top", "pad": {"t": 4}})
 
 
-def _subtitle(text: str) -> str:
-    return f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{text}</span>"
-
 
 def token_labels(tokens: Sequence[str] | None, starts: np.ndarray, stop: int) -> list[str]:
     """Unique, escaped axis labels for token positions (or token bins starting at ``starts``, ending at ``stop``):
@@ -152,9 +149,9 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                          showgrid=False, zeroline=False, row=1, col=col)
         fig.update_xaxes(range=[-2, heads[role] * (cell + GAP) - GAP + 1], row=1, col=col)
     scope = f"the first {data.max_samples} samples (matching)" if summary == "match" else f"sample {sample}"
-    title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + _subtitle(f"frame colour over {scope}")
-             + _subtitle("thumbnail: the head's attention on this sample (queries × keys), scaled to its own maximum")
-             + _subtitle("click a head to open it"))
+    title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + theme.subtitle(f"frame colour over {scope}")
+             + theme.subtitle("thumbnail: the head's attention on this sample (queries × keys), scaled to its own maximum")
+             + theme.subtitle("click a head to open it"))
     fig.update_layout(shapes=shapes)
     _finish(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
             top=margin_t)
@@ -235,7 +232,7 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
                       "choose a token window for full detail")
     elif window is not None:
         detail.append(f"tokens {start}–{stop - 1}")
-    title = "One teacher head and one student head, side by side" + _subtitle(" · ".join(detail))
+    title = "One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
     return _finish(fig, title, height=500 if rows == 1 else 860)
 
 
@@ -277,7 +274,7 @@ def layer_similarity_view(data: AttentionData) -> go.Figure:
     uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
     totals.append(f"uniform: {map_total(matrix, uniform) / len(uniform):.3f}")
     title = (f"Which student layer attends like which teacher layer ({data.measure.upper()} of head-averaged attention, "
-             f"first {data.max_samples} samples)" + _subtitle(" · ".join(totals)))
+             f"first {data.max_samples} samples)" + theme.subtitle(" · ".join(totals)))
     return theme.style(fig, title, height=max(380, 150 + 40 * len(t_names)))
 
 
@@ -305,7 +302,7 @@ def head_match_view(data: AttentionData, teacher_layer: int, student_layer: int)
     if match.unmatched_student:
         notes.append(f"unmatched student heads: {', '.join(f'h{h}' for h in match.unmatched_student)}")
     title = (f"Which student head follows which teacher head (teacher L{teacher_layer} ↔ student L{student_layer}, "
-             f"first {data.max_samples} samples)" + _subtitle(" · ".join(notes)))
+             f"first {data.max_samples} samples)" + theme.subtitle(" · ".join(notes)))
     return theme.style(fig, title, height=max(360, 160 + 44 * matrix.shape[0]))
 
 
@@ -323,7 +320,7 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
                       colorbar={"title": "share of<br>CLS input", "x": 0.635, "thickness": 12},
                       difference_colorbar={"title": "teacher −<br>student", "thickness": 12})
         what = "how much of each patch flows into the CLS token through all layers (residual 0.5, heads averaged)"
-        return _finish(fig, "Attention rollout over the image" + _subtitle(f"sample {sample} · {what}"), height=460)
+        return _finish(fig, "Attention rollout over the image" + theme.subtitle(f"sample {sample} · {what}"), height=460)
     mask = data.mask(sample)
     n_real = int(mask.sum()) if mask is not None else r_t.shape[0]
     causal = attn.is_causal(data.maps("teacher", 0, sample))
@@ -337,7 +334,7 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     who = f"the last token «{escape_label(tokens[query])}»" if causal else f"token 0 «{escape_label(tokens[0])}»"
     title = ("Attention rollout: where the final representation of one token draws from"
-             + _subtitle(f"sample {sample} · row of {who} · residual 0.5, heads averaged, all captured layers"))
+             + theme.subtitle(f"sample {sample} · row of {who} · residual 0.5, heads averaged, all captured layers"))
     return theme.style(fig, title, height=300, legend=False)
 
 
@@ -368,7 +365,7 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
         fig.layout.annotations[col - 1].text += f"<br><span style='font-size:11px'>AT distance {distance:.3f}</span>"
         notes.append(f"{short_name(t_name, 16)}: {mean:.3f}")
     title = ("Where each model looks: attention-transfer maps over the input"
-             + _subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
+             + theme.subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
                          "the smaller map is resampled to the larger")
-             + _subtitle(f"mean AT distance over {data.max_samples} samples: " + ", ".join(notes)))
+             + theme.subtitle(f"mean AT distance over {data.max_samples} samples: " + ", ".join(notes)))
     return _finish(fig, title, height=620, width=max(560, 250 * len(pairs) + 120), top=150)

@@ -32,7 +32,7 @@ RANGES = {"spearman": (-1.0, 1.0), "cosine": (-1.0, 1.0), "topk_iou": (0.0, 1.0)
 def _finish(fig: go.Figure, title: str, subtitle: str, *, height: int, width: int | None = None, legend: bool = False,
             top: int = 105) -> go.Figure:
     """`theme.style` with a grey subtitle under the title (which may hold a second line) and room above the plots."""
-    theme.style(fig, title + f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{subtitle}</span>", height=height,
+    theme.style(fig, title + theme.subtitle(subtitle), height=height,
                 width=width, legend=legend)
     return fig.update_layout(margin={"t": top})
 
@@ -73,8 +73,9 @@ def attribution_pair(data: AttributionData, sample: int, method: str | None = No
         parts.append(f"teacher says «{class_label(data, int(z_t[sample].argmax()))}», "
                      f"student says «{class_label(data, int(z_s[sample].argmax()))}»")
     tokens = data.tokens(sample)
-    if stored.positions is not None:
-        position = int(stored.positions[row])
+    positions = stored.positions  # read from the run once
+    if positions is not None:
+        position = int(positions[row])
         token = f" «{escape_label(display_token(tokens[position]))}»" if tokens is not None else ""
         parts.append(f"the prediction at token {position}{token}")
     scores = " · ".join(f"{label} {data.agreement(method, target, metric)[row]:.2f}" for metric, label in

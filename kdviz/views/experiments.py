@@ -14,9 +14,6 @@ from kdviz.views import theme
 METHOD_COLOURS = {"KD": theme.TEACHER, "DKD": theme.STUDENT, "AT β=1000": "#9ae6b4", "AT β=100": "#2f855a", "Hint": "#b83280"}
 
 
-def _subtitle(text: str) -> str:
-    return f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{text}</span>"
-
 
 def omitted_class_figure(results: Sequence[Mapping[str, Any]], digit: int, epochs: int) -> go.Figure:
     """Per student: accuracy on the unseen digit, raw and after the label-free bias correction (grouped bars); the
@@ -36,9 +33,9 @@ def omitted_class_figure(results: Sequence[Mapping[str, Any]], digit: int, epoch
     fig.update_layout(barmode="group", legend={"orientation": "h", "y": -0.22, "x": 0, "xanchor": "left", "yanchor": "top"})
     n = results[0]["n_omitted"]
     title = (f"A student that never saw a «{digit}» learns it from soft labels"
-             + _subtitle(f"every «{digit}» removed from training; {n} held-out «{digit}» images; {epochs} epochs; soft labels = "
+             + theme.subtitle(f"every «{digit}» removed from training; {n} held-out «{digit}» images; {epochs} epochs; soft labels = "
                          "the teacher's distribution at T (KD, α = 0); AUROC: how well the «{digit}» score ranks «{digit}»s first")
-             + _subtitle(f"bias correction: one shift of the «{digit}» logit so the student predicts it as often as the teacher "
+             + theme.subtitle(f"bias correction: one shift of the «{digit}» logit so the student predicts it as often as the teacher "
                          "on the unlabeled held-out images (no labels used)"))
     fig = theme.style(fig, title.replace("{digit}", str(digit)), height=520)
     return fig.update_layout(margin={"t": 120, "b": 110}, legend={"orientation": "h", "y": -0.22, "x": 0, "xanchor": "left",
@@ -58,7 +55,7 @@ def sweep_figure(results: Mapping[str, Any]) -> go.Figure:
                                  hovertemplate=f"%{{y}}, %{{x}}<br>{key} %{{z:.1%}}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title="α (weight of the label term)")
     fig.update_yaxes(title="temperature", row=1, col=1)
-    title = ("Temperature × α: where soft labels help" + _subtitle(
+    title = ("Temperature × α: where soft labels help" + theme.subtitle(
         f"3.8k-parameter student, {results['n_train']} training digits, {results['epochs']} epochs; loss α·CE + (1 − α)·T²·KL; "
         "α = 1 ignores the teacher"))
     return theme.style(fig, title, height=440, legend=False).update_layout(margin={"t": 110})
@@ -82,7 +79,7 @@ def assistant_figure(results: Mapping[str, Any]) -> go.Figure:
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", row=1, col=1)
     fig.update_yaxes(range=[0, max(link["kl"] for link in links) * 1.25 + 1e-9], row=1, col=2)
     size = {name: f"{count / 1000:.1f}k" for name, count in results["parameters"].items()}
-    title = ("Capacity gap: distilling through a teacher assistant" + _subtitle(
+    title = ("Capacity gap: distilling through a teacher assistant" + theme.subtitle(
         f"KD (T = 4, α = 0.5), {results['epochs']} epochs per link; the {size['student (direct)']} student learns from the "
         f"{size['teacher']} teacher directly or from the {size['assistant']} assistant"))
     return theme.style(fig, title, height=470, legend=False).update_layout(margin={"t": 110})
@@ -106,7 +103,7 @@ def loss_comparison_figure(results: Mapping[str, Any]) -> go.Figure:
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_yaxes(type="log", dtick="D2", row=1, col=2)
     fig.update_xaxes(title="step", row=1, col=2)
-    title = ("KD vs DKD vs attention transfer vs hints, same student" + _subtitle(
+    title = ("KD vs DKD vs attention transfer vs hints, same student" + theme.subtitle(
         f"{results['epochs']} epochs each; KD: T = 4, α = 0.5 · DKD: α = 1, β = 8, T = 4, + CE · AT: layer2, layer3 + CE "
         "(β = 1000 as published, and 100) · Hint: layer2 + CE"))
     fig = theme.style(fig, title, height=520)

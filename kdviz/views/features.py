@@ -49,7 +49,7 @@ def cka_heatmap(
         totals.append(f"run's map: {map_total(cross, layer_map):.2f}")
     uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
     totals.append(f"uniform map: {map_total(cross, uniform):.2f}")
-    heading += f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{' · '.join(totals)}</span>"
+    heading += theme.subtitle(" · ".join(totals))
     return theme.style(fig, heading, height=height)
 
 

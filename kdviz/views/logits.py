@@ -124,7 +124,7 @@ def sample_drilldown(
     head = f"Sample {sample_index}" if sample_index is not None else "Sample"
     title = f"{head}: teacher vs student at T={T:g} (KL(p_t‖p_s) = {kl_value:.3g} nats)"
     if context:
-        title += f"<br><span style='font-size:12px;color:{theme.NEUTRAL}'>{escape_label(context)}</span>"
+        title += theme.subtitle(escape_label(context))
     return theme.style(fig, title, height=400)
 
 

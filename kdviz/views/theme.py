@@ -48,6 +48,11 @@ IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, "#1f2933"]]
 DIFFERENCE_SCALE = [[0.0, STUDENT], [0.5, "#ffffff"], [1.0, TEACHER]]
 
 
+def subtitle(text: str) -> str:
+    """A grey second line for a figure title (append it to the title text)."""
+    return f"<br><span style='font-size:12px;color:{NEUTRAL}'>{text}</span>"
+
+
 def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> go.Figure:
     """Apply the kdviz look: white template, one font, a left-aligned title, compact margins."""
     fig.update_layout(

@@ -86,7 +86,7 @@ def teacher_hacking_view(data: TrainingData) -> go.Figure:
     fig.update_xaxes(type="log", title="distance to the teacher: KL(teacher ‖ student), nats (log)", autorange="reversed",
                      dtick="D2")
     fig.update_yaxes(type="log", title="distance to the labels: CE, nats (log)", dtick="D2")
-    note = ("<br><span style='font-size:12px;color:#5f6b7a'>numbers are steps; the x axis runs right to left, so time "
-            "moves to the right as the student nears the teacher</span>")
+    note = theme.subtitle("numbers are steps; the x axis runs right to left, so time moves to the right as the student "
+                          "nears the teacher")
     theme.style(fig, "Does matching the teacher still help?" + note, height=480, legend=False)
     return fig.update_layout(margin={"t": 95})
