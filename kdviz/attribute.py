@@ -27,7 +27,7 @@ from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
 from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.probe import ModelProbe
-from kdviz.batching import Batch, iter_batches, take_rows, to_device
+from kdviz.batching import Batch, iter_batches, main_input_key, take_rows, to_device
 from kdviz.capture import ROLES, capture, resolve_device, thumbnails
 from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution as am
@@ -190,7 +190,7 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
                      shapes: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     inputs = to_device(batch.inputs, probes[0].device)
     with torch.no_grad():
-        logits = [extract_logits(_call(probe, inputs), probe.role) for probe in probes]
+        logits = [probe.forward(inputs).logits for probe in probes]
     positions = _positions(logits[0], inputs, settings.position)
     classes = _classes(settings.target, logits, positions, batch, probes[0].device)
     records: dict[str, np.ndarray] = {}
@@ -294,19 +294,12 @@ def _graph_root(model: nn.Module, call: ModelCall) -> Iterator[None]:
         handle.remove()
 
 
-def _call(probe: ModelProbe, inputs: Any) -> Any:
-    model = probe.model
-    if isinstance(inputs, dict):
-        return model(**inputs, return_dict=True) if probe.is_hf else model(**inputs)
-    return model(inputs)
-
-
 def model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None = None, embedding: str | None = None) -> ModelCall:
     """How captum calls ``probe``'s model on one batch of ``inputs`` (already on its device): the forward function,
     the attributed input, the other inputs, and for token ids the embedding module (``embedding`` names it)."""
     model, role = probe.model, probe.role
     if isinstance(inputs, dict):
-        main_key = _main_key(model, inputs)
+        main_key = main_input_key(inputs, getattr(model, "main_input_name", None))
         extra_keys = [k for k, v in inputs.items() if k != main_key and isinstance(v, torch.Tensor)]
         main, extra = inputs[main_key], [inputs[k] for k in extra_keys]
     else:
@@ -332,13 +325,6 @@ def model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None = 
 def _with_main(inputs: Any, call: ModelCall) -> Any:
     """The batch's inputs with the attributed tensor replaced by ``call.main`` (which may now require grad)."""
     return call.main if call.main_key is None else {**inputs, call.main_key: call.main}
-
-
-def _main_key(model: nn.Module, inputs: Mapping[str, Any]) -> str:
-    for key in (getattr(model, "main_input_name", None), "input_ids", "pixel_values", "x", "inputs"):
-        if key and isinstance(inputs.get(key), torch.Tensor):
-            return key
-    return next(k for k, v in inputs.items() if isinstance(v, torch.Tensor))
 
 
 def _at_positions(logits: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:

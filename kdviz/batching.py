@@ -26,10 +26,16 @@ class Batch:
         """The tensor the thumbnails / token ids come from: the tensor itself, or the model's main input."""
         if isinstance(self.inputs, torch.Tensor):
             return self.inputs
-        for key in (main_key, "input_ids", "pixel_values", "x", "inputs"):
-            if key and isinstance(self.inputs.get(key), torch.Tensor):
-                return self.inputs[key]
-        return next(v for v in self.inputs.values() if isinstance(v, torch.Tensor))
+        return self.inputs[main_input_key(self.inputs, main_key)]
+
+
+def main_input_key(inputs: Mapping[str, Any], preferred: str | None = None) -> str:
+    """Key of a dict batch's main input: ``preferred`` (a model's ``main_input_name``), else the usual names, else
+    the first tensor."""
+    for key in (preferred, "input_ids", "pixel_values", "x", "inputs"):
+        if key and isinstance(inputs.get(key), torch.Tensor):
+            return key
+    return next(k for k, v in inputs.items() if isinstance(v, torch.Tensor))
 
 
 def count_samples(data: Any) -> int | None:
