@@ -23,6 +23,14 @@ def demo_runs(tmp_path_factory):
     return {path.name.removesuffix(".kdviz"): Run.open(path) for path in sorted(out.glob("*.kdviz"))}
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits, split as the demo splits them (read-only: tests slice it, never change it)."""
+    from kdviz.demo.data import load_digits
+
+    return load_digits()
+
+
 class TinyCNN(nn.Module):
     def __init__(self, width: int = 8, n_classes: int = 5) -> None:
         super().__init__()

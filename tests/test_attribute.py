@@ -12,18 +12,12 @@ from conftest import TinyCNN, bert_pair, gpt2_pair, hook_count
 from torch import nn
 
 import kdviz
-from kdviz.demo.data import load_digits
 from kdviz.demo.models import Attention
 from kdviz.demo.weights import load_pair
 from kdviz.errors import CaptureError, InputError, KdvizError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution_agreement as ag
 
 N = 40
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,11 @@ import torch
 from conftest import bert_pair, hook_count
 
 import kdviz
-from kdviz.demo.data import load_digits
 from kdviz.demo.models import DigitsCNN
 from kdviz.demo.weights import load_pair
 from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.losses import KD, AttentionKL, AttentionTransfer, Hint
 from kdviz.metrics import logits as lm
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
 
 
 @pytest.fixture(scope="module")
