@@ -282,14 +282,15 @@ def cka_matrix(
     conv: str = "flatten",
     tokens: str = "mean",
     batch_size: int = 256,
-    cache: bool = True,
+    cache: bool | str = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     """CKA between every captured teacher layer and student layer of a run (and within each model), streamed by batch.
 
     Reads the stored features ``batch_size`` samples at a time into `MinibatchCKA`, so memory depends on the batch,
     not on N. Pooling as in `pool_features`; token pooling uses the run's attention mask. With ``cache``, the result
-    is stored in the run (``cache/cka-…``) and read back next time. Returns ``cross`` [L_t, L_s], ``teacher``,
+    is stored in the run (``cache/cka-…``) and read back next time; ``cache="read"`` reads a stored result but never
+    writes (the dashboard serves runs read-only). Returns ``cross`` [L_t, L_s], ``teacher``,
     ``student``, the layer names, ``n`` (samples or tokens used) and ``n_batches``.
     """
     t_names = list(teacher_layers or run.teacher.feature_names)
@@ -298,6 +299,8 @@ def cka_matrix(
         raise InputError("this run has no captured features; capture with layers=[...] (module paths or globs)")
     layers_digest = hashlib.sha1(json.dumps([t_names, s_names]).encode()).hexdigest()[:12]  # stable across processes
     key = f"cka-{'unbiased' if unbiased else 'biased'}-{conv}-{tokens}-{batch_size}-{layers_digest}"
+    if cache not in (True, False, "read"):
+        raise InputError(f"cache must be True, False or 'read', not {cache!r}")
     if cache:
         hit = run.read_cache(key)
         if hit is not None:
@@ -316,7 +319,7 @@ def cka_matrix(
                          [run.student.features(name)[start:stop] for name in s_names], conv=conv, tokens=tokens,
                          mask=mask_array[start:stop] if mask_array is not None else None)
     result = cka_result(accumulator, t_names, s_names, conv=conv, tokens=tokens)
-    if cache:
+    if cache is True:
         run.write_cache(key, {k: result[k] for k in ("cross", "teacher", "student")},
                         {k: v for k, v in result.items() if k not in ("cross", "teacher", "student")})
     return result

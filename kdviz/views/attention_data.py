@@ -146,6 +146,17 @@ class AttentionData:
     def match(self, teacher_layer: int, student_layer: int) -> attn.HeadMatch:
         return attn.match_heads(self.pair_divergence(teacher_layer, student_layer))
 
+    def follow(self, teacher_layer: int, teacher_head: int) -> tuple[int, int]:
+        """The student (layer, head) to show beside a teacher head: the mapped layer (or the closest by divergence),
+        and the matched head (or, for a teacher head left unmatched, the closest student head)."""
+        s_layer = self.mapped_student_layer(teacher_layer)
+        if s_layer is None:
+            s_layer = int(self.layer_similarity()[teacher_layer].argmin())
+        s_head = self.match(teacher_layer, s_layer).student_of(teacher_head)
+        if s_head is None:
+            s_head = int(self.pair_divergence(teacher_layer, s_layer)[teacher_head].argmin())
+        return s_layer, s_head
+
     def matched_divergence(self, role: str) -> np.ndarray:
         """[L, H] each head's divergence to the head it is matched with in the mapped layer (NaN when its layer
         is not in the layer map or the head is left unmatched)."""

@@ -7,7 +7,7 @@ run (class names, tokens) passes through `text.escape_label` before it reaches t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,6 +17,9 @@ from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
 from kdviz.views import theme
 from kdviz.views.text import display_token, escape_label
+
+if TYPE_CHECKING:
+    from kdviz.views.run_data import LogitData
 
 
 def measure_label(measure: str, T: float, t2_scale: bool = False) -> str:
@@ -281,6 +284,20 @@ def token_strip(
     fig.update_yaxes(visible=False, autorange="reversed")
     return theme.style(fig, f"{lm.MEASURES[measure]} per token at T={T:g} ({length:,} tokens, darker = further apart)",
                        height=110 + 26 * rows, legend=False)
+
+
+def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float = 1.0) -> go.Figure:
+    """The drill-down of one sample of a run: `sample_drilldown` for classification, `token_strip` for language models."""
+    if data.task == "tokens":
+        stats = data.token_stats
+        tokens = data.tokens[index] if data.tokens else [str(t) for t in range(stats["kl"].shape[1])]
+        return token_strip(tokens, stats[measure][index], measure=measure, vocab=data.vocab(),
+                           teacher_top=(stats["teacher_topk_ids"][index], stats["teacher_topk_probs"][index]),
+                           student_top=(stats["student_topk_ids"][index], stats["student_topk_probs"][index]))
+    z_t, z_s = data.require_logits()
+    target = int(data.labels[index]) if data.labels is not None else None
+    return sample_drilldown(z_t[index], z_s[index], T=T, target=target, class_names=data.class_names,
+                            thumbnail=data.thumbnail(index), sample_index=index)
 
 
 # ---- summary ----------------------------------------------------------------------------------------------------------

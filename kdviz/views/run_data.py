@@ -10,8 +10,11 @@ import numpy as np
 
 from kdviz.errors import MissingDataError
 from kdviz.metrics import logits as lm
+from kdviz.metrics.classwise import correctness_masks
 from kdviz.metrics.summary import logit_summary
 from kdviz.store import LazyArray, Run
+
+SORTS = ("most divergent first", "least divergent first", "sample index")
 
 
 @dataclass
@@ -68,6 +71,45 @@ class LogitData:
         """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""
         return self.run.meta.get("vocab")
 
+    def measures(self) -> list[str]:
+        """The divergence measures this run supports: all of `metrics.logits.MEASURES`, or the two stored per token."""
+        return ["kl", "reverse_kl"] if self.task == "tokens" else list(lm.MEASURES)
+
+    def per_sample(self, measure: str = "kl", T: float = 1.0) -> np.ndarray:
+        """[N] divergence of each sample at T; for language models the mean over its real tokens (stored at T=1)."""
+        if self.task == "tokens":
+            per_token = self.token_stats[measure]
+            mask = self.token_stats.get("mask")
+            return np.nanmean(np.where(mask, per_token, np.nan) if mask is not None else per_token, axis=1)
+        z_t, z_s = self.require_logits()
+        return lm.divergences(z_t, z_s, T, measures=[measure])[measure]
+
+    def visible(self, values: np.ndarray, *, class_index: int = -1, quadrant: str = "all", order: str = SORTS[0],
+                among: np.ndarray | None = None) -> np.ndarray:
+        """Sample indices whose label is ``class_index`` (-1: any) and in correctness ``quadrant`` ("all": any), out of
+        ``among`` (default: every sample), in ``order`` (one of `SORTS`) of ``values`` [N]."""
+        keep = np.zeros(self.n_samples, dtype=bool)
+        keep[np.arange(self.n_samples) if among is None else np.asarray(among, dtype=int)] = True
+        if self.task != "tokens" and class_index >= 0 and self.labels is not None:
+            keep &= self.labels == class_index
+        if self.task != "tokens" and quadrant != "all" and self.labels is not None:
+            keep &= correctness_masks(self.z_t, self.z_s, self.labels)[quadrant]
+        index = np.flatnonzero(keep)
+        if order == SORTS[0]:
+            index = index[np.argsort(-values[index], kind="stable")]
+        elif order == SORTS[1]:
+            index = index[np.argsort(values[index], kind="stable")]
+        return index
+
+    def row_label(self, i: int, measure: str, values: np.ndarray) -> str:
+        """One line of a sample list: index, value, and for classification the label and both answers."""
+        text = f"#{i:<5} {measure} = {values[i]:.4f}"
+        if self.task != "tokens":
+            names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
+            label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""
+            text += f"   {label}teacher {names[self.z_t[i].argmax()]}, student {names[self.z_s[i].argmax()]}"
+        return text
+
 
 def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
                     tokens: str = "mean") -> np.ndarray:
@@ -83,3 +125,31 @@ def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *,
         data = side.features(name)[index]
         mask = run.array("inputs/attention_mask")[index] if run.has("inputs/attention_mask") else None
     return pool_features(data, conv=conv, tokens=tokens, mask=mask).double().numpy()
+
+
+def feature_layer_map(run: Run) -> list[tuple[int, int]] | None:
+    """The run's (student, teacher) layer map when its indices refer to the captured feature layers, else None."""
+    unit = run.meta["layer_map"]["unit"]
+    same_count = len(run.teacher.feature_names) == len(run.teacher.heads) and len(run.student.feature_names) == len(run.student.heads)
+    return run.layer_map if unit == "features" or same_count else None
+
+
+def first_labels(run: Run, samples: int) -> np.ndarray | None:
+    """[samples] labels of the first samples of a classification run (None otherwise), to colour projections by class."""
+    return run.labels[:samples] if run.task == "classification" and run.has("inputs/labels") else None
+
+
+def alignment_scores(run: Run, result: dict[str, Any], pairs: list[tuple[int, int]], *, samples: int,
+                     conv: str = "flatten") -> list[dict[str, Any]]:
+    """Projector R² and mutual-kNN overlap for each (student, teacher) index pair of a `cka_matrix` result, over the
+    first ``samples`` samples (tokens averaged, so each sample is one point)."""
+    from kdviz.metrics import relations
+
+    scores = []
+    for student, teacher in pairs:
+        t_name, s_name = result["teacher_layers"][teacher], result["student_layers"][student]
+        x_t = pooled_features(run, "teacher", t_name, slice(0, samples), conv=conv, tokens="mean")
+        x_s = pooled_features(run, "student", s_name, slice(0, samples), conv=conv, tokens="mean")
+        scores.append({"teacher": t_name, "student": s_name, "r2": relations.projector_fit(x_s, x_t, alpha=1.0),
+                       "knn": relations.mutual_knn(x_t, x_s, k=min(10, len(x_t) - 1))})
+    return scores

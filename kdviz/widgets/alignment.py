@@ -8,11 +8,10 @@ import ipywidgets as widgets
 import numpy as np
 
 from kdviz.errors import MissingDataError
-from kdviz.metrics import relations
 from kdviz.metrics.features import cka_matrix, suggest_layer_map
 from kdviz.store import Run
 from kdviz.views import features as views
-from kdviz.views.run_data import pooled_features
+from kdviz.views.run_data import alignment_scores, feature_layer_map, first_labels, pooled_features
 from kdviz.views.text import escape_label
 from kdviz.widgets._display import StepControl, figure_output, show
 
@@ -57,17 +56,10 @@ class AlignmentExplorer(StepControl, widgets.VBox):
     def _reload(self) -> None:
         self.refresh()
 
-    def _layer_map(self) -> list[tuple[int, int]] | None:
-        """The run's layer map, when its indices refer to these feature layers."""
-        unit = self.run.meta["layer_map"]["unit"]
-        same_count = len(self.run.teacher.feature_names) == len(self.run.teacher.heads) and len(
-            self.run.student.feature_names) == len(self.run.student.heads)
-        return self.run.layer_map if unit == "features" or same_count else None
-
     def refresh(self) -> None:
         self.result = cka_matrix(self.run, unbiased=self.estimator.value, conv=self.conv.value, tokens=self.tokens.value)
         self.suggestion = suggest_layer_map(self.result["cross"])
-        self.figures["cka"] = views.cka_heatmap(self.result, suggested=self.suggestion["pairs"], layer_map=self._layer_map())
+        self.figures["cka"] = views.cka_heatmap(self.result, suggested=self.suggestion["pairs"], layer_map=feature_layer_map(self.run))
         self.figures["within"] = views.within_model_cka(self.result)
         show(self.outputs["cka"], self.figures["cka"])
         show(self.outputs["within"], self.figures["within"])
@@ -87,7 +79,7 @@ class AlignmentExplorer(StepControl, widgets.VBox):
 
     def refresh_pair(self) -> None:
         x_t, x_s = self._features("teacher", self.teacher_layer.value), self._features("student", self.student_layer.value)
-        labels = self.run.labels[: self.samples] if self.run.task == "classification" and self.run.has("inputs/labels") else None
+        labels = first_labels(self.run, self.samples)
         self.figures["projection"] = views.joint_projection(x_t, x_s, labels, self.run.class_names)
         self.figures["relations"] = views.relation_matrices(x_t, x_s, labels, teacher_name=self.teacher_layer.value,
                                                             student_name=self.student_layer.value)
@@ -96,10 +88,4 @@ class AlignmentExplorer(StepControl, widgets.VBox):
 
     def pair_scores(self) -> list[dict[str, Any]]:
         """Projector R² and mutual-kNN overlap for each pair of the suggested layer map."""
-        scores = []
-        for student, teacher in self.suggestion["pairs"]:
-            t_name, s_name = self.result["teacher_layers"][teacher], self.result["student_layers"][student]
-            x_t, x_s = self._features("teacher", t_name), self._features("student", s_name)
-            scores.append({"teacher": t_name, "student": s_name, "r2": relations.projector_fit(x_s, x_t, alpha=1.0),
-                           "knn": relations.mutual_knn(x_t, x_s, k=min(10, len(x_t) - 1))})
-        return scores
+        return alignment_scores(self.run, self.result, self.suggestion["pairs"], samples=self.samples, conv=self.conv.value)

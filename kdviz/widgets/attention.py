@@ -117,16 +117,8 @@ class AttentionExplorer(StepControl, widgets.VBox):
         self.refresh_bottom()
 
     def _follow_teacher(self) -> None:
-        """Student layer = the mapped layer (or the closest by divergence); student head = the matched head, or for a
-        teacher head left unmatched (more teacher than student heads) the closest student head."""
-        t_layer, t_head = self.layer["teacher"].value, self.head["teacher"].value
-        s_layer = self.data.mapped_student_layer(t_layer)
-        if s_layer is None:
-            s_layer = int(self.data.layer_similarity()[t_layer].argmin())
-        s_head = self.data.match(t_layer, s_layer).student_of(t_head)
-        if s_head is None:
-            s_head = int(self.data.pair_divergence(t_layer, s_layer)[t_head].argmin())
-        self._set_selection("student", s_layer, s_head)
+        """Student menus = `AttentionData.follow` of the teacher head."""
+        self._set_selection("student", *self.data.follow(self.layer["teacher"].value, self.head["teacher"].value))
 
     def _reload(self) -> None:
         self.data = AttentionData(self.run, max_samples=self.data.max_samples, measure=self.data.measure)

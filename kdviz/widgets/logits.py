@@ -8,14 +8,13 @@ import ipywidgets as widgets
 import numpy as np
 
 from kdviz.metrics import logits as lm
-from kdviz.metrics.classwise import QUADRANTS, correctness_masks
+from kdviz.metrics.classwise import QUADRANTS
 from kdviz.store import Run
 from kdviz.views import logits as views
-from kdviz.views.run_data import LogitData
+from kdviz.views.run_data import SORTS, LogitData
 from kdviz.views.text import escape_label
 from kdviz.widgets._display import StepControl, figure_output, show
 
-SORTS = ("most divergent first", "least divergent first", "sample index")
 TABLE_ROWS = 40
 
 
@@ -31,7 +30,7 @@ class LogitExplorer(StepControl, widgets.VBox):
         self.run = self._open_at_step(run, step)
         self.data = LogitData.from_run(self.run)
         self.tokens = self.data.task == "tokens"
-        measures = ["kl", "reverse_kl"] if self.tokens else list(lm.MEASURES)
+        measures = self.data.measures()
         self.temperature = widgets.FloatLogSlider(value=1.0 if self.tokens else T, base=10, min=-0.5, max=1.5, step=0.01,
                                                   description="T", continuous_update=False, disabled=self.tokens,
                                                   readout_format=".2f")
@@ -65,37 +64,19 @@ class LogitExplorer(StepControl, widgets.VBox):
         self.refresh()
 
     # ---- state ----
-    def _per_sample(self) -> np.ndarray:
-        if self.tokens:
-            per_token = self.data.token_stats[self.measure.value]
-            mask = self.data.token_stats.get("mask")
-            values = np.where(mask, per_token, np.nan) if mask is not None else per_token
-            return np.nanmean(values, axis=1)
-        z_t, z_s = self.data.require_logits()
-        return lm.divergences(z_t, z_s, self.temperature.value, measures=[self.measure.value])[self.measure.value]
-
     def visible_samples(self) -> np.ndarray:
         """Indices that pass the class and correctness filters, in the chosen order."""
-        keep = np.ones(self.run.n_samples, dtype=bool)
-        if not self.tokens and self.class_filter.value >= 0 and self.data.labels is not None:
-            keep &= self.data.labels == self.class_filter.value
-        if not self.tokens and self.correctness.value != "all":
-            keep &= correctness_masks(self.data.z_t, self.data.z_s, self.data.labels)[self.correctness.value]
-        index = np.flatnonzero(keep)
-        if self.sort.value == SORTS[0]:
-            index = index[np.argsort(-self.values[index], kind="stable")]
-        elif self.sort.value == SORTS[1]:
-            index = index[np.argsort(self.values[index], kind="stable")]
-        return index
+        return self.data.visible(self.values, class_index=self.class_filter.value, quadrant=self.correctness.value,
+                                 order=self.sort.value)
 
     def refresh(self) -> None:
         """Recompute the per-sample values and redraw everything but the drill-down."""
-        self.values = self._per_sample()
+        self.values = self.data.per_sample(self.measure.value, self.temperature.value)
         T, measure = self.temperature.value, self.measure.value
         visible = self.visible_samples()
         self._refreshing = True  # replacing the options fires a selection event; the current sample is kept instead
         try:
-            self.table.options = [(self._row_label(i), int(i)) for i in visible[:TABLE_ROWS]]
+            self.table.options = [(self.data.row_label(i, measure, self.values), int(i)) for i in visible[:TABLE_ROWS]]
         finally:
             self._refreshing = False
         self.figures["histogram"] = views.divergence_histogram(self.values[visible], measure=measure, T=T)
@@ -105,30 +86,10 @@ class LogitExplorer(StepControl, widgets.VBox):
         if len(visible):
             self.select(int(visible[0]) if self.selected not in set(visible.tolist()) else self.selected)
 
-    def _row_label(self, i: int) -> str:
-        text = f"#{i:<5} {self.measure.value} = {self.values[i]:.4f}"
-        if not self.tokens:
-            names = self.data.class_names or [str(c) for c in range(self.data.z_t.shape[1])]
-            label = f"label {names[self.data.labels[i]]}, " if self.data.labels is not None else ""
-            text += f"   {label}teacher {names[self.data.z_t[i].argmax()]}, student {names[self.data.z_s[i].argmax()]}"
-        return text
-
     def select(self, index: int) -> None:
         """Drill into one sample (also what a click in the table does)."""
         self.selected = index
-        if self.tokens:
-            stats = self.data.token_stats
-            tokens = (self.data.tokens or [[str(t) for t in range(stats["kl"].shape[1])] for _ in range(self.run.n_samples)])[index]
-            fig = views.token_strip(
-                tokens, stats[self.measure.value][index], measure=self.measure.value,
-                teacher_top=(stats["teacher_topk_ids"][index], stats["teacher_topk_probs"][index]),
-                student_top=(stats["student_topk_ids"][index], stats["student_topk_probs"][index]), vocab=self.data.vocab(),
-            )
-        else:
-            target = int(self.data.labels[index]) if self.data.labels is not None else None
-            fig = views.sample_drilldown(self.data.z_t[index], self.data.z_s[index], T=self.temperature.value, target=target,
-                                         class_names=self.data.class_names, thumbnail=self.data.thumbnail(index),
-                                         sample_index=index)
+        fig = views.sample_detail(self.data, index, measure=self.measure.value, T=self.temperature.value)
         self.figures["detail"] = fig
         show(self.outputs["detail"], fig)
         if self.table.value != index and index in [value for _, value in self.table.options]:

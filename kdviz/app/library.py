@@ -1,0 +1,99 @@
+"""The runs a dashboard serves, by name: each run (and each page's data of it) is opened once per process and cached.
+
+Only the names of the runs given on the command line can be asked for, so a URL can never reach another path.
+Everything is read lazily by slice, and never written: CKA is read from a run's cache when stored there, else
+computed in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kdviz.errors import InputError, KdvizError
+from kdviz.metrics import features as fm
+from kdviz.store import Run, iter_run_paths
+from kdviz.views.attention_data import AttentionData
+from kdviz.views.attribution_data import AttributionData
+from kdviz.views.run_data import LogitData
+from kdviz.views.training_data import TrainingData
+
+# what each page reads from a run; `RunLibrary.data(kind, ...)` builds and caches it
+LOADERS: dict[str, Callable[[Run], Any]] = {
+    "logits": LogitData.from_run,
+    "attention": lambda run: AttentionData(run, max_samples=256),
+    "attribution": AttributionData,
+    "training": TrainingData.from_run,
+    "cka": lambda run: fm.cka_matrix(run, cache="read"),
+}
+
+
+def open_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
+    """Open every run (directories of ``*.kdviz`` runs expand to their runs); names must be unique."""
+    runs = [Run.open(path) for path in iter_run_paths(list(paths))]
+    if not runs:
+        raise KdvizError("no runs to serve; pass run directories (NAME.kdviz) or a directory that holds them")
+    names = [run.name for run in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise KdvizError(f"runs must have distinct names to be served together; repeated: {duplicates}")
+    return runs
+
+
+class RunLibrary:
+    """Runs by name, opened once per process; ``data(kind, name)`` caches each page's data of a run (and of a run at a
+    recorded training step). Safe to share between the sessions of one server process."""
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self._runs = {run.name: run for run in runs}
+        self._cache: dict[tuple[str, str, int | None], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike]) -> RunLibrary:
+        return cls(open_runs(paths))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._runs)
+
+    def run(self, name: str, step: int | None = None) -> Run:
+        """The run called ``name`` (at a recorded training step, if given). Unknown names raise, never open a path."""
+        if name not in self._runs:
+            raise InputError(f"no run named {name!r} is served here; served runs: {self.names}")
+        if step is None:
+            return self._runs[name]
+        return self._cached("run", name, step, lambda: self._runs[name].at_step(step))
+
+    def data(self, kind: str, name: str, step: int | None = None) -> Any:
+        """A page's data of a run (``kind`` in `LOADERS`), built on first use; a `KdvizError` (the run lacks it) is
+        cached too, so a missing page costs nothing the second time."""
+        run = self.run(name, step)
+        return self._cached(kind, name, step, lambda: LOADERS[kind](run))
+
+    def _cached(self, kind: str, name: str, step: int | None, build: Callable[[], Any]) -> Any:
+        key = (kind, name, step)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            try:
+                hit = build()
+            except KdvizError as exc:
+                hit = exc
+            with self._lock:
+                hit = self._cache.setdefault(key, hit)
+        if isinstance(hit, KdvizError):
+            raise hit
+        return hit
+
+    def warm(self, progress: Callable[[str], None] | None = None) -> None:
+        """Read every page's data of every run now (``kdviz serve --warm``), so the first visitor waits for nothing."""
+        for name in self.names:
+            for kind in LOADERS:
+                if progress is not None:
+                    progress(f"{name}: {kind}")
+                with contextlib.suppress(KdvizError):  # that page will say what the run lacks
+                    self.data(kind, name)
