@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding *.kdviz runs")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default=None, help="address to bind (default: localhost only)")
+    serve.add_argument("--warm", action="store_true", help="read every page's data of every run before serving")
+    serve.add_argument("--num-procs", type=int, default=1, metavar="N", help="serve from N processes (default 1)")
 
     export = commands.add_parser("export", help="write one self-contained, offline HTML file of a run's views")
     export.add_argument("run", metavar="RUN", help="a run directory, or a directory holding *.kdviz runs")
@@ -63,7 +65,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from kdviz.app.serve import serve
 
-        serve(args.runs, port=args.port, address=args.address)
+        serve(args.runs, port=args.port, address=args.address, warm=args.warm, num_procs=args.num_procs)
         return 0
     return _demo(args)
 

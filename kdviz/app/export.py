@@ -16,7 +16,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from kdviz.app.serve import open_runs
+from kdviz.app.library import open_runs
 from kdviz.errors import InputError, KdvizError, MissingDataError
 from kdviz.metrics import features as fm
 from kdviz.metrics import logits as lm
@@ -70,7 +70,7 @@ def _attention(run: Run, sample: int) -> list[go.Figure]:
 
 def _features(run: Run, sample: int) -> list[go.Figure]:
 
-    result = fm.cka_matrix(run, cache=False)  # export never writes into the run
+    result = fm.cka_matrix(run, cache="read")  # export never writes into the run
     unit = run.meta["layer_map"]["unit"]
     return [cka_heatmap(result, suggested=fm.suggest_layer_map(result["cross"])["pairs"],
                         layer_map=run.layer_map if unit == "features" else None)]

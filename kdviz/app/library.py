@@ -74,6 +74,15 @@ class RunLibrary:
         run = self.run(name, step)
         return self._cached(kind, name, step, lambda: LOADERS[kind](run))
 
+    def cka(self, name: str, step: int | None = None, *, unbiased: bool = True, conv: str = "flatten",
+            tokens: str = "mean") -> dict[str, Any]:
+        """`metrics.features.cka_matrix` of a run with these options, read from the run's cache or computed (not stored)."""
+        if (unbiased, conv, tokens) == (True, "flatten", "mean"):
+            return self.data("cka", name, step)
+        run = self.run(name, step)
+        return self._cached(f"cka-{unbiased}-{conv}-{tokens}", name, step,
+                            lambda: fm.cka_matrix(run, unbiased=unbiased, conv=conv, tokens=tokens, cache="read"))
+
     def _cached(self, kind: str, name: str, step: int | None, build: Callable[[], Any]) -> Any:
         key = (kind, name, step)
         with self._lock:

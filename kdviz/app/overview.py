@@ -1,4 +1,5 @@
-"""The Overview page: each run's models, their accuracy or perplexity, the layer map and capture settings.
+"""The Overview page: each model's accuracy or perplexity, size and ECE, how close the student is, the layer map and
+capture settings, and students of the same teacher compared.
 
 Every string that comes from a run (model names, class names, settings) is HTML-escaped.
 """
@@ -10,6 +11,8 @@ from typing import Any
 
 import panel as pn
 
+from kdviz.app.pages.base import Page
+from kdviz.errors import KdvizError
 from kdviz.layer_map import describe_layer_map
 from kdviz.store import Run
 from kdviz.summary import format_count
@@ -23,6 +26,10 @@ CARD_CSS = f"""
 .kd-sub {{ color: {theme.NEUTRAL}; font-size: 13px; line-height: 1.5; }}
 .kd-table td {{ padding: 2px 12px 2px 0; font-size: 13px; font-family: {theme.FONT_FAMILY}; vertical-align: top; }}
 .kd-table td:first-child {{ color: {theme.NEUTRAL}; }}
+.kd-compare {{ border-collapse: collapse; font-family: {theme.FONT_FAMILY}; font-size: 13px; background: {theme.CARD}; }}
+.kd-compare th, .kd-compare td {{ padding: 6px 14px; text-align: right; border-bottom: 1px solid #eef0f3; }}
+.kd-compare th {{ color: {theme.NEUTRAL}; font-weight: 600; }}
+.kd-compare td:nth-child(-n+2), .kd-compare th:nth-child(-n+2) {{ text-align: left; }}
 """
 
 
@@ -43,19 +50,72 @@ def plain(value: Any) -> str:
     return str(value)
 
 
-def model_card(role: str, model: dict[str, Any], task: str) -> str:
+def model_card(role: str, model: dict[str, Any], task: str, ece: float | None = None, ratio: str = "") -> str:
+    """One model's card: its headline number, parameter count (and, for the student, the size ratio) and ECE."""
     colour = theme.ROLE_COLOURS[role]
     heads = model.get("heads") or []
     attention = f"{len(heads)} attention layers, up to {max(heads)} heads" if heads else "no attention layers captured"
     number, caption = headline(model, task)
+    calibration = f"ECE {ece:.3f} (15 bins, T = 1)<br>" if ece is not None else ""
     return (
         f'<div class="kd-card" style="border-top: 4px solid {colour}">'
         f'<h3 style="color:{colour}">{escape(role.title())}: {escape(model["name"])}</h3>'
         f'<div class="kd-metric">{escape(number)}</div>'
-        f'<div class="kd-sub">{escape(caption)}<br>'
-        f"{escape(format_count(model['n_params']))} parameters<br>{escape(attention)}<br>"
+        f'<div class="kd-sub">{escape(caption)}<br>{calibration}'
+        f"{escape(format_count(model['n_params']))} parameters{escape(ratio)}<br>{escape(attention)}<br>"
         f"{len(model.get('feature_names') or [])} feature layers</div></div>"
     )
+
+
+def pair_card(summary: dict[str, Any]) -> str:
+    """How close the student is to the teacher: top-1 agreement and mean KL at T = 1."""
+    agreement = summary.get("top1_agreement")
+    number = f"{100 * agreement:.1f}%" if agreement is not None else f"{summary['kl_T1']:.3f}"
+    caption = "top-1 agreement" if agreement is not None else "mean KL(teacher‖student) per token, nats"
+    kl = f"mean KL(teacher‖student) at T = 1: {summary['kl_T1']:.4f} nats<br>" if agreement is not None else ""
+    return (
+        f'<div class="kd-card" style="border-top: 4px solid {theme.HIGHLIGHT}">'
+        f"<h3>Student vs teacher</h3><div class='kd-metric'>{escape(number)}</div>"
+        f"<div class='kd-sub'>{escape(caption)}<br>{kl}over {summary['n']:,} samples</div></div>"
+    )
+
+
+def same_teacher(runs: list[Run], run: Run) -> list[Run]:
+    """The served runs that distil the same teacher as ``run`` on the same task and data size (``run`` included)."""
+    def key(r: Run) -> tuple:
+        return r.meta["teacher"]["name"], r.meta["teacher"]["n_params"], r.task, r.n_samples
+    return [r for r in runs if key(r) == key(run)]
+
+
+def comparison_table(rows: list[tuple[Run, dict[str, Any]]], current: str) -> str:
+    """Students of one teacher side by side: size, accuracy (or perplexity), agreement, KL, ECE; the best bold."""
+    tokens = rows[0][0].task == "tokens"
+    columns = ["run", "student", "parameters", "perplexity" if tokens else "accuracy", "top-1 agreement", "mean KL (T = 1)", "ECE"]
+    def cells(run: Run, summary: dict[str, Any]) -> list[tuple[str, float | None]]:
+        model = run.meta["student"]
+        quality = model.get("perplexity") if tokens else summary.get("student_accuracy")
+        return [(run.name, None), (model["name"], None), (format_count(model["n_params"]), -model["n_params"]),
+                (f"{quality:.2f}" if tokens and quality is not None else f"{100 * quality:.1f}%" if quality is not None else "—",
+                 None if quality is None else (-quality if tokens else quality)),
+                (f"{100 * summary['top1_agreement']:.1f}%" if summary.get("top1_agreement") is not None else "—",
+                 summary.get("top1_agreement")),
+                (f"{summary['kl_T1']:.4f}", -summary["kl_T1"]),
+                (f"{summary['student_ece']:.3f}" if summary.get("student_ece") is not None else "—",
+                 None if summary.get("student_ece") is None else -summary["student_ece"])]
+    table = [cells(run, summary) for run, summary in rows]
+    best = [max((row[c][1] for row in table if row[c][1] is not None), default=None) for c in range(len(columns))]
+    body = ""
+    for (run, _), row in zip(rows, table, strict=True):
+        style = " style='background:#eef4fb'" if run.name == current else ""
+        tds = "".join(f"<td>{'<b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}{escape(text)}"
+                      f"{'</b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}</td>"
+                      for c, (text, value) in enumerate(row))
+        body += f"<tr{style}>{tds}</tr>"
+    header = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    return (f"<h3 style='font-family:{theme.FONT_FAMILY};margin:14px 6px 4px 6px'>Students of the same teacher</h3>"
+            f"<table class='kd-compare'><tr>{header}</tr>{body}</table>"
+            f"<div class='kd-sub' style='margin:4px 6px'>bold: best in its column (smaller models, lower KL and ECE count as "
+            "better)</div>")
 
 
 def settings_table(run: Run) -> str:
@@ -74,26 +134,40 @@ def settings_table(run: Run) -> str:
     return f'<table class="kd-table">{body}</table>'
 
 
-def overview_panel(run: Run) -> pn.viewable.Viewable:
-    """One run's overview: teacher and student cards side by side, then the settings."""
-    cards = [pn.pane.HTML(model_card(role, run.meta[role], run.task), stylesheets=[CARD_CSS]) for role in ("teacher", "student")]
+def overview_panel(run: Run, summary: dict[str, Any] | None = None) -> pn.viewable.Viewable:
+    """One run's overview: teacher, student and pair cards side by side, then the settings."""
+    summary = summary or {}
+    ratio = f" ({run.meta['teacher']['n_params'] / max(1, run.meta['student']['n_params']):.1f}× smaller than the teacher)"
+    cards = [model_card("teacher", run.meta["teacher"], run.task, summary.get("teacher_ece")),
+             model_card("student", run.meta["student"], run.task, summary.get("student_ece"), ratio)]
+    if summary:
+        cards.append(pair_card(summary))
     return pn.Column(
         pn.pane.HTML(f"<h2 style='font-family:{theme.FONT_FAMILY};margin:4px 6px'>{escape(run.name)}</h2>"),
-        pn.Row(*cards),
+        pn.Row(*(pn.pane.HTML(card, stylesheets=[CARD_CSS]) for card in cards)),
         pn.pane.HTML(settings_table(run), stylesheets=[CARD_CSS], margin=(6, 12)),
         name=run.name,
     )
 
 
-def overview_app(runs: list[Run]) -> pn.viewable.Viewable:
-    """The whole page: a tab per run."""
-    header = pn.pane.HTML(
-        f"<h1 style='font-family:{theme.FONT_FAMILY};margin:8px 6px 0 6px'>kdviz"
-        f"<span style='font-weight:400;color:{theme.NEUTRAL};font-size:16px'> · knowledge distillation, teacher vs student</span></h1>"
-    )
-    return pn.Column(
-        header,
-        pn.Tabs(*(overview_panel(run) for run in runs), dynamic=True),
-        styles={"background": theme.BACKGROUND, "min-height": "100vh"},
-        sizing_mode="stretch_width",
-    )
+class OverviewPage(Page):
+    """Summary cards for the teacher and the student, the capture settings and layer map, and the served runs that
+    distil the same teacher side by side."""
+
+    title = "Overview"
+    watches = ()
+
+    def summary(self, name: str) -> dict[str, Any]:
+        try:
+            return self.library.data("logits", name).summary(1.0)
+        except KdvizError:
+            return {}
+
+    def build(self) -> list[Any]:
+        run = self.run
+        parts = [overview_panel(run, self.summary(self.selection.run))]
+        others = same_teacher([self.library.run(name) for name in self.library.names], self.library.run(self.selection.run))
+        rows = [(r, self.summary(r.name)) for r in others]
+        if len(others) > 1 and all(summary for _, summary in rows):
+            parts.append(pn.pane.HTML(comparison_table(rows, self.selection.run), stylesheets=[CARD_CSS], margin=(6, 12)))
+        return parts

@@ -37,12 +37,13 @@ def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
 # ---- distribution of divergence -------------------------------------------------------------------------------
 def divergence_histogram(
     values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60,
-    unit: str = "samples",
+    unit: str = "samples", sample_ids: Any | None = None,
 ) -> go.Figure:
     """Histogram of per-sample (or per-token) divergence [N] with mean and median marked.
 
-    Clicking a bar selects its samples (plotly passes ``pointNumbers``); ``selected`` marks one sample's value;
-    ``unit`` names what is counted (``"samples"``, or ``"tokens"`` for per-token values).
+    Clicking a bar selects its samples (plotly passes ``pointNumbers``, positions among the finite values);
+    ``selected`` marks the value at that position, labelled with ``sample_ids[selected]`` when ``values`` are a subset
+    of a run's samples (default: the position). ``unit`` names what is counted (``"samples"``, or ``"tokens"``).
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = v[np.isfinite(v)]
@@ -60,7 +61,8 @@ def divergence_histogram(
                       annotation={"text": f"median {median:.3g}", "yanchor": "top"}, annotation_position="top left")
     if selected is not None and 0 <= selected < len(v) and np.isfinite(v[selected]):
         fig.add_vline(x=float(v[selected]), line={"color": theme.TEACHER, "width": 2.5},
-                      annotation={"text": f"sample {selected}"}, annotation_position="top left")
+                      annotation={"text": f"sample {selected if sample_ids is None else int(sample_ids[selected])}"},
+                      annotation_position="top left")
     fig.update_xaxes(title=measure_label(measure, T, t2_scale))
     fig.update_yaxes(title=unit)
     fig.update_layout(bargap=0.02, clickmode="event+select")
@@ -282,8 +284,10 @@ def token_strip(
     ))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    return theme.style(fig, f"{lm.MEASURES[measure]} per token at T={T:g} ({length:,} tokens, darker = further apart)",
-                       height=110 + 26 * rows, legend=False)
+    # no axes, so little bottom margin; at least 180 px, as plotly.js cannot scale a plot area of a few pixels
+    fig = theme.style(fig, f"{lm.MEASURES[measure]} per token at T={T:g} ({length:,} tokens, darker = further apart)",
+                      height=max(180, 100 + 28 * rows), legend=False)
+    return fig.update_layout(margin={"b": 20})
 
 
 def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float = 1.0) -> go.Figure:

@@ -1,0 +1,110 @@
+"""The dashboard: a header with the run, step and sample shown, and a tab per page. One `Selection` per session
+links the pages: a sample picked in any view is the sample every page shows.
+
+``dashboard(library)`` builds one session's app; ``kdviz serve`` and ``notebooks/dashboard.ipynb`` serve it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from html import escape
+
+import panel as pn
+
+from kdviz.app.library import RunLibrary
+from kdviz.app.overview import OverviewPage
+from kdviz.app.pages.attention import AttentionPage
+from kdviz.app.pages.attribution import AttributionPage
+from kdviz.app.pages.base import Page
+from kdviz.app.pages.features import FeaturesPage
+from kdviz.app.pages.logits import LogitsPage
+from kdviz.app.pages.training import TrainingPage
+from kdviz.app.state import Selection
+from kdviz.views import theme
+
+PAGES: tuple[type[Page], ...] = (OverviewPage, LogitsPage, AttentionPage, FeaturesPage, AttributionPage, TrainingPage)
+
+
+class Dashboard:
+    """One session: the selection, its header controls and the pages. ``pages`` by title, ``layout`` to serve."""
+
+    def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None) -> None:
+        self.library = library
+        self.selection = Selection()
+        self.selection.param.run.objects = library.names
+        first = run if run in library.names else library.names[0]
+        self.pages = {page.title: page(library, self.selection) for page in PAGES}
+        self.run_menu = pn.widgets.Select(name="run", options=library.names, value=first, width=220)
+        self.step_menu = pn.widgets.Select(name="training step", options={}, width=160, visible=False)
+        self.sample_input = pn.widgets.IntInput(name="sample", value=0, start=0, width=120, css_classes=["kd-sample"])
+        self.tabs = pn.Tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
+        self.run_menu.param.watch(lambda event: self.show_run(event.new), "value")
+        self.step_menu.param.watch(self._step_chosen, "value")
+        self.sample_input.param.watch(self._sample_typed, "value")
+        self.selection.param.watch(self._selection_changed, ["sample", "step"])
+        self.tabs.param.watch(self._tab_changed, "active")
+        self.show_run(first)
+        if sample is not None:
+            self.selection.sample = min(max(0, sample), self.library.run(first).n_samples - 1)
+        self._tab_changed()
+        header = pn.pane.HTML(
+            f"<h1 style='font-family:{theme.FONT_FAMILY};margin:8px 6px 0 6px'>kdviz"
+            f"<span style='font-weight:400;color:{theme.NEUTRAL};font-size:16px'> · knowledge distillation, teacher vs "
+            f"student · {escape(', '.join(library.names))}</span></h1>")
+        self.layout = pn.Column(
+            header, pn.Row(self.run_menu, self.step_menu, self.sample_input), self.tabs,
+            styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width",
+        )
+
+    def show_run(self, name: str) -> None:
+        """Switch every page to another served run."""
+        run = self.library.run(name)
+        steps = run.steps
+        self.sample_input.end = run.n_samples - 1
+        self.step_menu.options = {f"step {s}": s for s in steps}
+        self.step_menu.visible = bool(steps)
+        self.selection.choose(name, run.n_samples, steps)
+        if self.run_menu.value != name:
+            self.run_menu.value = name
+
+    def _tab_changed(self, *_events: object) -> None:
+        for index, page in enumerate(self.pages.values()):
+            page.set_shown(index == self.tabs.active)
+
+    def _step_chosen(self, event: object) -> None:
+        if event.new is not None and event.new != self.selection.step:
+            self.selection.step = event.new
+
+    def _sample_typed(self, event: object) -> None:
+        if event.new is not None and event.new != self.selection.sample:
+            self.selection.sample = int(event.new)
+
+    def _selection_changed(self, *_events: object) -> None:
+        """Mirror a sample or step picked in a view in the header controls."""
+        if self.sample_input.value != self.selection.sample:
+            self.sample_input.value = self.selection.sample
+        if self.selection.step is not None and self.step_menu.value != self.selection.step:
+            self.step_menu.value = self.selection.step
+
+
+def session_app(library: RunLibrary) -> pn.viewable.Viewable:
+    """A new session's layout. ``?run=NAME`` (a served run's name, nothing else) and ``?sample=I`` choose what opens."""
+    pn.extension("plotly")  # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot)
+    args = pn.state.session_args or {}
+    run = _arg(args, "run")
+    sample = _arg(args, "sample")
+    return Dashboard(library, run=run, sample=int(sample) if sample and sample.isdigit() else None).layout
+
+
+def _arg(args: dict, key: str) -> str | None:
+    values = args.get(key) or []
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def dashboard(paths: Sequence[str | os.PathLike]) -> pn.viewable.Viewable:
+    """The app over the runs under ``paths``, for ``panel serve`` of a notebook or script: the runs are opened once
+    per server process (``pn.state.as_cached``) and shared by its sessions."""
+    key = "kdviz-library:" + "|".join(os.path.abspath(os.fspath(p)) for p in paths)
+    library = pn.state.as_cached(key, lambda: RunLibrary.from_paths(paths))
+    return session_app(library)

@@ -1,0 +1,26 @@
+"""What one dashboard session has selected, shared by every page: the run, its training step, the sample and T.
+
+Picking a sample in any view sets ``sample`` here, and every page shows that sample (linked selection).
+"""
+
+from __future__ import annotations
+
+import param
+
+TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0)
+
+
+class Selection(param.Parameterized):
+    """The session's selection; pages watch it and redraw what depends on what changed."""
+
+    run = param.Selector(objects=[], doc="name of the run shown")
+    step = param.Integer(default=None, allow_None=True, doc="recorded training step shown (None: the final run)")
+    sample = param.Integer(default=0, bounds=(0, None), doc="sample index shown in per-sample views")
+    T = param.Selector(default=4.0, objects=list(TEMPERATURES), doc="softmax temperature of the logit views")
+
+    def choose(self, run: str, n_samples: int, steps: list[int]) -> None:
+        """Switch to another run: keep the sample when the run has it, start at its last recorded step."""
+        with param.parameterized.batch_call_watchers(self):
+            self.step = steps[-1] if steps else None
+            self.sample = self.sample if self.sample < n_samples else 0
+            self.run = run
