@@ -1,43 +1,211 @@
-"""`kdviz serve` in a real headless Chromium: the Overview shows each run's models and accuracies, offline, escaped."""
+"""`kdviz serve` in a real headless Chromium (Debian's, through Playwright): every page of the demo runs renders
+offline with no console error, the controls change what is plotted, names from a run stay text, and the server
+holds up under 20 concurrent sessions."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from browser import ARTIFACTS, kdviz_server, offline_page, require_chromium
-from conftest import TinyCNN
+from conftest import TinyCNN, gpt2_pair
 
 import kdviz
+from kdviz.metrics import logits as lm
 
 XSS = "<script>alert(1)</script>"
+PAGES = ("Overview", "Logits", "Attention", "Features", "Attribution", "Training")
+# every Plotly figure on the page, through Panel's shadow roots: [title, trace-0 x values or None]
+PLOTS_JS = """() => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot')) {
+    const title = ((el.layout || {}).title || {}).text || '';
+    const subplotTitles = ((el.layout || {}).annotations || []).map(a => a.text).join(' | ');
+    const x = el.data && el.data[0] && el.data[0].x ? Array.from(el.data[0].x) : null;
+    out.push({title, subplotTitles, x});
+  }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return out; }"""
 
 
-def test_overview_shows_each_runs_accuracies_offline(demo_runs):
+def plots(page) -> list[dict]:
+    return page.evaluate(PLOTS_JS)
+
+
+def plot_titled(page, prefix: str, timeout: float = 20_000) -> dict:
+    """The first figure whose title starts with ``prefix``, waiting until it is drawn."""
+    page.wait_for_function(PLOTS_JS.replace("return out; }", f"return out.some(p => p.title.startsWith({prefix!r})); }}"),
+                           timeout=timeout)
+    return next(p for p in plots(page) if p["title"].startswith(prefix))
+
+
+def open_tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=title).first.click()
+
+
+def choose_run(page, name: str) -> None:
+    page.locator("select").first.select_option(name)
+    page.wait_for_timeout(500)
+
+
+def test_every_page_of_every_demo_run_renders_offline(demo_runs):
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     runs = [demo_runs[name] for name in ("charlm", "digits-cnn", "digits-vit")]
-    with kdviz_server(*(run.path for run in runs)) as url, offline_page() as (page, log):
+    expected_plots = {"Logits": 3, "Attention": 1, "Features": 5, "Attribution": 4}
+    with kdviz_server(*(run.path for run in runs)) as url, offline_page((1400, 1000)) as (page, log):
         page.goto(url)
         for run in runs:
-            page.locator(".bk-tab", has_text=run.name).first.click()
-            for role in ("teacher", "student"):
-                model = run.meta[role]
-                expected = f"{model['perplexity']:.2f}" if run.task == "tokens" else f"{100 * model['accuracy']:.1f}%"
-                page.get_by_text(f"{role.title()}: {model['name']}").wait_for(timeout=20_000)
-                assert page.locator(".kd-metric", has_text=expected).count() >= 1, (run.name, role, expected)
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(ARTIFACTS / f"overview-{run.name}.png"), full_page=True)
-    assert log["console_errors"] == []
+            choose_run(page, run.name)
+            for title in PAGES:
+                open_tab(page, title)
+                if title == "Overview":
+                    for role in ("teacher", "student"):
+                        model = run.meta[role]
+                        expected = f"{model['perplexity']:.2f}" if run.task == "tokens" else f"{100 * model['accuracy']:.1f}%"
+                        page.get_by_text(f"{role.title()}: {model['name']}").wait_for(timeout=20_000)
+                        assert page.locator(".kd-metric", has_text=expected).count() >= 1, (run.name, role, expected)
+                elif title == "Training":
+                    page.get_by_text("has no training history").first.wait_for(timeout=20_000)
+                else:
+                    page.wait_for_function(PLOTS_JS.replace("return out; }", f"return out.length >= {expected_plots[title]}; }}"),
+                                           timeout=60_000)
+                page.wait_for_timeout(400)
+                page.screenshot(path=str(ARTIFACTS / f"dashboard-{run.name}-{title.lower()}.png"), full_page=True)
+                assert log["console_errors"] == [], (run.name, title, log["console_errors"])
     assert log["blocked"] == []  # nothing is fetched from outside: no CDN
 
 
-def test_names_from_a_run_are_shown_as_text_never_run(tmp_path):
+def test_controls_change_what_is_plotted(demo_runs):
+    """The temperature slider redraws the divergence; a click on the top histogram bar drills into the most divergent
+    sample; choosing a teacher head redraws the pair view."""
+    require_chromium()
+    cnn, vit = demo_runs["digits-cnn"], demo_runs["digits-vit"]
+    z_t, z_s = cnn.teacher.logits[:], cnn.student.logits[:]
+    with kdviz_server(cnn.path, vit.path) as url, offline_page((1400, 1000)) as (page, log):
+        page.goto(url)
+        open_tab(page, "Logits")
+        histogram = plot_titled(page, "How far the student is from the teacher")
+        np.testing.assert_allclose(sorted(histogram["x"]), np.sort(lm.kl(z_t, z_s, 4.0)), rtol=1e-6)
+        page.locator(".kd-temperature .noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")  # T: 4 -> 6
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith('Sample') && "
+                                                "p.title.includes('T=6')); }"), timeout=20_000)
+        histogram = plot_titled(page, "How far the student is from the teacher")
+        np.testing.assert_allclose(sorted(histogram["x"]), np.sort(lm.kl(z_t, z_s, 6.0)), rtol=1e-6)
+
+        most_divergent = int(np.argmax(lm.kl(z_t, z_s, 6.0)))
+        last_bar = page.locator(".js-plotly-plot", has_text="How far the student").locator(".bars .point").last
+        last_bar.scroll_into_view_if_needed()
+        bar = last_bar.bounding_box()  # the rightmost bar holds the most divergent sample
+        page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)  # as a user clicks: plotly's drag layer
+        detail = plot_titled(page, f"Sample {most_divergent}:")
+        assert "T=6" in detail["title"]
+        assert page.locator(".kd-sample input").first.input_value() == str(most_divergent)  # linked to the header
+
+        choose_run(page, vit.name)
+        open_tab(page, "Attention")
+        plot_titled(page, "One teacher head and one student head")
+        page.locator(".kd-teacher-head select").select_option(label="head 2")
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher head')"
+                                                " && p.subplotTitles.includes('head 2')); }"), timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-attention-head-2.png"), full_page=True)
+    assert log["console_errors"] == []
+
+
+def test_names_and_tokens_from_a_run_are_shown_as_text_never_run(tmp_path):
     require_chromium()
     torch.manual_seed(0)
-    run = kdviz.capture(TinyCNN(4, n_classes=3), TinyCNN(2, n_classes=3), torch.randn(6, 1, 8, 8), path=tmp_path / "xss.kdviz",
-                        class_names=[XSS, "b", "c"], names=(XSS, "student"), progress=False)
-    with kdviz_server(run.path) as url, offline_page() as (page, log):
-        page.goto(url)
+    image_run = kdviz.capture(TinyCNN(4, n_classes=3), TinyCNN(2, n_classes=3), torch.randn(6, 1, 8, 8),
+                              path=tmp_path / "xss.kdviz", class_names=[XSS, "b", "c"], names=(XSS, "student"), progress=False)
+    teacher, student = gpt2_pair(vocab=20)
+    ids = torch.randint(1, 20, (4, 8))
+    tokens = [[XSS if k == 1 else f"t{j}" for k, j in enumerate(row.tolist())] for row in ids]
+    token_run = kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "xss-tokens.kdviz", tokens=tokens,
+                              progress=False)
+    with kdviz_server(image_run.path, token_run.path) as url, offline_page() as (page, log):
+        page.goto(f"{url}/?run=xss")
         page.get_by_text(f"Teacher: {XSS}").wait_for(timeout=20_000)
         assert page.get_by_text(XSS, exact=False).count() >= 2  # model name and class list, as literal text
+        choose_run(page, "xss-tokens")
+        open_tab(page, "Logits")
+        strip = plot_titled(page, "forward KL")  # the token strip draws the token as text
+        assert strip is not None
+        page.wait_for_timeout(500)
+        assert page.locator("text=<script>alert(1)</script>").count() >= 1
+        open_tab(page, "Attention")
+        plot_titled(page, "One teacher head and one student head")
         page.wait_for_timeout(500)
     assert log["dialogs"] == []
+    assert log["console_errors"] == []
+
+
+@pytest.mark.parametrize("sessions,seconds", [(20, 60)])
+def test_twenty_concurrent_sessions_for_a_minute(demo_runs, sessions, seconds):
+    """20 browser sessions open the Overview and Logits pages again and again for 60 s: no errors, and the server's
+    memory grows by under 300 MB (sessions are cleaned up; runs are cached once)."""
+    import asyncio
+    import time
+
+    import psutil
+    from browser import CHROMIUM_ARGS
+    from playwright.async_api import async_playwright
+
+    require_chromium()
+    cnn = demo_runs["digits-cnn"]
+    with kdviz_server(cnn.path) as url:
+        server = next(p for p in psutil.Process().children(recursive=True) if "serve" in " ".join(p.cmdline()))
+
+        def memory() -> int:
+            return sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
+
+        async def one_session(browser, errors: list[str], loads: list[int]) -> None:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                context = await browser.new_context()
+                page = await context.new_page()
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                try:
+                    await page.goto(url, timeout=60_000)
+                    await page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
+                    await page.locator(".bk-tab", has_text="Logits").first.click()
+                    await page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.length >= 3; }"), timeout=60_000)
+                    loads.append(1)
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                finally:
+                    await context.close()
+
+        async def main() -> tuple[list[str], list[int]]:
+            errors: list[str] = []
+            loads: list[int] = []
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+                try:
+                    await asyncio.gather(*(one_session(browser, errors, loads) for _ in range(sessions)))
+                finally:
+                    await browser.close()
+            return errors, loads
+
+        # one warm-up visit, so the baseline includes the cached run and Panel's imports
+        asyncio.run(main_once(url))
+        before = memory()
+        errors, loads = asyncio.run(main())
+        growth = memory() - before
+    print(f"\n{sessions} sessions × {seconds} s: {len(loads)} visits, {len(errors)} errors, server memory "
+          f"{before / 2**20:.0f} MB -> {(before + growth) / 2**20:.0f} MB")
+    assert errors == []
+    assert len(loads) >= sessions  # every session completed at least one visit
+    assert growth < 300 * 2**20, f"server memory grew by {growth / 2**20:.0f} MB over {len(loads)} visits"
+
+
+async def main_once(url: str) -> None:
+    from browser import CHROMIUM_ARGS
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
+        await page.locator(".bk-tab", has_text="Logits").first.click()
+        await page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.length >= 3; }"), timeout=60_000)
+        await browser.close()

@@ -28,13 +28,13 @@ class AttentionPage(Page):
             self.panes = {"spatial": plot()}
             self.redraw()
             return [heading(f"Attention transfer: {self.run.name}"), self.panes["spatial"]]
-        self.summary = pn.widgets.Select(name="frame heads by", options={v: k for k, v in views.SUMMARY_LABELS.items()},
+        self.summary = pn.widgets.Select(label="frame heads by", options={v: k for k, v in views.SUMMARY_LABELS.items()},
                                          value="entropy", width=260)
-        self.layer = {role: pn.widgets.Select(name=f"{role} layer", width=220, css_classes=[f"kd-{role}-layer"],
+        self.layer = {role: pn.widgets.Select(label=f"{role} layer", width=220, css_classes=[f"kd-{role}-layer"],
                                               options={f"L{i} {n}": i for i, n in enumerate(data.layers(role))})
                       for role in ROLES}
-        self.head = {role: pn.widgets.Select(name=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]) for role in ROLES}
-        self.follow = pn.widgets.Checkbox(name="student follows the layer map and head matching", value=True)
+        self.head = {role: pn.widgets.Select(label=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]) for role in ROLES}
+        self.follow = pn.widgets.Checkbox(label="student follows the layer map and head matching", value=True)
         self.bottom = pn.widgets.RadioButtonGroup(options=BOTTOM_VIEWS, value="layers", button_type="light")
         self.panes = {key: plot() for key in ("grid", "pair", "bottom")}
         self.panes["grid"].sizing_mode = "fixed"  # the grid has its own pixel geometry (square thumbnails)

@@ -21,10 +21,10 @@ class AttributionPage(Page):
         data: AttributionData = self.data("attribution")
         self.attribution = data
         method, target = data.default_selection()
-        self.target = pn.widgets.Select(name="explain", options={views.target_label(t): t for t in data.targets}, value=target,
+        self.target = pn.widgets.Select(label="explain", options={views.target_label(t): t for t in data.targets}, value=target,
                                         width=240)
-        self.method = pn.widgets.Select(name="method", options=self._methods(target), value=method, width=240)
-        self.metric = pn.widgets.Select(name="agreement", options={v: k for k, v in ag.AGREEMENT_METRICS.items()},
+        self.method = pn.widgets.Select(label="method", options=self._methods(target), value=method, width=240)
+        self.metric = pn.widgets.Select(label="agreement", options={v: k for k, v in ag.AGREEMENT_METRICS.items()},
                                         value="spearman", width=220)
         self.note = pn.pane.Markdown("", margin=(0, 10))
         self.has_logits = data.logits("teacher") is not None

@@ -27,14 +27,14 @@ class FeaturesPage(Page):
             raise MissingDataError(f"run {run.name!r} has no captured features; capture with layers=[...] (module paths or "
                                    "globs of both models) to compare their representations")
         self.samples = min(RELATION_SAMPLES, run.n_samples)
-        self.estimator = pn.widgets.Select(name="measure", options={"debiased CKA": True, "biased CKA": False}, value=True,
+        self.estimator = pn.widgets.Select(label="measure", options={"debiased CKA": True, "biased CKA": False}, value=True,
                                            width=180)
-        self.conv = pn.widgets.Select(name="conv maps", options={"flatten": "flatten", "average-pool": "pool"},
+        self.conv = pn.widgets.Select(label="conv maps", options={"flatten": "flatten", "average-pool": "pool"},
                                       value="flatten", width=160)
-        self.tokens = pn.widgets.Select(name="tokens", options={"mean over tokens": "mean", "tokens as samples": "tokens"},
+        self.tokens = pn.widgets.Select(label="tokens", options={"mean over tokens": "mean", "tokens as samples": "tokens"},
                                         value="mean", width=180)
-        self.teacher_layer = pn.widgets.Select(name="teacher layer", options=run.teacher.feature_names, width=300)
-        self.student_layer = pn.widgets.Select(name="student layer", options=run.student.feature_names, width=300)
+        self.teacher_layer = pn.widgets.Select(label="teacher layer", options=run.teacher.feature_names, width=300)
+        self.student_layer = pn.widgets.Select(label="student layer", options=run.student.feature_names, width=300)
         self.panes = {key: plot() for key in ("cka", "within", "projection", "relations", "scores")}
         for control in (self.estimator, self.conv, self.tokens):
             control.param.watch(lambda _e: self._guarded(self.redraw), "value")

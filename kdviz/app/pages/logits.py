@@ -28,17 +28,17 @@ class LogitsPage(Page):
         self.bin: np.ndarray | None = None  # the samples of a clicked histogram bar
         self.temperature = pn.widgets.DiscreteSlider.from_param(
             self.selection.param.T, name="temperature T", visible=not tokens, width=300, css_classes=["kd-temperature"])
-        self.measure = pn.widgets.Select(name="measure", options={lm.MEASURES[m]: m for m in data.measures()}, value="kl",
+        self.measure = pn.widgets.Select(label="measure", options={lm.MEASURES[m]: m for m in data.measures()}, value="kl",
                                          width=260)
         class_options = {"all classes": -1, **{str(c): i for i, c in enumerate(data.class_names or [])}}
-        self.class_filter = pn.widgets.Select(name="class", options=class_options, value=-1, disabled=tokens, width=160)
+        self.class_filter = pn.widgets.Select(label="class", options=class_options, value=-1, disabled=tokens, width=160)
         has_labels = data.labels is not None and not tokens
-        self.correctness = pn.widgets.Select(name="correct?", options=["all", *QUADRANTS], value="all",
+        self.correctness = pn.widgets.Select(label="correct?", options=["all", *QUADRANTS], value="all",
                                              disabled=not has_labels, width=220)
-        self.order = pn.widgets.Select(name="order", options=list(SORTS), value=SORTS[0], width=200)
-        self.samples = pn.widgets.Select(name="samples (click a histogram bar to list its samples)", size=12, options={},
+        self.order = pn.widgets.Select(label="order", options=list(SORTS), value=SORTS[0], width=200)
+        self.samples = pn.widgets.Select(label="samples (click a histogram bar to list its samples)", size=12, options={},
                                          width=560, css_classes=["kd-sample-list"])
-        self.show_all = pn.widgets.Button(name="list all samples", visible=False, width=160)
+        self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.panes = {key: plot() for key in ("summary", "histogram", "detail")}
         for control in (self.measure, self.class_filter, self.correctness, self.order):
             control.param.watch(lambda _event: self._guarded(self.redraw), "value")
