@@ -35,24 +35,31 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def kdviz_server(*run_paths: Path, timeout: float = 60) -> Iterator[str]:
+def kdviz_server(*run_paths: Path, timeout: float = 60, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """Run `kdviz serve` on a free localhost port; yields its URL and stops it afterwards."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kdviz.cli", "serve", *map(str, run_paths), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    command = [sys.executable, "-m", "kdviz.cli", "serve", *map(str, run_paths), "--port", str(port), *extra]
+    with served(command, port, timeout=timeout):
+        yield f"http://localhost:{port}"
+
+
+@contextlib.contextmanager
+def served(command: list[str], port: int, *, timeout: float = 60, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Start a server process and wait until it listens on ``port``; stops it afterwards."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})}, cwd=cwd)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"kdviz serve exited early:\n{process.stdout.read()}")
+                raise RuntimeError(f"{command[2:4]} exited early:\n{process.stdout.read()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 break
             time.sleep(0.2)
         else:
-            raise RuntimeError("kdviz serve did not start listening in time")
-        yield f"http://localhost:{port}"
+            raise RuntimeError(f"{command[2:4]} did not start listening in time")
+        yield process
     finally:
         process.terminate()
         try:

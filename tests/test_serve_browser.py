@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from browser import ARTIFACTS, kdviz_server, offline_page, require_chromium
+from browser import ARTIFACTS, free_port, kdviz_server, offline_page, require_chromium, served
 from conftest import TinyCNN, gpt2_pair
 
 import kdviz
@@ -136,6 +136,27 @@ def test_names_and_tokens_from_a_run_are_shown_as_text_never_run(tmp_path):
         page.wait_for_timeout(500)
     assert log["dialogs"] == []
     assert log["console_errors"] == []
+
+
+def test_the_dashboard_notebook_is_served_by_panel_serve(demo_runs, tmp_path):
+    """`panel serve notebooks/dashboard.ipynb` serves the same app from the notebook's `.servable()` cell."""
+    import sys
+    from pathlib import Path
+
+    require_chromium()
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "dashboard.ipynb"
+    port = free_port()
+    command = [sys.executable, "-m", "panel", "serve", str(notebook), "--port", str(port), "--address", "127.0.0.1",
+               "--allow-websocket-origin", f"localhost:{port}"]
+    with served(command, port, env={"KDVIZ_RUNS": str(demo_runs["digits-cnn"].path)}, cwd=tmp_path, timeout=120), \
+            offline_page() as (page, log):
+        page.goto(f"http://localhost:{port}/dashboard", timeout=120_000)
+        page.get_by_text("Teacher: CNN teacher").wait_for(timeout=120_000)
+        open_tab(page, "Logits")
+        plot_titled(page, "How far the student is from the teacher", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-notebook-logits.png"), full_page=True)
+    assert log["console_errors"] == [] and log["blocked"] == []
+    assert not (tmp_path / "runs").exists()  # it served the given run, built nothing
 
 
 @pytest.mark.parametrize("sessions,seconds", [(20, 60)])
