@@ -60,13 +60,10 @@ class AttentionPage(Page):
 
     def _set(self, role: str, layer: int, head: int) -> None:
         """Set one model's menus without their watchers redrawing."""
-        self._updating = True
-        try:
+        with self.quietly():
             self.layer[role].value = layer
             self.head[role].options = {f"head {h}": h for h in range(self.attention.heads(role)[layer])}
             self.head[role].value = head
-        finally:
-            self._updating = False
 
     def select(self, role: str, layer: int, head: int, *, draw: bool = True) -> None:
         """Open one head (what a click on the grid or the menus do); the student follows a teacher choice."""
@@ -106,7 +103,8 @@ class AttentionPage(Page):
         self.draw_grid()
         self.show_figure("pair", self.panes["pair"],
                          views.pair_view(self.attention, self.selected("teacher"), self.selected("student"), sample))
-        self.draw_bottom()
+        if self.bottom.value != "layers" or "bottom" not in self.figures:  # the layer map depends on no selection
+            self.draw_bottom()
 
     def draw_grid(self) -> None:
         self.show_figure("grid", self.panes["grid"], views.head_grid(

@@ -51,12 +51,9 @@ class AttributionPage(Page):
         """Offer the new target's methods, keeping the current method where it was computed too."""
         options = self._methods(event.new)
         current = self.method.value
-        self._updating = True
-        try:
+        with self.quietly():
             self.method.options = options
             self.method.value = current if current in options.values() else next(iter(options.values()))
-        finally:
-            self._updating = False
         self._guarded(self.redraw)
 
     def shown_sample(self) -> int:

@@ -3,7 +3,9 @@ and does either only while shown (a hidden page catches up when opened)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from html import escape
 from typing import Any
 
@@ -79,6 +81,15 @@ class Page:
 
     def redraw(self) -> None:
         """Redraw what depends on the shared selection (after a sample or temperature change)."""
+
+    @contextlib.contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Set controls inside this block without their watchers (or the shared selection's) redrawing the page."""
+        self._updating = True
+        try:
+            yield
+        finally:
+            self._updating = False
 
     def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
         self.figures[key] = fig

@@ -64,11 +64,8 @@ class FeaturesPage(Page):
             alignment_scores(run, self.result, suggestion, samples=self.samples, conv=self.conv.value)))
 
     def _choose(self, teacher_layer: str, student_layer: str) -> None:
-        self._updating = True
-        try:
+        with self.quietly():
             self.teacher_layer.value, self.student_layer.value = teacher_layer, student_layer
-        finally:
-            self._updating = False
         self.draw_pair()
 
     def draw_pair(self) -> None:

@@ -26,6 +26,7 @@ class LogitsPage(Page):
         self.logit_data = data
         tokens = data.task == "tokens"
         self.bin: np.ndarray | None = None  # the samples of a clicked histogram bar
+        self.values_key: tuple[str, float] | None = None  # (measure, T) of self.values
         self.temperature = pn.widgets.DiscreteSlider.from_param(
             self.selection.param.T, name="temperature T", visible=not tokens, width=300, css_classes=["kd-temperature"])
         self.measure = pn.widgets.Select(label="measure", options={lm.MEASURES[m]: m for m in data.measures()}, value="kl",
@@ -60,7 +61,10 @@ class LogitsPage(Page):
         data = self.logit_data
         T = 1.0 if data.task == "tokens" else float(self.selection.T)
         measure = self.measure.value
-        self.values = data.per_sample(measure, T)
+        if self.values_key != (measure, T):  # a sample change reuses them
+            self.values_key = (measure, T)
+            self.values = data.per_sample(measure, T)
+            self.show_figure("summary", self.panes["summary"], views.summary_card(data.summary(T)))
         visible = data.visible(self.values, class_index=self.class_filter.value, quadrant=self.correctness.value,
                                order=self.order.value)
         self.visible = visible
@@ -68,15 +72,11 @@ class LogitsPage(Page):
         sample = self.selection.sample
         rows = [int(i) for i in listed[:LIST_ROWS]]
         rows = rows if sample in rows else [sample, *rows]  # the open sample is always listed (and selected)
-        self._updating = True  # new options fire a selection event: the shared sample stays as it is
-        try:
+        with self.quietly():  # new options fire a selection event: the shared sample stays as it is
             self.samples.options = {data.row_label(i, measure, self.values): i for i in rows}
             self.samples.value = sample
-        finally:
-            self._updating = False
         shown = visible.tolist().index(sample) if sample in set(visible.tolist()) else None
         unit = "samples" if data.task != "tokens" else "samples (mean over tokens)"
-        self.show_figure("summary", self.panes["summary"], views.summary_card(data.summary(T)))
         self.show_figure("histogram", self.panes["histogram"], views.divergence_histogram(
             self.values[visible], measure=measure, T=T, selected=shown, unit=unit, sample_ids=visible))
         self.show_figure("detail", self.panes["detail"], views.sample_detail(data, sample, measure=measure, T=T))
