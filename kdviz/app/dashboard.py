@@ -90,7 +90,9 @@ class Dashboard:
 
 def session_app(library: RunLibrary) -> pn.viewable.Viewable:
     """A new session's layout. ``?run=NAME`` (a served run's name, nothing else) and ``?sample=I`` choose what opens."""
-    pn.extension("plotly")  # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot)
+    # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot). Shown inline in a
+    # notebook kernel (not served), Bokeh and Panel's JavaScript would come from a CDN unless inlined in the output.
+    pn.extension("plotly", inline=not pn.state.served and pn.state.curdoc is None)
     args = pn.state.session_args or {}
     run = _arg(args, "run")
     sample = _arg(args, "sample")

@@ -1,0 +1,99 @@
+"""The quickstart notebook in a real JupyterLab, driven in Debian's headless Chromium: every cell runs, the logit
+explorer widget renders and redraws when its temperature slider moves, the inline dashboard shows, and nothing is
+fetched from off the machine (Panel's JavaScript is inlined into the output rather than taken from a CDN)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from browser import ARTIFACTS, free_port, offline_page, require_chromium, served
+
+pytest.importorskip("jupyterlab")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPLORER_CELL = 8  # `explorer = LogitExplorer(run, T=4.0)`
+DASHBOARD_CELL = 17  # `dashboard(["runs/quickstart"])`
+
+NOTEBOOK = "window.jupyterapp.shell.currentWidget"
+KERNEL_READY = f"window.jupyterapp && {NOTEBOOK} && {NOTEBOOK}.sessionContext && {NOTEBOOK}.sessionContext.session && " \
+               f"{NOTEBOOK}.sessionContext.session.kernel && {NOTEBOOK}.sessionContext.session.kernel.status === 'idle'"
+# every code cell has run: an execution count and no busy prompt [*]
+ALL_RAN = f"""() => {NOTEBOOK}.content.widgets.every(cell => cell.model.type !== 'code' ||
+    (cell.model.executionCount !== null && !cell.node.querySelector('.jp-InputArea-prompt').textContent.includes('*')))"""
+ERRORS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+    .filter(o => o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr' ||
+                 o.querySelector('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'))
+    .map(o => o.textContent.slice(0, 500))"""
+# [title, x-axis title] of every Plotly figure in a cell
+FIGURES = """(cell) => Array.from(cell.querySelectorAll('.js-plotly-plot')).map(p => [
+    ((p.layout || {}).title || {}).text || '', (((p.layout || {}).xaxis || {}).title || {}).text || ''])"""
+
+
+def jupyterlab_command(port: int, root: Path, settings: Path) -> list[str]:
+    """JupyterLab on localhost with no token, exposing ``window.jupyterapp`` for the test, and with every call home
+    turned off (news, update check, the PyPI extension manager)."""
+    return [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+            "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+            f"--LabApp.user_settings_dir={settings}"]
+
+
+@pytest.mark.timeout(600)
+def test_quickstart_in_jupyterlab(tmp_path):
+    require_chromium()
+    work, settings = tmp_path / "work", tmp_path / "settings"
+    work.mkdir()
+    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", work)  # JupyterLab saves what it runs: keep the repo's copy clean
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false"}))
+    env = {"JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "HF_HUB_OFFLINE": "1"}
+    port = free_port()
+    with served(jupyterlab_command(port, work, settings), port, env=env, timeout=90), offline_page((1400, 1000)) as (page, log):
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb")
+        page.wait_for_function(KERNEL_READY, timeout=120_000, polling=250)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(f"() => {NOTEBOOK}.content.widgets.some(c => c.model.executionCount !== null)", timeout=60_000)
+        page.wait_for_function(ALL_RAN, timeout=420_000, polling=1000)
+        assert page.evaluate(ERRORS) == []
+
+        cell = page.locator(".jp-Notebook .jp-Cell").nth(EXPLORER_CELL)
+        cell.scroll_into_view_if_needed()
+        assert "LogitExplorer" in cell.locator(".jp-InputArea").text_content()
+        assert cell.locator(".widget-slider").count() == 1, "the explorer widget did not render"
+        readout = cell.locator(".widget-readout").first
+        assert readout.text_content().strip() == "4.00"
+        before = cell.evaluate(FIGURES)
+        histogram_axis = next(axis for _, axis in before if axis.startswith("forward KL"))
+        assert "at T=4 " in histogram_axis
+
+        readout.click()  # the slider's readout is editable: type a temperature and press Enter
+        page.keyboard.press("Control+A")
+        page.keyboard.type("10")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            """(cell) => Array.from(cell.querySelectorAll('.js-plotly-plot')).some(p =>
+                ((((p.layout || {}).xaxis || {}).title || {}).text || '').includes('at T=10 '))""",
+            arg=cell.element_handle(), timeout=30_000)
+        after = cell.evaluate(FIGURES)
+        assert readout.text_content().strip() == "10.00"
+        detail_before = next(title for title, _ in before if title.startswith("Sample "))
+        detail_after = next(title for title, _ in after if title.startswith("Sample "))
+        assert "at T=4 " in detail_before and "at T=10 " in detail_after and detail_before != detail_after
+        ARTIFACTS.mkdir(exist_ok=True)
+        cell.screenshot(path=str(ARTIFACTS / "jupyterlab-logit-explorer.png"))
+
+        dashboard = page.locator(".jp-Notebook .jp-Cell").nth(DASHBOARD_CELL)
+        dashboard.scroll_into_view_if_needed()
+        dashboard.get_by_text("Overview").first.wait_for(timeout=30_000)  # the Panel app's first tab, inline
+        dashboard.screenshot(path=str(ARTIFACTS / "jupyterlab-dashboard.png"))
+
+    assert log["blocked"] == [], f"JupyterLab fetched from off the machine: {log['blocked']}"
+    assert log["console_errors"] == [], log["console_errors"]
+    assert log["dialogs"] == []
