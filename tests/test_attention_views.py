@@ -84,9 +84,15 @@ def test_vit_head_grid_sends_uint8_thumbnails_and_colours_frames_by_the_summary(
     layer, head = heads.customdata[6]
     expected = am.attention_entropy(demo_runs["digits-vit"].teacher.attention(layer)[3])[head]
     assert f"{expected:.3f}" in heads.text[6]
-    # one frame per head, the selected head drawn in the highlight colour
-    assert len(fig.layout.shapes) == 4 * 4 + 2 * 2
-    assert sum(shape.line.width == 4 for shape in fig.layout.shapes) == 1
+    # one frame per head, then one chosen-head mark per model: the teacher's shown over head (1, 2), the student's hidden
+    assert len(fig.layout.shapes) == 4 * 4 + 2 * 2 + 2
+    marks = fig.layout.shapes[-2:]
+    assert [mark.visible for mark in marks] == [True, False] and marks[0].line.width == 4
+    assert views.grid_cell((marks[0].x0 + marks[0].x1) / 2, (marks[0].y0 + marks[0].y1) / 2, cell) == (1, 2)
+    # moving the choice patches only the marks, to the same place a fresh grid would draw them
+    views.select_in_grid(fig, data, {"teacher": (3, 0), "student": (1, 1)})
+    fresh = views.head_grid(data, 3, "entropy", selected={"teacher": (3, 0), "student": (1, 1)})
+    assert fig.layout.shapes == fresh.layout.shapes
     # clicking the composite image maps back to the head under the pixel
     x, y = heads.x[6], heads.y[6]
     assert views.grid_cell(x, y, cell) == (layer, head)

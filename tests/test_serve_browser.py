@@ -25,6 +25,16 @@ PLOTS_JS = """() => { const out = []; const walk = (root) => root.querySelectorA
   }
   if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return out; }"""
 
+# true when the head grid's teacher mark (its second-to-last shape) frames thumbnail column HEAD
+GRID_MARK_JS = """() => { let ok = false; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && ((el.layout || {}).title || {}).text.startsWith('Every attention head')) {
+    const shapes = el.layout.shapes, mark = shapes[shapes.length - 2];
+    const heads = el.data.find(t => t.name === 'teacher heads');
+    const centres = heads.customdata.map((c, i) => [c[1], heads.x[i]]).filter(c => c[0] === HEAD).map(c => c[1]);
+    ok = mark.visible !== false && centres.every(x => mark.x0 < x && x < mark.x1);
+  }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return ok; }"""
+
 
 def plots(page) -> list[dict]:
     return page.evaluate(PLOTS_JS)
@@ -107,6 +117,8 @@ def test_controls_change_what_is_plotted(demo_runs):
         page.locator(".kd-teacher-head select").select_option(label="head 2")
         page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher head')"
                                                 " && p.subplotTitles.includes('head 2')); }"), timeout=20_000)
+        # the grid is patched, not redrawn: its teacher mark (second-to-last shape) now frames head 2's column
+        page.wait_for_function(GRID_MARK_JS.replace("HEAD", "2"), timeout=20_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard-attention-head-2.png"), full_page=True)
     assert log["console_errors"] == []
 

@@ -41,6 +41,29 @@ def test_histogram_marks_mean_median_and_states_the_convention(cnn):
     assert "sample 3" in text
 
 
+def test_histogram_lines_sit_at_the_mean_median_and_selected_value(cnn):
+    values = lm.kl(cnn.z_t, cnn.z_s, 2.0)
+    fig = views.divergence_histogram(values, measure="kl", T=2.0, selected=5)
+    lines = {shape.line.dash or "solid": shape.x0 for shape in fig.layout.shapes if shape.type == "line"}
+    np.testing.assert_allclose([lines["dash"], lines["dot"], lines["solid"]],
+                               [values.mean(), np.median(values), values[5]])
+    assert all(shape.yref == "y domain" and (shape.y0, shape.y1) == (0, 1) for shape in fig.layout.shapes)
+
+
+def test_logit_data_remembers_values_per_measure_and_temperature(demo_runs):
+    data = LogitData.from_run(demo_runs["digits-cnn"])
+    first = data.per_sample("kl", 4.0)
+    assert data.per_sample("kl", 4.0) is first and not first.flags.writeable  # shared between sessions: read-only
+    np.testing.assert_allclose(first, lm.kl(data.z_t, data.z_s, 4.0))
+    np.testing.assert_allclose(data.per_sample("kl", 2.0), lm.kl(data.z_t, data.z_s, 2.0))
+    summary = data.summary(4.0)
+    summary["kl_T"] = -1.0  # a caller's copy: the remembered summary is unchanged
+    assert data.summary(4.0)["kl_T"] == pytest.approx(logit_summary(data.z_t, data.z_s, data.labels, 4.0)["kl_T"])
+    for T in np.linspace(0.5, 20, 40):  # bounded: old temperatures are dropped
+        data.per_sample("kl", float(T))
+    assert len(data._memo) <= 32
+
+
 def test_drilldown_marks_target_and_dark_knowledge(cnn):
     i = 7
     fig = views.sample_drilldown(cnn.z_t[i], cnn.z_s[i], T=4.0, target=int(cnn.labels[i]), class_names=cnn.class_names,
@@ -111,3 +134,13 @@ def test_class_names_are_escaped_everywhere(cnn):
     ]
     for fig in figs:
         assert "<script>" not in all_text(fig)
+
+
+def test_every_view_wears_the_whole_plotly_white_template(cnn):
+    import plotly.io as pio
+
+    white = pio.templates["plotly_white"].to_plotly_json()
+    for fig in (views.divergence_histogram(lm.kl(cnn.z_t, cnn.z_s)), views.sample_detail(cnn, 2),
+                views.summary_card(cnn.summary(1.0))):
+        assert fig.layout.template.to_plotly_json() == white
+        assert json.loads(fig.to_json())["layout"]["template"]["layout"]["plot_bgcolor"] == "white"

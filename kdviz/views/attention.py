@@ -130,17 +130,11 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                   for (lay, h), val in zip(present, v, strict=True)],
             hovertemplate="%{text}<extra></extra>", showlegend=False), row=1, col=col)
         colours = sample_colorscale(theme.SUMMARY_SCALE, [float((x - lo) / (hi - lo)) if np.isfinite(x) else 0.0 for x in v])
-        chosen = (selected or {}).get(role)
-        axis = "" if col == 1 else str(col)
         for (lay, h), val, colour in zip(present, v, colours, strict=True):
-            is_chosen = chosen is not None and (lay, h) == tuple(chosen)
-            pad = 1.5 if is_chosen else 1.0
             shapes.append({  # collected and set once: add_shape revalidates every earlier shape (quadratic)
-                "type": "rect", "xref": f"x{axis}", "yref": f"y{axis}",
-                "x0": h * (cell + GAP) - pad - 0.5, "x1": h * (cell + GAP) + cell + pad - 0.5,
-                "y0": lay * (cell + GAP) - pad - 0.5, "y1": lay * (cell + GAP) + cell + pad - 0.5,
-                "line": {"color": theme.HIGHLIGHT if is_chosen else (colour if np.isfinite(val) else theme.MUTED),
-                         "width": 4 if is_chosen else 2.5, "dash": "solid" if np.isfinite(val) or is_chosen else "dot"}})
+                **_frame(role, lay, h, cell, pad=1.0),
+                "line": {"color": colour if np.isfinite(val) else theme.MUTED, "width": 2.5,
+                         "dash": "solid" if np.isfinite(val) else "dot"}})
         fig.update_xaxes(tickmode="array", tickvals=[h * (cell + GAP) + centre for h in range(heads[role])],
                          ticktext=[f"h{h}" for h in range(heads[role])], showgrid=False, zeroline=False, title="head",
                          row=1, col=col)
@@ -152,10 +146,38 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
     title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + theme.subtitle(f"frame colour over {scope}")
              + theme.subtitle("thumbnail: the head's attention on this sample (queries × keys), scaled to its own maximum")
              + theme.subtitle("click a head to open it"))
-    fig.update_layout(shapes=shapes)
+    fig.update_layout(shapes=shapes + [_selection_mark(data, role, (selected or {}).get(role)) for role in ROLES])
     _finish(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
             top=margin_t)
     return fig.update_layout(margin={"l": margin_l, "r": margin_r, "b": margin_b})
+
+
+def _frame(role: str, layer: int, head: int, cell: int, pad: float) -> dict:
+    """Where the frame of one head's thumbnail goes in the head grid (a rect shape without its line)."""
+    axis = "" if role == ROLES[0] else "2"
+    return {"type": "rect", "xref": f"x{axis}", "yref": f"y{axis}",
+            "x0": head * (cell + GAP) - pad - 0.5, "x1": head * (cell + GAP) + cell + pad - 0.5,
+            "y0": layer * (cell + GAP) - pad - 0.5, "y1": layer * (cell + GAP) + cell + pad - 0.5}
+
+
+def _selection_mark(data: AttentionData, role: str, chosen: tuple[int, int] | None) -> dict:
+    """The dark frame over one model's chosen head (hidden without a choice): the last two shapes of a head grid."""
+    cell = min(THUMBNAIL, data.n_tokens)
+    layer, head = chosen if chosen is not None else (0, 0)
+    return {**_frame(role, int(layer), int(head), cell, pad=1.5), "visible": chosen is not None,
+            "line": {"color": theme.HIGHLIGHT, "width": 4}}
+
+
+def select_in_grid(fig: go.Figure, data: AttentionData, selected: dict[str, tuple[int, int]]) -> None:
+    """Move the chosen-head marks of a `head_grid` figure in place. Only those two shapes change, so a shown grid
+    is patched (a relayout of two shapes) instead of rebuilt and resent when only the chosen head changes."""
+    first = len(fig.layout.shapes) - len(ROLES)
+    changes = {}
+    for index, role in enumerate(ROLES, start=first):
+        for key, value in _selection_mark(data, role, selected.get(role)).items():
+            if key not in ("type", "xref", "yref", "line"):
+                changes[f"shapes[{index}].{key}"] = value
+    fig.plotly_relayout(changes)
 
 
 # ---- a teacher head next to a student head -----------------------------------------------------------

@@ -55,14 +55,11 @@ def divergence_histogram(
     )
     if len(finite):
         mean, median = float(finite.mean()), float(np.median(finite))
-        fig.add_vline(x=mean, line={"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5},
-                      annotation={"text": f"mean {mean:.3g}", "yanchor": "top"}, annotation_position="top right")
-        fig.add_vline(x=median, line={"color": theme.NEUTRAL, "dash": "dot", "width": 1.5},
-                      annotation={"text": f"median {median:.3g}", "yanchor": "top"}, annotation_position="top left")
+        theme.vline(fig, mean, {"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5}, f"mean {mean:.3g}", side="right")
+        theme.vline(fig, median, {"color": theme.NEUTRAL, "dash": "dot", "width": 1.5}, f"median {median:.3g}", side="left")
     if selected is not None and 0 <= selected < len(v) and np.isfinite(v[selected]):
-        fig.add_vline(x=float(v[selected]), line={"color": theme.TEACHER, "width": 2.5},
-                      annotation={"text": f"sample {selected if sample_ids is None else int(sample_ids[selected])}"},
-                      annotation_position="top left")
+        theme.vline(fig, float(v[selected]), {"color": theme.TEACHER, "width": 2.5},
+                    f"sample {selected if sample_ids is None else int(sample_ids[selected])}", side="left", yanchor="bottom")
     fig.update_xaxes(title=measure_label(measure, T, t2_scale))
     fig.update_yaxes(title=unit)
     fig.update_layout(bargap=0.02, clickmode="event+select")
@@ -99,7 +96,7 @@ def sample_drilldown(
     labels = [names[i] for i in order]
     has_image = thumbnail is not None
     fig = make_subplots(rows=1, cols=2 if has_image else 1, column_widths=[0.22, 0.78] if has_image else None,
-                        horizontal_spacing=0.06)
+                        horizontal_spacing=0.1)  # room for the probability axis title beside the image
     col = 2 if has_image else 1
     if has_image:
         image = np.asarray(thumbnail)
@@ -116,9 +113,12 @@ def sample_drilldown(
     xref = "x2" if has_image else "x"
     if target is not None:
         rest_t, rest_s = 1 - p_t[target], 1 - p_s[target]
-        fig.add_vrect(x0=0.5, x1=len(order) - 0.5, fillcolor=theme.SHADE, line_width=0, layer="below", row=1, col=col)
-        fig.add_vrect(x0=-0.5, x1=0.5, line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor="rgba(0,0,0,0)", row=1, col=col)
-        fig.add_annotation(x=(len(order) - 1) / 2 + 0.25, xref=xref, y=1.02, yref="paper", showarrow=False,
+        yref = f"{xref.replace('x', 'y')} domain"  # add_shape, not add_vrect: a fifth of the cost (no subplot scan)
+        fig.add_shape(type="rect", x0=0.5, x1=len(order) - 0.5, xref=xref, y0=0, y1=1, yref=yref, fillcolor=theme.SHADE,
+                      line_width=0, layer="below")
+        fig.add_shape(type="rect", x0=-0.5, x1=0.5, xref=xref, y0=0, y1=1, yref=yref,
+                      line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor="rgba(0,0,0,0)")
+        fig.add_annotation(x=0.7, xref=xref, xanchor="left", y=1.02, yref="paper", showarrow=False,
                            text=f"non-target mass (dark knowledge): teacher {rest_t:.1%} · student {rest_s:.1%}",
                            font={"color": theme.NEUTRAL})
         fig.add_annotation(x=0, xref=xref, y=1.02, yref="paper", showarrow=False, text="target", font={"color": theme.HIGHLIGHT})

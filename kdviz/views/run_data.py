@@ -3,6 +3,8 @@ statistics. Thumbnails stay lazy (one is read per drill-down)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ from kdviz.metrics.summary import logit_summary
 from kdviz.store import LazyArray, Run
 
 SORTS = ("most divergent first", "least divergent first", "sample index")
+MEMO_SIZE = 32  # (measure, T) results kept per run: a dashboard's temperature stops, both directions of KL, …
 
 
 @dataclass
@@ -30,6 +33,20 @@ class LogitData:
     thumbnails: LazyArray | None
     tokens: list[list[str]] | None = None
     token_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    # results of summary and per_sample, shared by every dashboard session of this run (least recently used dropped)
+    _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
+
+    def _remember(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        value = compute()
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)  # shared between callers: nobody may change it in place
+        self._memo[key] = value
+        if len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return value
 
     @classmethod
     def from_run(cls, run: Run) -> LogitData:
@@ -58,7 +75,11 @@ class LogitData:
 
     def summary(self, T: float = 1.0) -> dict[str, Any]:
         """The numbers of `views.logits.summary_card`: `metrics.summary.logit_summary` at T for classification; for
-        language models (statistics stored at T = 1) the mean per-token KL with both models' accuracy and perplexity."""
+        language models (statistics stored at T = 1) the mean per-token KL with both models' accuracy and perplexity.
+        Remembered per T (treat the dict as read-only)."""
+        return dict(self._remember(("summary", float(T)), lambda: self._summary(T)))
+
+    def _summary(self, T: float) -> dict[str, Any]:
         if self.task == "classification":
             z_t, z_s = self.require_logits()
             return logit_summary(z_t, z_s, self.labels, T)
@@ -76,7 +97,12 @@ class LogitData:
         return ["kl", "reverse_kl"] if self.task == "tokens" else list(lm.MEASURES)
 
     def per_sample(self, measure: str = "kl", T: float = 1.0) -> np.ndarray:
-        """[N] divergence of each sample at T; for language models the mean over its real tokens (stored at T=1)."""
+        """[N] divergence of each sample at T; for language models the mean over its real tokens (stored at T=1).
+        Remembered per (measure, T); the array is read-only."""
+        key = ("per_sample", measure, 1.0 if self.task == "tokens" else float(T))
+        return self._remember(key, lambda: self._per_sample(measure, T))
+
+    def _per_sample(self, measure: str, T: float) -> np.ndarray:
         if self.task == "tokens":
             per_token = self.token_stats[measure]
             mask = self.token_stats.get("mask")

@@ -6,6 +6,7 @@ Every view takes its colours, fonts and scales from here, and finishes its figur
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 TEACHER = "#2563a8"  # blue
 STUDENT = "#d9730d"  # orange
@@ -55,8 +56,8 @@ def subtitle(text: str) -> str:
 
 def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> go.Figure:
     """Apply the kdviz look: white template, one font, a left-aligned title, compact margins."""
+    use_white_template(fig)
     fig.update_layout(
-        template="plotly_white",
         title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 16}},
         font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": "#1f2933"},
         height=height,
@@ -67,6 +68,29 @@ def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = 
         hoverlabel={"font": {"family": FONT_FAMILY}},
     )
     return fig
+
+
+def use_white_template(fig: go.Figure) -> None:
+    """Give ``fig`` plotly's "plotly_white" template without validating it again. Assigning a template validates and
+    deep-copies every trace default in it (~15 ms a figure, most of a dashboard redraw); the registered template is
+    valid already, so this assigns it the way plotly assigns its own default template to a new figure."""
+    layout = fig.layout
+    layout._validate = False
+    try:
+        layout.template = pio.templates["plotly_white"]
+    finally:
+        layout._validate = True
+
+
+def vline(fig: go.Figure, x: float, line: dict, text: str | None = None, *, side: str = "right",
+          yanchor: str = "top") -> None:
+    """A vertical line at ``x`` across the plot, labelled at its top on ``side`` ("right" or "left") of the line.
+    What ``fig.add_vline`` draws, at a quarter of its cost (it re-examines every subplot for each line)."""
+    fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain", line=line)
+    if text is not None:
+        fig.add_annotation(x=x, xref="x", y=1, yref="y domain", text=text, showarrow=False, yanchor=yanchor,
+                           xanchor="left" if side == "right" else "right")
+
 
 # One colour per class (scatter plots coloured by class): Tableau 10, distinguishable and colour-blind aware.
 CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]

@@ -13,6 +13,8 @@ from kdviz.views import attention as views
 from kdviz.views.attention_data import ROLES, AttentionData
 
 BOTTOM_VIEWS = {"layer map": "layers", "head match": "heads", "rollout": "rollout"}
+# Panel 1.9 renamed button_type to color (the old name warns); earlier versions know only button_type
+LIGHT_BUTTONS = {"color" if "color" in pn.widgets.RadioButtonGroup.param else "button_type": "light"}
 
 
 class AttentionPage(Page):
@@ -35,7 +37,7 @@ class AttentionPage(Page):
                       for role in ROLES}
         self.head = {role: pn.widgets.Select(label=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]) for role in ROLES}
         self.follow = pn.widgets.Checkbox(label="student follows the layer map and head matching", value=True)
-        self.bottom = pn.widgets.RadioButtonGroup(options=BOTTOM_VIEWS, value="layers", button_type="light")
+        self.bottom = pn.widgets.RadioButtonGroup(options=BOTTOM_VIEWS, value="layers", **LIGHT_BUTTONS)
         self.panes = {key: plot() for key in ("grid", "pair", "bottom")}
         self.panes["grid"].sizing_mode = "fixed"  # the grid has its own pixel geometry (square thumbnails)
         for role in ROLES:
@@ -107,8 +109,15 @@ class AttentionPage(Page):
             self.draw_bottom()
 
     def draw_grid(self) -> None:
-        self.show_figure("grid", self.panes["grid"], views.head_grid(
-            self.attention, self.selection.sample, self.summary.value, selected={r: self.selected(r) for r in ROLES}))
+        """The head grid; when only the chosen heads changed, its two selection marks are moved in place (the
+        browser gets a relayout of two shapes instead of a new figure)."""
+        selected = {r: self.selected(r) for r in ROLES}
+        key = (self.selection.sample, self.summary.value)
+        if self.figures.get("grid") is not None and self.grid_key == key:
+            views.select_in_grid(self.figures["grid"], self.attention, selected)
+            return
+        self.grid_key = key
+        self.show_figure("grid", self.panes["grid"], views.head_grid(self.attention, *key, selected=selected))
 
     def draw_bottom(self) -> None:
         kind = self.bottom.value
