@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdviz import distributed
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
@@ -86,20 +87,28 @@ def capture(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
         topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {final_path.name}",
     )
+
+    def make_meta() -> dict[str, Any]:
+        return session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
+                            spatial_p=spatial_p, device=target_device, extra=extra_meta)
+
+    if session.shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
+        distributed.require_path(path)
+        distributed.capture_in_parts(session, final_path.expanduser().absolute(), overwrite, make_meta)
+        return Run.open(final_path)
     with RunWriter(final_path, overwrite=overwrite) as writer:
         for records in session:
             writer.append_batch(records)
-        meta = session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
-                            spatial_p=spatial_p, device=target_device, extra=extra_meta)
-        writer.commit(meta)
+        writer.commit(make_meta())
     return Run.open(final_path)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device to capture on: the one asked for, else CUDA when available, else the CPU."""
+    """The device to capture on: the one asked for, else CUDA when available (``cuda:LOCAL_RANK`` under torchrun),
+    else the CPU."""
     if device is not None:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distributed.default_device(distributed.Shard.current())
 
 
 class CaptureSession:
@@ -143,25 +152,72 @@ class CaptureSession:
         self.has_labels = False
         self.labelled = False
         self.description = description
+        # under torch.distributed this process captures every world-th batch (see kdviz.distributed)
+        self.shard = distributed.Shard.current()
+        self.offset = 0  # index in the whole data of the current batch's first sample
+        self.captured: list[int] = []  # indices of the batches this process captured
+        self.batch_sizes: list[int] = []
+        self.total_samples = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         total = count_samples(self.data)
-        bar = tqdm(total=total, unit="sample", desc=self.description, disable=not self.progress)
+        shard = self.shard
+        description = self.description + (f" (rank {shard.rank} of {shard.world})" if shard.distributed else "")
+        bar = tqdm(total=total, unit="sample", desc=description, disable=not self.progress or shard.rank != 0)
+        offset = 0
         with self.probes[0], self.probes[1], bar:
-            for batch in iter_batches(self.data, self.batch_size, self.labels):
-                with torch.inference_mode():
-                    inputs = to_device(batch.inputs, self.probes[0].device)
-                    outputs = tuple(probe.forward(inputs) for probe in self.probes)
-                    records = self._records(batch, outputs)
-                self.n_samples += batch.size
+            for index, batch in enumerate(iter_batches(self.data, self.batch_size, self.labels)):
+                if shard.owns(index):
+                    self.offset = offset
+                    with torch.inference_mode():
+                        inputs = to_device(batch.inputs, self.probes[0].device)
+                        outputs = tuple(probe.forward(inputs) for probe in self.probes)
+                        records = self._records(batch, outputs)
+                    self.captured.append(index)
+                    self.batch_sizes.append(batch.size)
+                    self.n_samples += batch.size
+                    yield records
+                offset += batch.size
                 bar.update(batch.size)
-                yield records
-        if self.n_samples == 0:
+        self.total_samples = offset
+        if offset == 0:
             raise InputError("the data yielded no samples; pass a non-empty tensor, dict or DataLoader")
+
+    # ---- combining the sessions of several processes ----
+    def state(self) -> dict[str, Any]:
+        """What `meta` needs from this process's batches, for rank 0 to `absorb` (small: no arrays)."""
+        return {"counts": self.counts, "task": self.task, "n_classes": self.n_classes, "structure": self.structure,
+                "seq_len": self.seq_len, "has_labels": self.has_labels,
+                "labelled": self.labelled if self.captured else None, "decoded_tokens": self.decoded_tokens,
+                "kept_indices": self.kept_indices, "captured": self.captured, "batch_sizes": self.batch_sizes,
+                "total": self.total_samples}
+
+    def absorb(self, states: list[dict[str, Any]]) -> None:
+        """Become the session of the whole data from every rank's `state` (this one's included): counts summed,
+        decoded tokens and kept rows put back in data order; the ranks must agree on what they saw."""
+        active = [state for state in states if state["captured"]]
+        first = active[0]
+        for key, what in (("task", "task"), ("n_classes", "number of classes"), ("seq_len", "sequence length"),
+                          ("labelled", "labels"), ("structure", "layers")):
+            if any(state[key] != first[key] for state in active):
+                raise InputError(f"the ranks saw different {what} in their batches; every batch must have the same form")
+        self.task, self.n_classes, self.seq_len = first["task"], first["n_classes"], first["seq_len"]
+        self.structure = first["structure"]
+        self.has_labels = any(state["has_labels"] for state in active)
+        self.counts = {role: {stat: sum(state["counts"][role][stat] for state in active) for stat in self.counts[role]}
+                       for role in ROLES}
+        tokens_by_batch: dict[int, list[list[str]]] = {}
+        for state in active:
+            rows = iter(state["decoded_tokens"])
+            for index, size in zip(state["captured"], state["batch_sizes"], strict=True):
+                tokens_by_batch[index] = [next(rows) for _ in range(size)] if state["decoded_tokens"] else []
+        self.decoded_tokens = [row for index in sorted(tokens_by_batch) for row in tokens_by_batch[index]]
+        self.kept_indices = sorted(i for state in active for i in state["kept_indices"])
+        self.n_samples = first["total"]
 
     # ---- per batch ----
     def _records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput]) -> dict[str, np.ndarray]:
-        offset = self.n_samples
+        offset = self.offset
         z_t, z_s = outputs[0].logits, outputs[1].logits
         for role, z in zip(ROLES, (z_t, z_s), strict=True):
             logit_metrics.check_finite(z, f"{role} logits", offset)
@@ -206,11 +262,11 @@ class CaptureSession:
         elif main.is_floating_point() and main.ndim in (3, 4):
             records["inputs/thumbnails"] = thumbnails(main)
         labelled = batch.labels is not None
-        if self.n_samples == 0:
+        if not self.captured:
             self.labelled = labelled
         elif labelled != self.labelled:
             raise InputError(
-                f"the batch starting at sample {self.n_samples} {'has' if labelled else 'lacks'} labels, unlike the first batch; "
+                f"the batch starting at sample {self.offset} {'has' if labelled else 'lacks'} labels, unlike the first batch; "
                 "give labels for every batch or for none (or pass labels= for all samples)"
             )
         if labelled and task == "classification":
@@ -444,6 +500,7 @@ def live_cka(
     """CKA between every hooked teacher and student layer straight from the models, storing no activations.
 
     The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
+    Under torchrun each process takes every world-th batch and the accumulators are summed with ``all_reduce``.
     Returns what `metrics.features.cka_matrix` returns for a run (batches follow the same rules).
     """
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
@@ -464,6 +521,10 @@ def live_cka(
             accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
         add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
                          conv=conv, tokens=tokens, mask=records.get("inputs/attention_mask"))
+    if session.shard.distributed:  # under torchrun: every rank fed its own batches; sum the accumulators
+        empty = InputError(f"rank {session.shard.rank} got no batches; use a smaller batch_size or fewer processes")
+        distributed.agree("computing live CKA", empty if accumulator is None else None)
+        accumulator.all_reduce()
     if accumulator is None:
         raise InputError("the data yielded no samples")
     return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)

@@ -1,0 +1,164 @@
+"""Capture under ``torchrun``: each process (rank) captures every world-th batch into a part of the run, and rank 0
+merges the parts in the data's order and commits the run once every rank has finished.
+
+Nothing here starts processes: kdviz uses the process group ``torchrun`` (or the caller) set up with
+``torch.distributed.init_process_group``. Every collective goes through `agree`, so a failure on one rank reaches
+every rank as a `CaptureError` naming the failed ranks instead of leaving the others waiting.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import zarr
+
+from kdviz.errors import CaptureError, InputError, RunExistsError
+from kdviz.store import RunWriter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in the process group: rank ``rank`` of ``world`` (0 of 1 without torch.distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> Shard:
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def owns(self, batch_index: int) -> bool:
+        """Batches are dealt round-robin: rank r captures batches r, r + world, r + 2·world, …"""
+        return batch_index % self.world == self.rank
+
+
+def default_device(shard: Shard) -> torch.device:
+    """One GPU per process under torchrun (``cuda:LOCAL_RANK``), else CUDA when available, else the CPU."""
+    import os
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", shard.rank)) if shard.distributed else 0)
+    return torch.device("cpu")
+
+
+def agree(step: str, error: BaseException | None, payload: Any = None) -> list[Any]:
+    """Every rank reports how ``step`` went; returns every rank's ``payload`` when all succeeded, else raises on every
+    rank a `CaptureError` that names the ranks that failed and why."""
+    report = (None if error is None else f"{type(error).__name__}: {error}", payload)
+    reports: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(reports, report)
+    failed = [(rank, message) for rank, (message, _) in enumerate(reports) if message is not None]
+    if failed:
+        detail = "; ".join(f"rank {rank}: {message}" for rank, message in failed)
+        raise CaptureError(f"distributed capture failed while {step} on rank{'s' if len(failed) > 1 else ''} "
+                           f"{', '.join(str(r) for r, _ in failed)} ({detail}); no run was written") from error
+    return [payload for _, payload in reports]
+
+
+def attempt(action: Callable[[], T]) -> tuple[T | None, BaseException | None]:
+    """Run ``action``, returning its result or the exception it raised (to report through `agree`)."""
+    try:
+        return action(), None
+    except Exception as exc:  # reported to every rank by agree, then raised there
+        return None, exc
+
+
+def parts_dir(final_path: Path) -> Path:
+    """Where the ranks write their parts: a hidden sibling of the run, removed once the run is committed."""
+    return final_path.with_name(f".{final_path.name}.parts")
+
+
+def prepare(final_path: Path, overwrite: bool, shard: Shard) -> None:
+    """Rank 0 checks the destination and clears stale parts before any rank writes; every rank learns the outcome."""
+    def check() -> None:
+        if shard.rank != 0:
+            return
+        if final_path.exists() and not overwrite:
+            raise RunExistsError(f"a run already exists at {str(final_path)!r}; pass overwrite=True or choose another path")
+        shutil.rmtree(parts_dir(final_path), ignore_errors=True)
+        parts_dir(final_path).mkdir(parents=True)
+
+    agree("preparing the run directory", attempt(check)[1])
+
+
+def write_part(final_path: Path, shard: Shard, batches: Any) -> list[dict[str, int]]:
+    """Write this rank's batches (an iterable of record dicts) to its part; returns the rows per key of each batch."""
+    rows: list[dict[str, int]] = []
+    with RunWriter(parts_dir(final_path) / f"rank-{shard.rank}", overwrite=True) as writer:
+        for records in batches:
+            rows.append({key: len(value) for key, value in records.items()})
+            writer.append_batch(records)
+        writer.commit({"part_of": final_path.name, "rank": shard.rank, "world": shard.world})
+    return rows
+
+
+def merge_parts(final_path: Path, overwrite: bool, order: list[tuple[int, int, dict[str, int]]], meta: Mapping[str, Any]) -> None:
+    """Rank 0: stream every part's rows into the run in the data's order, commit it, and remove the parts.
+
+    ``order`` lists the global batches as (rank, index of the batch on that rank, rows per key), in data order.
+    The run gets the same arrays and chunking as a capture in one process.
+    """
+    directory = parts_dir(final_path)
+    parts: dict[int, zarr.Group] = {}
+    cursors: dict[tuple[int, str], int] = {}
+    with RunWriter(final_path, overwrite=overwrite) as writer:
+        for rank, _, rows in order:
+            if rank not in parts:
+                parts[rank] = zarr.open_group(store=str(directory / f"rank-{rank}"), mode="r")
+            batch = {}
+            for key, count in rows.items():
+                start = cursors.get((rank, key), 0)
+                batch[key] = np.asarray(parts[rank][key][start:start + count])
+                cursors[(rank, key)] = start + count
+            writer.append_batch(batch)
+        writer.commit(meta)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def batch_order(reports: list[list[int]], rows: list[list[dict[str, int]]]) -> list[tuple[int, int, dict[str, int]]]:
+    """Global batch order from each rank's captured batch indices and their rows: (rank, local index, rows)."""
+    placed = [(index, rank, local) for rank, indices in enumerate(reports) for local, index in enumerate(indices)]
+    return [(rank, local, rows[rank][local]) for _, rank, local in sorted(placed)]
+
+
+def require_path(path: Any) -> None:
+    if path is None:
+        raise InputError("under torch.distributed, capture needs path=: one location that every rank can reach "
+                         "(a shared filesystem), where rank 0 commits the run")
+
+
+def capture_in_parts(session: Any, final_path: Path, overwrite: bool, make_meta: Callable[[], dict[str, Any]]) -> None:
+    """The distributed form of one capture: every rank writes its part, then rank 0 merges the parts with the
+    sessions' statistics combined (`CaptureSession.absorb`) and commits. Every rank returns once the run is in place,
+    or raises a `CaptureError` naming the failed ranks; the parts are removed either way."""
+    shard = session.shard
+    prepare(final_path, overwrite, shard)
+    try:
+        rows, error = attempt(lambda: write_part(final_path, shard, session))
+        reports = agree("capturing its batches", error, None if error else (session.captured, rows, session.state()))
+
+        def finish() -> None:
+            if shard.rank == 0:
+                session.absorb([state for _, _, state in reports])
+                order = batch_order([captured for captured, _, _ in reports], [part_rows for _, part_rows, _ in reports])
+                merge_parts(final_path, overwrite, order, make_meta())
+
+        agree("merging the parts into the run (rank 0)", attempt(finish)[1])
+    finally:
+        if shard.rank == 0:
+            shutil.rmtree(parts_dir(final_path), ignore_errors=True)

@@ -1,0 +1,83 @@
+"""`kdviz.capture` under torchrun: 2 processes, the gloo backend, on CPU. The run equals a capture in one process
+(arrays and metadata), live CKA's accumulators are summed across ranks, and a rank that fails is named while no
+run (and no part of one) is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser import free_port
+from distributed_capture import CASES, demo_case
+
+import kdviz
+from kdviz.capture import live_cka
+from kdviz.distributed import Shard, batch_order
+
+WORKER = Path(__file__).resolve().parent / "distributed_capture.py"
+
+
+def torchrun(out: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               f"--master_port={free_port()}", str(WORKER), str(out), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+
+
+def assert_same_run(distributed: kdviz.Run, single: kdviz.Run) -> None:
+    assert distributed.array_keys() == single.array_keys()
+    for key in single.array_keys():
+        got, expected = distributed.array(key)[:], single.array(key)[:]
+        assert got.dtype == expected.dtype and got.shape == expected.shape, key
+        if np.issubdtype(expected.dtype, np.floating):  # one thread per rank vs several here: last-bit differences
+            np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-5,
+                                       atol=2e-3 if expected.dtype == np.float16 else 1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got, expected, err_msg=key)
+    meta_d, meta_s = dict(distributed.meta), dict(single.meta)
+    for meta in (meta_d, meta_s):
+        meta.pop("created")
+        for role in ("teacher", "student"):
+            for stat in ("accuracy", "perplexity"):
+                meta[role][stat] = None if meta[role][stat] is None else round(meta[role][stat], 9)
+    assert meta_d == meta_s
+
+
+@pytest.mark.timeout(600)
+def test_torchrun_capture_equals_a_capture_in_one_process(tmp_path):
+    done = torchrun(tmp_path / "dist")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    for name, make in CASES.items():
+        teacher, student, kwargs = make()
+        single = kdviz.capture(teacher, student, path=tmp_path / "single" / f"{name}.kdviz", progress=False, **kwargs)
+        assert_same_run(kdviz.Run.open(tmp_path / "dist" / f"{name}.kdviz"), single)
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted([f"{n}.kdviz" for n in CASES] + ["live_cka.npy"])
+    teacher, student, kwargs = demo_case()
+    expected = live_cka(teacher, student, kwargs["data"], layers=kwargs["layers"], batch_size=32, progress=False)
+    np.testing.assert_allclose(np.load(tmp_path / "dist" / "live_cka.npy"), expected["cross"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_that_fails_is_named_and_no_run_is_left(tmp_path):
+    out = tmp_path / "dist"
+    done = torchrun(out, "demo-cnn", "--fail-on-rank", "1")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "distributed capture failed while capturing its batches on rank 1" in output
+    assert "simulated failure in the student's forward pass" in output
+    assert list(out.iterdir()) == []  # neither the run nor its parts nor a temporary directory
+
+
+def test_batches_are_dealt_round_robin_and_merged_back_in_order():
+    shards = [Shard(rank, 3) for rank in range(3)]
+    assert [[i for i in range(8) if s.owns(i)] for s in shards] == [[0, 3, 6], [1, 4, 7], [2, 5]]
+    captured = [[0, 3, 6], [1, 4, 7], [2, 5]]
+    rows = [[{"x": 10 + i} for i in indices] for indices in captured]
+    order = batch_order(captured, rows)
+    assert [r["x"] for _, _, r in order] == [10 + i for i in range(8)]
+    assert [(rank, local) for rank, local, _ in order][:4] == [(0, 0), (1, 0), (2, 0), (0, 1)]
+    assert not Shard().distributed and Shard().owns(5)
