@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz import distributed
+from kdviz import distributed, remote
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
@@ -54,6 +54,7 @@ def capture(
     names: tuple[str, str] | None = None,
     overwrite: bool = False,
     extra_meta: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Run:
     """Capture a teacher/student pair over ``data`` into a run at ``path`` and return it, opened lazily.
 
@@ -72,9 +73,17 @@ def capture(
     - Runs under ``torch.inference_mode`` on ``device`` (default: CUDA when available, else CPU); models are
       moved there and back, and their train/eval mode is restored. Memory is bounded by one batch plus the
       writer's short queue. The run appears under ``path`` only when complete (default: a new temporary dir).
+    - ``path`` may be an fsspec URL (``s3://bucket/runs/x.kdviz``): the run is written locally, then published with
+      its ``meta.json`` last (`kdviz.remote`); ``storage_options`` go to fsspec (credentials also come from the
+      environment).
+    - Under ``torchrun`` (an initialised ``torch.distributed`` process group) each process captures every
+      world-th batch and rank 0 commits the run (`kdviz.distributed`); ``path`` must then be a shared local path.
     """
     target_device = resolve_device(device)
-    final_path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
+    if path is None:
+        final_path: Path | str = Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
+    else:
+        final_path = os.fspath(path) if remote.is_url(path) else Path(path)
     teacher_layers, student_layers = split_layers(layers)
     teacher_name, student_name = names or (None, None)
     probes = (
@@ -85,7 +94,7 @@ def capture(
     )
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
-        topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {final_path.name}",
+        topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
     )
 
     def make_meta() -> dict[str, Any]:
@@ -94,13 +103,13 @@ def capture(
 
     if session.shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
         distributed.require_path(path)
-        distributed.capture_in_parts(session, final_path.expanduser().absolute(), overwrite, make_meta)
+        distributed.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
         return Run.open(final_path)
-    with RunWriter(final_path, overwrite=overwrite) as writer:
+    with RunWriter(final_path, overwrite=overwrite, storage_options=storage_options) as writer:
         for records in session:
             writer.append_batch(records)
         writer.commit(make_meta())
-    return Run.open(final_path)
+    return Run.open(final_path, storage_options=storage_options)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import zarr
 
+from kdviz import remote
 from kdviz.errors import CaptureError, InputError, RunExistsError
 from kdviz.store import RunWriter
 
@@ -140,6 +141,9 @@ def require_path(path: Any) -> None:
     if path is None:
         raise InputError("under torch.distributed, capture needs path=: one location that every rank can reach "
                          "(a shared filesystem), where rank 0 commits the run")
+    if remote.is_url(path):
+        raise InputError(f"under torch.distributed, capture writes its parts to a shared local path, not {path!r}; "
+                         "capture to a shared path, then publish the run with kdviz.remote.upload")
 
 
 def capture_in_parts(session: Any, final_path: Path, overwrite: bool, make_meta: Callable[[], dict[str, Any]]) -> None:

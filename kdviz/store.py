@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import uuid
 import warnings
@@ -32,9 +33,11 @@ from typing import Any
 import numpy as np
 import zarr
 
+from kdviz import remote
 from kdviz._version import __version__
 from kdviz.errors import (
     CorruptRunError,
+    InputError,
     MissingDataError,
     NotARunError,
     RunExistsError,
@@ -233,20 +236,33 @@ class StoredAttribution:
 
 
 class Run:
-    """A capture result on disk. ``Run.open`` reads only ``meta.json``; arrays are read lazily by slice."""
+    """A capture result on disk or on object storage. ``Run.open`` reads only the metadata (``meta.json`` and the
+    zarr root's ``zarr.json``); arrays are read lazily by slice.
 
-    def __init__(self, path: Path, meta: dict[str, Any], root: zarr.Group) -> None:
+    ``path`` is a `Path`, or the URL (a str) of a run on object storage (see `kdviz.remote`).
+    """
+
+    def __init__(self, path: Path | str, meta: dict[str, Any], root: zarr.Group, *,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         self.path = path
         self.meta = meta
         self._root = root
+        self.storage_options = dict(storage_options or {})
         self.teacher = ModelSide(self, "teacher")
         self.student = ModelSide(self, "student")
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Run:
-        """Open a run directory; raises a `KdvizError` naming the problem when it is not a readable run."""
-        if "://" in str(path):
-            raise NotARunError(f"{str(path)!r} is a URL; this version of kdviz reads runs from local paths only, copy the run locally")
+    def open(cls, path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> Run:
+        """Open a run directory, or a run at an fsspec URL (``s3://bucket/x.kdviz``; credentials from the environment
+        or ``storage_options``); raises a `KdvizError` naming the problem when it is not a readable run."""
+        if remote.is_url(path):
+            url = os.fspath(path).rstrip("/")
+            meta = _parse_meta(remote.read_meta_text(url, storage_options), f"{url}/{META_FILE}")
+            try:
+                root = remote.open_root(url, storage_options)
+            except Exception as exc:  # zarr and fsspec raise several types for a damaged or unreachable hierarchy
+                raise CorruptRunError(f"the arrays of run {url!r} cannot be opened ({exc}); capture the run again") from exc
+            return cls(url, meta, root, storage_options=storage_options)
         path = Path(path).expanduser()
         if not path.exists():
             raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist; check it, or build one with kdviz.capture(...)")
@@ -265,7 +281,17 @@ class Run:
     # ---- metadata -------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.path.name.removesuffix(".kdviz")
+        return remote.url_name(self.path).removesuffix(".kdviz") if self.remote else self.path.name.removesuffix(".kdviz")
+
+    @property
+    def remote(self) -> bool:
+        """Whether the run is on object storage (``path`` is a URL)."""
+        return isinstance(self.path, str)
+
+    def _open_root(self, mode: str) -> zarr.Group:
+        if self.remote:
+            return remote.open_root(self.path, self.storage_options, mode=mode)
+        return zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
 
     @property
     def task(self) -> str:
@@ -333,7 +359,7 @@ class Run:
 
         The only write to an existing run; the dashboard never calls it (it serves runs read-only).
         """
-        writable = zarr.open_group(store=str(self.path), mode="a", zarr_format=3)
+        writable = self._open_root("a")
         key = f"cache/{name}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -343,7 +369,7 @@ class Run:
             for array_name, data in arrays.items():
                 group.create_array(array_name, data=np.ascontiguousarray(data))
             group.attrs.update(dict(attrs))
-        self._root = zarr.open_group(store=str(self.path), mode="r", zarr_format=3)
+        self._root = self._open_root("r")
 
     def attribution_targets(self) -> dict[str, list[str]]:
         """``{target: [method, ...]}`` of the attributions stored in this run; empty when `kdviz.attribute` never ran."""
@@ -419,7 +445,7 @@ class RunAtStep(Run):
         for field_name in ("accuracy", "perplexity"):
             if info.get(f"student_{field_name}") is not None:
                 meta["student"][field_name] = info[f"student_{field_name}"]
-        super().__init__(base.path, meta, base._root)
+        super().__init__(base.path, meta, base._root, storage_options=base.storage_options)
         self.base = base
         self.step = int(step)
         self.prefix = history_key(step) + "/"
@@ -445,8 +471,17 @@ class RunAtStep(Run):
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = meta_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptRunError(f"{str(meta_path)!r} is not valid JSON ({exc}); the run is damaged, capture it again") from exc
+    return _parse_meta(text, meta_path)
+
+
+def _parse_meta(text: str, meta_path: Path | str) -> dict[str, Any]:
+    """Check and return a run's metadata (``meta_path`` names it in errors)."""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise CorruptRunError(f"{str(meta_path)!r} is not valid JSON ({exc}); the run is damaged, capture it again") from exc
     if not isinstance(meta, dict) or "schema_version" not in meta:
         raise CorruptRunError(f"{str(meta_path)!r} has no schema_version; it was not written by kdviz, capture the run again")
@@ -455,7 +490,8 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
         raise CorruptRunError(f"{str(meta_path)!r} has a non-integer schema_version {version!r}; capture the run again")
     if version > SCHEMA_VERSION:
         raise SchemaTooNewError(
-            f"the run at {str(meta_path.parent)!r} uses schema {version}, written by kdviz {meta.get('kdviz_version', '?')}; "
+            f"the run at {str(meta_path).removesuffix('/' + META_FILE)!r} uses schema {version}, "
+            f"written by kdviz {meta.get('kdviz_version', '?')}; "
             f"this kdviz {__version__} reads schema {SCHEMA_VERSION} at most: upgrade kdviz (pip install -U kdviz)"
         )
     missing = [key for key in ("task", "n_samples", "teacher", "student", "layer_map") if key not in meta]
@@ -521,7 +557,16 @@ class RunWriter:
     An exception anywhere (or `abort`) deletes the temporary directory: nothing appears under the final name.
     """
 
-    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, queue_size: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, queue_size: int = 2,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.url: str | None = None
+        self.storage_options = storage_options
+        if remote.is_url(path):  # written in a local temporary directory, then published by `commit`
+            self.url = os.fspath(path).rstrip("/")
+            if not overwrite and remote.exists(self.url, storage_options):
+                raise RunExistsError(f"a run already exists at {self.url!r}; pass overwrite=True or choose another path")
+            self._staging = Path(tempfile.mkdtemp(prefix="kdviz-upload-"))
+            path = self._staging / remote.url_name(self.url)
         self.path = Path(path).expanduser().absolute()
         if self.path.exists() and not overwrite:
             raise RunExistsError(f"a run already exists at {str(self.path)!r}; pass overwrite=True or choose another path")
@@ -557,11 +602,19 @@ class RunWriter:
         self._raise_pending()
         self._queue.put({key: np.ascontiguousarray(rows) for key, rows in records.items()})
 
-    def commit(self, meta: Mapping[str, Any]) -> Path:
-        """Flush every array, write ``meta.json`` and rename the run into place; returns the final path."""
+    def commit(self, meta: Mapping[str, Any]) -> Path | str:
+        """Flush every array, write ``meta.json`` and rename the run into place (or publish it to its URL, meta.json
+        last); returns the final path or URL."""
         self._finish_writes()
         full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
         (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
+        if self.url is not None:
+            try:
+                remote.upload(self.tmp_path, self.url, self.storage_options, overwrite=self.overwrite)
+            finally:
+                self._closed = True
+                shutil.rmtree(self._staging, ignore_errors=True)
+            return self.url
         move_into_place(self.tmp_path, self.path)
         self._closed = True
         return self.path
@@ -579,6 +632,8 @@ class RunWriter:
         self._closed = True
         self._stop_thread()
         shutil.rmtree(self.tmp_path, ignore_errors=True)
+        if self.url is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> RunWriter:
         return self
@@ -628,6 +683,10 @@ class GroupWriter(RunWriter):
     """
 
     def __init__(self, run_path: str | os.PathLike, prefix: str, *, queue_size: int = 2, require_run: bool = True) -> None:
+        if remote.is_url(run_path):
+            raise InputError(f"{os.fspath(run_path)!r} is on object storage, where kdviz adds nothing to a published run; "
+                             "add attributions or training history to a local run, then publish it (kdviz.remote.upload)")
+        self.url = None
         self.path = Path(run_path).expanduser().absolute()
         if require_run and not (self.path / META_FILE).is_file():
             raise NotARunError(f"{str(self.path)!r} is not a kdviz run; write into a run made by kdviz.capture()")
@@ -671,9 +730,12 @@ def move_into_place(source: Path, final: Path) -> None:
         os.replace(source, final)
 
 
-def iter_run_paths(paths: list[str | os.PathLike]) -> Iterator[Path]:
-    """Expand directories that hold several ``*.kdviz`` runs into the runs themselves."""
+def iter_run_paths(paths: list[str | os.PathLike]) -> Iterator[Path | str]:
+    """Expand directories (or object-storage prefixes) that hold several ``*.kdviz`` runs into the runs themselves."""
     for raw in paths:
+        if remote.is_url(raw):
+            yield from remote.list_runs(os.fspath(raw))
+            continue
         path = Path(raw).expanduser()
         if path.is_dir() and not (path / META_FILE).exists() and any(path.glob(f"*.kdviz/{META_FILE}")):
             yield from sorted(p.parent for p in path.glob(f"*.kdviz/{META_FILE}"))

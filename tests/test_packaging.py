@@ -12,9 +12,10 @@ CONDA_TO_PIP = {"pytorch": "torch", "python-kaleido": "kaleido"}
 
 
 def split(requirement: str) -> tuple[str, str]:
-    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", requirement)
+    """(name, bound); pip extras such as ``moto[server]`` name the same package as conda's ``moto``."""
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(.*)$", requirement)
     assert match, requirement
-    return match.group(1).lower().replace("_", "-"), match.group(2).replace(" ", "")
+    return match.group(1).lower().replace("_", "-"), match.group(3).replace(" ", "")
 
 
 def pyproject_requirements() -> dict[str, str]:

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import kdviz
+from kdviz import remote
 from kdviz.errors import (
     CorruptRunError,
+    InputError,
     KdvizError,
     MissingDataError,
     NotARunError,
@@ -95,9 +97,16 @@ def test_missing_path(tmp_path):
         Run.open(tmp_path / "nope.kdviz")
 
 
-def test_urls_get_a_clear_error():
-    with pytest.raises(NotARunError, match="local paths only"):
-        Run.open("s3://bucket/x.kdviz")
+def test_urls_are_opened_through_fsspec_with_clear_errors(tmp_path, cnn_pair):
+    with pytest.raises(RunNotFoundError, match=r"no run at 'memory://nowhere/x\.kdviz'"):
+        Run.open("memory://nowhere/x.kdviz")
+    with pytest.raises(InputError, match="not a URL fsspec knows"):
+        Run.open("nosuchprotocol://bucket/x.kdviz")
+    run, _, _ = small_run(tmp_path, cnn_pair)  # a run published to fsspec's in-memory filesystem reads back the same
+    url = remote.upload(run.path, "memory://published/r.kdviz")
+    again = Run.open(url)
+    assert again.name == "r" and again.remote and not run.remote
+    np.testing.assert_array_equal(again.teacher.logits[:], run.teacher.logits[:])
 
 
 def test_directory_that_is_not_a_run(tmp_path):
