@@ -1,4 +1,4 @@
-"""The ``kdviz`` command: ``demo``, ``serve``, ``export``, ``info``."""
+"""The ``kdviz`` command: ``demo``, ``serve``, ``export``, ``info``, ``upload``."""
 
 from __future__ import annotations
 
@@ -24,11 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-attributions", action="store_true", help="skip explaining the demo models (about 15 s on 2 cores)")
 
     serve = commands.add_parser("serve", help="serve a read-only dashboard of runs")
-    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding *.kdviz runs")
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories or URLs (s3://…), or directories and "
+                       "prefixes holding *.kdviz runs")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default=None, help="address to bind (default: localhost only)")
     serve.add_argument("--warm", action="store_true", help="read every page's data of every run before serving")
     serve.add_argument("--num-procs", type=int, default=1, metavar="N", help="serve from N processes (default 1)")
+    serve.add_argument("--origin", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a public name the app is reached under through a proxy or load balancer (repeatable)")
 
     export = commands.add_parser("export", help="write one self-contained, offline HTML file of a run's views")
     export.add_argument("run", metavar="RUN", help="a run directory, or a directory holding *.kdviz runs")
@@ -39,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     info = commands.add_parser("info", help="print a readable summary of a run")
     info.add_argument("run", metavar="RUN")
+
+    upload = commands.add_parser("upload", help="publish a local run to object storage (any fsspec URL), meta.json last")
+    upload.add_argument("run", metavar="RUN", help="a local run directory")
+    upload.add_argument("url", metavar="URL", help="where to publish it, for example s3://bucket/runs/NAME.kdviz")
+    upload.add_argument("--overwrite", action="store_true", help="replace a run already published there")
 
     args = parser.parse_args(argv)
     try:
@@ -51,6 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "upload":
+        from kdviz import remote
+        from kdviz.store import Run
+
+        run = Run.open(args.run)
+        if run.remote:
+            raise KdvizError(f"{args.run!r} is already on object storage; upload publishes a local run")
+        url = remote.upload(run.path, args.url, overwrite=args.overwrite)
+        print(f"published {run.name} ({run.n_samples} samples) at {url}")
+        return 0
     if args.command == "info":
         from kdviz.store import Run
 
@@ -65,7 +83,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from kdviz.app.serve import serve
 
-        serve(args.runs, port=args.port, address=args.address, warm=args.warm, num_procs=args.num_procs)
+        serve(args.runs, port=args.port, address=args.address, warm=args.warm, num_procs=args.num_procs,
+              origins=args.origin)
         return 0
     return _demo(args)
 

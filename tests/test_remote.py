@@ -16,6 +16,7 @@ from conftest import TinyCNN
 import kdviz
 from kdviz import remote
 from kdviz.app.export import export_html
+from kdviz.cli import main
 from kdviz.distributed import require_path
 from kdviz.errors import InputError, NotARunError, RunExistsError, RunNotFoundError
 from kdviz.store import GroupWriter
@@ -114,8 +115,11 @@ def test_a_run_without_meta_json_is_not_a_run_and_names_are_protected(published)
         kdviz.Run.open(f"s3://{BUCKET}/nothing.kdviz")
     with pytest.raises(RunExistsError):
         remote.upload(local.path, url)
-    copy = remote.upload(local.path, f"s3://{BUCKET}/copies/cnn.kdviz")
+    assert main(["upload", str(local.path), f"s3://{BUCKET}/copies/cnn.kdviz"]) == 0  # kdviz upload RUN URL
+    copy = f"s3://{BUCKET}/copies/cnn.kdviz"
     assert kdviz.Run.open(copy).n_samples == local.n_samples
+    assert main(["upload", str(local.path), copy]) == 2  # published already: refused without --overwrite
+    assert main(["upload", str(local.path), copy, "--overwrite"]) == 0
     assert remote.list_runs(f"s3://{BUCKET}/copies") == [f"s3://{BUCKET}/copies/cnn.kdviz"]
     with pytest.raises(InputError, match="shared local path"):
         require_path(url)  # distributed capture writes parts to a shared filesystem, not to a bucket
@@ -142,3 +146,17 @@ def test_serve_from_s3(published, s3):
                 && el.layout.title.text.startsWith('How far')) found = true;
             if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return found; }""", timeout=30_000)
     assert log["console_errors"] == [] and log["blocked"] == []
+
+
+def test_serve_from_s3_in_several_processes(published):
+    """Forked server processes each open the bucket's runs themselves (an object-storage client does not survive a
+    fork): every visit renders, whichever process answers it."""
+    require_chromium()
+    _, run, _ = published
+    with kdviz_server(f"s3://{BUCKET}/runs", extra=("--num-procs", "2", "--warm")) as address, \
+            offline_page() as (page, log):
+        for _ in range(4):
+            page.goto(address)
+            page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
+            assert page.locator("h1").first.text_content().endswith(run.name)
+    assert log["console_errors"] == [], (log["console_errors"], log["blocked"])

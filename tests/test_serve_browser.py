@@ -171,6 +171,18 @@ def test_the_dashboard_notebook_is_served_by_panel_serve(demo_runs, tmp_path):
     assert not (tmp_path / "runs").exists()  # it served the given run, built nothing
 
 
+def test_several_server_processes_serve_every_visit_offline(demo_runs):
+    """--num-procs 2: a page and its websocket may reach different processes; every visit still renders, with every
+    script and stylesheet from the server itself (Panel would link its CSS from its CDN in such a process)."""
+    require_chromium()
+    cnn = demo_runs["digits-cnn"]
+    with kdviz_server(cnn.path, extra=("--num-procs", "2")) as url, offline_page() as (page, log):
+        for _ in range(6):
+            page.goto(url)
+            page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
+    assert log["blocked"] == [] and log["console_errors"] == []
+
+
 @pytest.mark.parametrize("sessions,seconds", [(20, 60)])
 def test_twenty_concurrent_sessions_for_a_minute(demo_runs, sessions, seconds):
     """20 browser sessions open the Overview and Logits pages again and again for 60 s: no errors, and the server's

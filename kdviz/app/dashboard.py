@@ -92,7 +92,12 @@ def session_app(library: RunLibrary) -> pn.viewable.Viewable:
     """A new session's layout. ``?run=NAME`` (a served run's name, nothing else) and ``?sample=I`` choose what opens."""
     # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot). Shown inline in a
     # notebook kernel (not served), Bokeh and Panel's JavaScript would come from a CDN unless inlined in the output.
-    pn.extension("plotly", inline=not pn.state.served and pn.state.curdoc is None)
+    # A served session must not pass inline at all: in forked server processes (--num-procs) that made Panel link
+    # its CSS from its CDN.
+    if not pn.state.served and pn.state.curdoc is None:
+        pn.extension("plotly", inline=True)
+    else:
+        pn.extension("plotly")
     args = pn.state.session_args or {}
     run = _arg(args, "run")
     sample = _arg(args, "sample")

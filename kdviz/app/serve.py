@@ -7,7 +7,7 @@ The server opens each run once per process, never writes, never runs user code a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kdviz.app.library import RunLibrary, open_runs
 from kdviz.errors import InputError
@@ -18,30 +18,69 @@ __all__ = ["LOCALHOST", "open_runs", "serve"]
 
 
 def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str | None = None, show: bool = False,
-          warm: bool = False, num_procs: int = 1) -> None:
+          warm: bool = False, num_procs: int = 1, origins: Sequence[str] = ()) -> None:
     """Serve the dashboard for ``paths`` until interrupted; prints the URL. ``warm`` reads every page's data before
-    the first visitor; ``num_procs`` > 1 forks that many server processes (each with its own cache)."""
+    the first visitor; ``num_procs`` > 1 forks that many server processes (each with its own cache). ``origins``
+    adds the public ``host[:port]`` names a proxy or load balancer serves the app under (websocket origins)."""
     import panel as pn
-
-    from kdviz.app.dashboard import session_app
 
     if num_procs < 1:
         raise InputError(f"--num-procs must be at least 1, not {num_procs}")
     library = RunLibrary.from_paths(paths)
-    if warm:
+    remote_runs = any(library.run(name).remote for name in library.names)
+    if warm and not (remote_runs and num_procs > 1):
         library.warm(progress=lambda what: print(f"kdviz: warming {what}", flush=True))
+    app = lambda: served_session(library)  # noqa: E731
+    if remote_runs and num_procs > 1:
+        # object-storage clients (fsspec's event loop thread) do not survive fork: each process opens its own runs
+        app = per_process_app(paths, warm)
     host = address or LOCALHOST
     shown = "localhost" if host in (LOCALHOST, "localhost") else host
     procs = f", {num_procs} processes" if num_procs > 1 else ""
     print(f"kdviz: serving {len(library.names)} run(s) ({', '.join(library.names)}) at http://{shown}:{port}{procs}", flush=True)
-    origins = [f"localhost:{port}", f"127.0.0.1:{port}"] + ([f"{address}:{port}"] if address else [])
+    allowed = [f"localhost:{port}", f"127.0.0.1:{port}"] + ([f"{address}:{port}"] if address else []) + list(origins)
     pn.serve(
-        {"/": lambda: session_app(library)},
+        {"/": app},
         port=port,
         address=host,
-        websocket_origin=origins,
+        websocket_origin=allowed,
         show=show,
         title="kdviz",
         num_procs=num_procs,
         static_dirs={},
     )
+
+
+def served_session(library: RunLibrary) -> None:
+    """Put one session's app into the server's document, its CSS linked from this server.
+
+    Panel points its components' stylesheets at its CDN and rewrites them to the server's copy only when it renders
+    the page's HTML. With --num-procs, the page and its websocket can reach different processes, and the document of
+    a process that rendered no page kept the CDN links (offline, the page lost its styles); so they are rewritten
+    here, for every session, as Panel does for the page."""
+    import panel as pn
+    from panel.io.resources import LOCAL_DIST, patch_model_css
+
+    from kdviz.app.dashboard import session_app
+
+    document = pn.state.curdoc
+    session_app(library).server_doc(document, title="kdviz")
+    dist_url = f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
+    for root in document.roots:
+        patch_model_css(root, dist_url=dist_url)
+
+
+def per_process_app(paths: Sequence[str | os.PathLike], warm: bool) -> Callable[[], None]:
+    """The app for forked server processes that must open their runs themselves: each process opens (and with
+    ``warm`` reads) the runs on its first session and keeps them for the next ones."""
+    opened: dict[int, RunLibrary] = {}
+
+    def app() -> None:
+        library = opened.get(os.getpid())
+        if library is None:
+            library = opened[os.getpid()] = RunLibrary.from_paths(paths)
+            if warm:
+                library.warm()
+        served_session(library)
+
+    return app
