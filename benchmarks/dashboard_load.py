@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,15 +24,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _common import write_result
+from browser import free_port, served
 
 CLIENT_STARTUP_S = 15
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def open_session(url: str) -> float:
@@ -65,39 +59,18 @@ def client(url: str, start: float, deadline: float) -> tuple[list[float], int]:
     return times, errors
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kdviz serve exited early:\n{process.stdout.read()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("kdviz serve did not start listening in time")
-
-
 def measure(run_path: Path, procs: int, clients: int, seconds: float) -> dict[str, float]:
     port = free_port()
     command = [sys.executable, "-m", "kdviz.cli", "serve", str(run_path), "--port", str(port), "--warm", "--num-procs", str(procs)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port, server)
+    with served(command, port, timeout=120):
         url = f"http://localhost:{port}/"
         for _ in range(2 * procs):  # every process has imported Panel and built a session once
             open_session(url)
         start = time.time() + CLIENT_STARTUP_S  # the clients import Panel first; the clock starts for all at once
         with multiprocessing.get_context("spawn").Pool(clients) as pool:
             results = pool.starmap(client, [(url, start, start + seconds)] * clients)
-        times = [t for ts, _ in results for t in ts]
-        errors = sum(e for _, e in results)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    times = [t for ts, _ in results for t in ts]
+    errors = sum(e for _, e in results)
     return {"sessions": len(times), "errors": errors, "sessions_per_s": len(times) / seconds,
             "p50_ms": 1000 * float(np.percentile(times, 50)) if times else float("nan"),
             "p95_ms": 1000 * float(np.percentile(times, 95)) if times else float("nan")}
