@@ -533,7 +533,7 @@ def live_cka(
     if session.shard.distributed:  # under torchrun: every rank fed its own batches; sum the accumulators
         empty = InputError(f"rank {session.shard.rank} got no batches; use a smaller batch_size or fewer processes")
         distributed.agree("computing live CKA", empty if accumulator is None else None)
-        accumulator.all_reduce()
+        accumulator.all_reduce(distributed.cpu_group())
     if accumulator is None:
         raise InputError("the data yielded no samples")
     return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)

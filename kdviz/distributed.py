@@ -57,12 +57,25 @@ def default_device(shard: Shard) -> torch.device:
     return torch.device("cpu")
 
 
+_CPU_GROUP: list[Any] = []
+
+
+def cpu_group() -> Any:
+    """A gloo process group over every rank, for kdviz's small CPU exchanges (reports, CKA accumulators): NCCL, the
+    usual GPU backend, reduces only GPU tensors. The default group when it is gloo already; made once otherwise."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(dist.new_group(backend="gloo"))
+    return _CPU_GROUP[0]
+
+
 def agree(step: str, error: BaseException | None, payload: Any = None) -> list[Any]:
     """Every rank reports how ``step`` went; returns every rank's ``payload`` when all succeeded, else raises on every
     rank a `CaptureError` that names the ranks that failed and why."""
     report = (None if error is None else f"{type(error).__name__}: {error}", payload)
     reports: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(reports, report)
+    dist.all_gather_object(reports, report, group=cpu_group())
     failed = [(rank, message) for rank, (message, _) in enumerate(reports) if message is not None]
     if failed:
         detail = "; ".join(f"rank {rank}: {message}" for rank, message in failed)

@@ -183,14 +183,15 @@ class MinibatchCKA:
         self.n_batches += 1
         self.n_samples += n
 
-    def all_reduce(self) -> None:
-        """Sum the accumulators across torch.distributed ranks (each rank fed its own batches)."""
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the accumulators across torch.distributed ranks (each rank fed its own batches); ``group``: the process
+        group (default: the default one; the accumulators are CPU tensors, so give a gloo group under NCCL)."""
         import torch.distributed as dist
 
         for tensor in (self.cross, self.teacher_self, self.student_self):
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, group=group)
         counts = torch.tensor([self.n_batches, self.n_samples], dtype=F64)
-        dist.all_reduce(counts)
+        dist.all_reduce(counts, group=group)
         self.n_batches, self.n_samples = int(counts[0]), int(counts[1])
 
     @staticmethod
