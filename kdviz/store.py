@@ -619,6 +619,12 @@ class RunWriter:
         self._closed = True
         return self.path
 
+    def finish_rows(self) -> Path:
+        """Write every queued row now; no rows may be appended after this. Returns the temporary directory, where
+        arrays may still be added directly before `commit` (`kdviz.distributed` moves chunks there)."""
+        self._finish_writes()
+        return self.tmp_path
+
     def _finish_writes(self) -> None:
         self._stop_thread()
         self._raise_pending()

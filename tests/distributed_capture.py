@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import bert_pair, gpt2_pair
 
 import kdviz
+import kdviz.store
 from kdviz.capture import live_cka
 
 
@@ -77,7 +78,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("cases", nargs="*", default=list(CASES))
     parser.add_argument("--fail-on-rank", type=int, default=None)
+    parser.add_argument("--chunk-bytes", type=int, default=None, help="chunk size target of the run's arrays (tests: "
+                        "1 byte makes every chunk one sample, so rank 0 assembles every array by moving chunk files)")
     args = parser.parse_args()
+    if args.chunk_bytes is not None:
+        kdviz.store.CHUNK_TARGET_BYTES = args.chunk_bytes
     dist.init_process_group("gloo")
     try:
         for name in args.cases:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from browser import free_port
 from distributed_capture import CASES, demo_case
 
 import kdviz
 from kdviz.capture import live_cka
-from kdviz.distributed import Shard, batch_order
+from kdviz.distributed import Shard, batch_order, merge_parts, parts_dir
+from kdviz.store import RunWriter
 
 WORKER = Path(__file__).resolve().parent / "distributed_capture.py"
 
@@ -48,13 +50,19 @@ def assert_same_run(distributed: kdviz.Run, single: kdviz.Run) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_torchrun_capture_equals_a_capture_in_one_process(tmp_path):
-    done = torchrun(tmp_path / "dist")
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["copied", "chunks-moved"])
+def test_torchrun_capture_equals_a_capture_in_one_process(tmp_path, chunk_bytes):
+    """Default chunking (small arrays are copied into the run) and one sample per chunk (every array is assembled
+    by moving the parts' chunk files)."""
+    done = torchrun(tmp_path / "dist", *(() if chunk_bytes is None else ("--chunk-bytes", str(chunk_bytes))))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     for name, make in CASES.items():
         teacher, student, kwargs = make()
         single = kdviz.capture(teacher, student, path=tmp_path / "single" / f"{name}.kdviz", progress=False, **kwargs)
-        assert_same_run(kdviz.Run.open(tmp_path / "dist" / f"{name}.kdviz"), single)
+        merged = kdviz.Run.open(tmp_path / "dist" / f"{name}.kdviz")
+        assert_same_run(merged, single)
+        if chunk_bytes == 1:
+            assert zarr.open_array(store=str(merged.path / "teacher" / "logits"), mode="r").chunks[0] == 1
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted([f"{n}.kdviz" for n in CASES] + ["live_cka.npy"])
     teacher, student, kwargs = demo_case()
     expected = live_cka(teacher, student, kwargs["data"], layers=kwargs["layers"], batch_size=32, progress=False)
@@ -81,3 +89,30 @@ def test_batches_are_dealt_round_robin_and_merged_back_in_order():
     assert [r["x"] for _, _, r in order] == [10 + i for i in range(8)]
     assert [(rank, local) for rank, local, _ in order][:4] == [(0, 0), (1, 0), (2, 0), (0, 1)]
     assert not Shard().distributed and Shard().owns(5)
+
+
+def test_rank_0_moves_the_chunks_that_follow_batches_and_copies_the_rest(tmp_path):
+    """Two parts as two ranks write them (batches of 4 rows dealt round-robin, the last one of 2 rows): an array
+    chunked by 2 rows is assembled by renaming chunk files, one chunked by 8 rows is copied; both read back in the
+    data's order."""
+    final = tmp_path / "run.kdviz"
+    parts_dir(final).mkdir()
+    rows = np.arange(14 * 3, dtype=np.float32).reshape(14, 3)
+    batches = [(0, 0, 4), (1, 0, 4), (0, 1, 4), (1, 1, 2)]  # (rank, local index, rows), in data order
+    starts = np.cumsum([0] + [count for *_, count in batches])
+    for rank in (0, 1):
+        with RunWriter(parts_dir(final) / f"rank-{rank}") as writer:
+            writer.configure("small", chunk_rows=2)
+            writer.configure("big", chunk_rows=8)
+            for (owner, _, _), start, stop in zip(batches, starts[:-1], starts[1:], strict=True):
+                if owner == rank:
+                    writer.append_batch({"small": rows[start:stop], "big": rows[start:stop] * 10})
+            writer.commit({"part_of": final.name})
+    order = [(rank, local, {"small": count, "big": count}) for rank, local, count in batches]
+    meta = {"task": "classification", "n_samples": 14, "teacher": {}, "student": {}, "layer_map": {"pairs": []}}
+    done = merge_parts(final, False, order, meta)
+    assert done == {"moved": ["small"], "copied": ["big"]}
+    run = kdviz.Run.open(final)
+    np.testing.assert_array_equal(run.array("small")[:], rows)
+    np.testing.assert_array_equal(run.array("big")[:], rows * 10)
+    assert not parts_dir(final).exists()
