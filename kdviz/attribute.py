@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdviz import remote
 from kdviz._version import __version__
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
@@ -87,6 +88,9 @@ def attribute(
         raise InputError("methods is empty; ask for at least one of " + ", ".join(am.METHODS))
     target_name = _target_name(target)
     if run is None:
+        if path is not None and remote.is_url(path):
+            raise InputError(f"attributions are added to a local run, not to {os.fspath(path)!r} on object storage: "
+                             "give a local path, then publish the run with `kdviz upload`")
         if path is not None and Path(path).expanduser().exists():
             raise RunExistsError(f"something already exists at {str(path)!r}; to add attributions to a run there, pass "
                                  "run=that path; to start a new run, choose another path")

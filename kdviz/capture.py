@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz import distributed, remote
+from kdviz import distributed as distributed_module
+from kdviz import remote
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
@@ -55,6 +56,7 @@ def capture(
     overwrite: bool = False,
     extra_meta: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    distributed: bool | None = None,
 ) -> Run:
     """Capture a teacher/student pair over ``data`` into a run at ``path`` and return it, opened lazily.
 
@@ -76,9 +78,18 @@ def capture(
     - ``path`` may be an fsspec URL (``s3://bucket/runs/x.kdviz``): the run is written locally, then published with
       its ``meta.json`` last (`kdviz.remote`); ``storage_options`` go to fsspec (credentials also come from the
       environment).
-    - Under ``torchrun`` (an initialised ``torch.distributed`` process group) each process captures every
-      world-th batch and rank 0 commits the run (`kdviz.distributed`); ``path`` must then be a shared local path.
+    - Under ``torchrun`` (an initialised ``torch.distributed`` process group of several ranks) every rank calls
+      ``capture`` with the same data in the same order; each captures every world-th batch and rank 0 commits the
+      run (`kdviz.distributed`); ``path`` must then be a shared local path. ``distributed=False`` captures in this
+      process alone (a capture on rank 0 only, or one per rank at different paths).
     """
+    shard = distributed_module.Shard.current() if distributed is not False else distributed_module.Shard()
+    if distributed and not shard.distributed:
+        raise InputError("distributed=True needs an initialised torch.distributed process group of several ranks "
+                         "(launch with torchrun and call torch.distributed.init_process_group first)")
+    if shard.distributed:
+        distributed_module.require_path(path)
+        distributed_module.refuse_sharded_loader(data)
     target_device = resolve_device(device)
     if path is None:
         final_path: Path | str = Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
@@ -95,15 +106,15 @@ def capture(
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
         topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
+        shard=shard,
     )
 
     def make_meta() -> dict[str, Any]:
         return session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
                             spatial_p=spatial_p, device=target_device, extra=extra_meta)
 
-    if session.shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
-        distributed.require_path(path)
-        distributed.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
+    if shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
+        distributed_module.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
         return Run.open(final_path)
     with RunWriter(final_path, overwrite=overwrite, storage_options=storage_options) as writer:
         for records in session:
@@ -117,7 +128,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     else the CPU."""
     if device is not None:
         return torch.device(device)
-    return distributed.default_device(distributed.Shard.current())
+    return distributed_module.default_device(distributed_module.Shard.current())
 
 
 class CaptureSession:
@@ -140,6 +151,7 @@ class CaptureSession:
         next_token: bool | None = None,
         progress: bool = True,
         description: str = "kdviz capture",
+        shard: distributed_module.Shard | None = None,
     ) -> None:
         self.probes = probes
         self.data = data
@@ -161,8 +173,8 @@ class CaptureSession:
         self.has_labels = False
         self.labelled = False
         self.description = description
-        # under torch.distributed this process captures every world-th batch (see kdviz.distributed)
-        self.shard = distributed.Shard.current()
+        # with a shard of several ranks (capture under torchrun) this process captures every world-th batch
+        self.shard = shard or distributed_module.Shard()
         self.offset = 0  # index in the whole data of the current batch's first sample
         self.captured: list[int] = []  # indices of the batches this process captured
         self.batch_sizes: list[int] = []
@@ -206,6 +218,11 @@ class CaptureSession:
         decoded tokens and kept rows put back in data order; the ranks must agree on what they saw."""
         active = [state for state in states if state["captured"]]
         first = active[0]
+        batches = sorted(index for state in states for index in state["captured"])
+        if len({state["total"] for state in states}) != 1 or batches != list(range(len(batches))):
+            raise InputError("the ranks saw different data (a different number of samples or batches); under torchrun "
+                             "every rank must iterate the same data in the same order: no DistributedSampler, and the "
+                             "same seed for a shuffled loader")
         for key, what in (("task", "task"), ("n_classes", "number of classes"), ("seq_len", "sequence length"),
                           ("labelled", "labels"), ("structure", "layers")):
             if any(state[key] != first[key] for state in active):
@@ -505,35 +522,49 @@ def live_cka(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> dict[str, Any]:
     """CKA between every hooked teacher and student layer straight from the models, storing no activations.
 
     The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
-    Under torchrun each process takes every world-th batch and the accumulators are summed with ``all_reduce``.
+    Under torchrun (``distributed`` as in `capture`) each process takes every world-th batch and the accumulators
+    are summed with ``all_reduce``, so every rank gets the result for the whole data.
     Returns what `metrics.features.cka_matrix` returns for a run (batches follow the same rules).
     """
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 
+    shard = distributed_module.Shard.current() if distributed is not False else distributed_module.Shard()
+    if shard.distributed:
+        distributed_module.refuse_sharded_loader(data)
     target_device = resolve_device(device)
     teacher_layers, student_layers = split_layers(layers)
     probes = (
         ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=False, device=target_device, spatial_p=None),
         ModelProbe(student, "student", layers=student_layers, attentions=False, device=target_device, spatial_p=None),
     )
-    session = CaptureSession(probes, data, batch_size=batch_size, progress=progress, description="kdviz live CKA")
+    session = CaptureSession(probes, data, batch_size=batch_size, progress=progress, description="kdviz live CKA",
+                             shard=shard)
     accumulator: MinibatchCKA | None = None
     names: tuple[list[str], list[str]] = ([], [])
-    for records in session:
-        feats = {role: {k.split("/feat/", 1)[1]: v for k, v in records.items() if k.startswith(f"{role}/feat/")} for role in ROLES}
-        if accumulator is None:
-            names = (list(feats["teacher"]), list(feats["student"]))
-            accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
-        add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
-                         conv=conv, tokens=tokens, mask=records.get("inputs/attention_mask"))
-    if session.shard.distributed:  # under torchrun: every rank fed its own batches; sum the accumulators
-        empty = InputError(f"rank {session.shard.rank} got no batches; use a smaller batch_size or fewer processes")
-        distributed.agree("computing live CKA", empty if accumulator is None else None)
-        accumulator.all_reduce(distributed.cpu_group())
+
+    def accumulate() -> None:
+        nonlocal accumulator, names
+        for records in session:
+            feats = {role: {k.split("/feat/", 1)[1]: v for k, v in records.items() if k.startswith(f"{role}/feat/")}
+                     for role in ROLES}
+            if accumulator is None:
+                names = (list(feats["teacher"]), list(feats["student"]))
+                accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
+            add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
+                             conv=conv, tokens=tokens, mask=records.get("inputs/attention_mask"))
+        if accumulator is None and shard.distributed:
+            raise InputError(f"rank {shard.rank} got no batches; use a smaller batch_size or fewer processes")
+
+    if shard.distributed:  # every rank reports (a failure on one reaches all), then the accumulators are summed
+        distributed_module.agree("computing live CKA", distributed_module.attempt(accumulate)[1])
+        accumulator.all_reduce(distributed_module.cpu_group())
+    else:
+        accumulate()
     if accumulator is None:
         raise InputError("the data yielded no samples")
     return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)

@@ -56,17 +56,32 @@ def default_device(shard: Shard) -> torch.device:
     return torch.device("cpu")
 
 
-_CPU_GROUP: list[Any] = []
+_CPU_GROUPS: dict[int, Any] = {}
 
 
 def cpu_group() -> Any:
     """A gloo process group over every rank, for kdviz's small CPU exchanges (reports, CKA accumulators): NCCL, the
-    usual GPU backend, reduces only GPU tensors. The default group when it is gloo already; made once otherwise."""
+    usual GPU backend, reduces only GPU tensors. The default group when it is gloo already; otherwise made once per
+    default group (a process group destroyed and initialised again gets a new one)."""
     if dist.get_backend() == "gloo":
         return None
-    if not _CPU_GROUP:
-        _CPU_GROUP.append(dist.new_group(backend="gloo"))
-    return _CPU_GROUP[0]
+    world = id(dist.group.WORLD)
+    if world not in _CPU_GROUPS:
+        _CPU_GROUPS.clear()
+        _CPU_GROUPS[world] = dist.new_group(backend="gloo")
+    return _CPU_GROUPS[world]
+
+
+def refuse_sharded_loader(data: Any) -> None:
+    """kdviz shares the batches out itself, so every rank must see the same data in the same order: a DataLoader
+    already split by a DistributedSampler would give each rank different batch numbers (checked on every rank,
+    before any collective)."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    if isinstance(data, DataLoader) and isinstance(getattr(data, "sampler", None), DistributedSampler):
+        raise InputError("under torchrun, give kdviz.capture the same data on every rank, without a DistributedSampler: "
+                         "kdviz deals the batches out to the ranks itself (and a shuffled loader needs the same seed)")
 
 
 def agree(step: str, error: BaseException | None, payload: Any = None) -> list[Any]:
@@ -97,16 +112,17 @@ def parts_dir(final_path: Path) -> Path:
 
 
 def prepare(final_path: Path, overwrite: bool, shard: Shard) -> None:
-    """Rank 0 checks the destination and clears stale parts before any rank writes; every rank learns the outcome."""
-    def check() -> None:
-        if shard.rank != 0:
-            return
-        if final_path.exists() and not overwrite:
-            raise RunExistsError(f"a run already exists at {str(final_path)!r}; pass overwrite=True or choose another path")
-        shutil.rmtree(parts_dir(final_path), ignore_errors=True)
-        parts_dir(final_path).mkdir(parents=True)
+    """Every rank checks the (shared) destination, so an existing run raises `RunExistsError` everywhere with no
+    collective; then rank 0 clears stale parts before any rank writes, and every rank learns the outcome."""
+    if final_path.exists() and not overwrite:
+        raise RunExistsError(f"a run already exists at {str(final_path)!r}; pass overwrite=True or choose another path")
 
-    agree("preparing the run directory", attempt(check)[1])
+    def clear() -> None:
+        if shard.rank == 0:
+            shutil.rmtree(parts_dir(final_path), ignore_errors=True)
+            parts_dir(final_path).mkdir(parents=True)
+
+    agree("preparing the run directory", attempt(clear)[1])
 
 
 def write_part(final_path: Path, shard: Shard, batches: Any) -> list[dict[str, int]]:
@@ -215,8 +231,8 @@ def capture_in_parts(session: Any, final_path: Path, overwrite: bool, make_meta:
     sessions' statistics combined (`CaptureSession.absorb`) and commits. Every rank returns once the run is in place,
     or raises a `CaptureError` naming the failed ranks; the parts are removed either way."""
     shard = session.shard
-    prepare(final_path, overwrite, shard)
     try:
+        prepare(final_path, overwrite, shard)
         rows, error = attempt(lambda: write_part(final_path, shard, session))
         reports = agree("capturing its batches", error, None if error else (session.captured, rows, session.state()))
 

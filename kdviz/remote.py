@@ -72,17 +72,29 @@ def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     return fs.exists(f"{root.rstrip('/')}/{META_FILE}")
 
 
+def check_destination(url: str, storage_options: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> bool:
+    """Whether a run is at ``url`` (to be replaced: allowed with ``overwrite`` only). Objects there that are not a run
+    (a prefix of other runs, say) are refused: kdviz never deletes what it did not write."""
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+    if fs.exists(f"{root}/{META_FILE}"):
+        if not overwrite:
+            raise RunExistsError(f"a run already exists at {url!r}; pass overwrite=True or choose another path")
+        return True
+    if fs.exists(root) and fs.find(root):
+        raise RunExistsError(f"{url!r} already holds objects and is not a kdviz run (a prefix of other runs?); kdviz "
+                             f"deletes nothing there: give the run its own name, for example {url.rstrip('/')}/NAME.kdviz")
+    return False
+
+
 def upload(local_run: Path, url: str, storage_options: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> str:
     """Publish the local run directory ``local_run`` at ``url``: every array first, ``meta.json`` last. An older run
     there is first made unopenable (its ``meta.json`` removed), then replaced. Returns ``url``."""
     fs, root = filesystem(url, storage_options)
     root = root.rstrip("/")
     meta = f"{root}/{META_FILE}"
-    if fs.exists(meta):
-        if not overwrite:
-            raise RunExistsError(f"a run already exists at {url!r}; pass overwrite=True or choose another path")
-        fs.rm(meta)
-    if fs.exists(root):
+    if check_destination(url, storage_options, overwrite=overwrite):
+        fs.rm(meta)  # no longer a run from here on; then its arrays go
         fs.rm(root, recursive=True)
     files = sorted(p for p in local_run.rglob("*") if p.is_file() and p.name != META_FILE)
     try:

@@ -563,8 +563,7 @@ class RunWriter:
         self.storage_options = storage_options
         if remote.is_url(path):  # written in a local temporary directory, then published by `commit`
             self.url = os.fspath(path).rstrip("/")
-            if not overwrite and remote.exists(self.url, storage_options):
-                raise RunExistsError(f"a run already exists at {self.url!r}; pass overwrite=True or choose another path")
+            remote.check_destination(self.url, storage_options, overwrite=overwrite)  # before the capture, not after
             self._staging = Path(tempfile.mkdtemp(prefix="kdviz-upload-"))
             path = self._staging / remote.url_name(self.url)
         self.path = Path(path).expanduser().absolute()

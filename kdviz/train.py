@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kdviz import remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, iter_batches, take_rows, to_device
 from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
@@ -66,6 +67,9 @@ def distill(
     losses = list(losses) if losses is not None else [KD()]
     if not losses or not all(isinstance(loss, DistillLoss) for loss in losses):
         raise InputError("losses must be a non-empty list of kdviz.losses modules (KD, DKD, CE, AttentionTransfer, Hint, AttentionKL)")
+    if record is not None and remote.is_url(record):
+        raise InputError(f"training history is recorded into a local run, not {os.fspath(record)!r} on object storage: "
+                         "record locally, then publish the run with `kdviz upload`")
     if record is not None and Path(record).expanduser().exists() and not overwrite:
         raise RunExistsError(f"a run already exists at {str(record)!r}; pass overwrite=True or choose another path")
     target_device = resolve_device(device)
@@ -225,7 +229,7 @@ class Recorder:
         """Capture the teacher and the final student as the run, then move every snapshot into it."""
         tmp = self.path.with_name(f".{self.path.name}.capture-{uuid.uuid4().hex[:8]}")
         capture(self.teacher, self.student, self.probe, path=tmp, layers=self.layers, batch_size=self.batch_size,
-                class_names=self.class_names, device=self.device, progress=False,
+                class_names=self.class_names, device=self.device, progress=False, distributed=False,
                 extra_meta={"training": {**training, "steps": sorted(a["step"] for a in self.attrs.values())}})
         try:
             self.writer.commit(self.attrs, run_path=tmp)  # history into the fresh run, which then takes the final name

@@ -73,11 +73,42 @@ def fail_on_second_batch(model: nn.Module) -> nn.Module:
     return model
 
 
+def run_scenario(scenario: str, out: Path) -> None:
+    """The ways a distributed job can use capture wrongly or partly; each prints what happened on each rank."""
+    teacher, student, kwargs = demo_case()
+    rank = dist.get_rank()
+    if scenario == "rank0-only":
+        if rank == 0:
+            run = kdviz.capture(teacher, student, path=out / "rank0.kdviz", progress=False, distributed=False, **kwargs)
+            print(f"rank 0 captured {run.n_samples} samples alone", flush=True)
+        dist.barrier()
+    elif scenario == "sampler":
+        from torch.utils.data import DataLoader, TensorDataset
+        from torch.utils.data.distributed import DistributedSampler
+
+        dataset = TensorDataset(*kwargs.pop("data"))
+        loader = DataLoader(dataset, batch_size=32, sampler=DistributedSampler(dataset, shuffle=False))
+        try:
+            kdviz.capture(teacher, student, loader, path=out / "sampler.kdviz", progress=False, **kwargs)
+        except kdviz.KdvizError as exc:
+            print(f"rank {rank} refused: {exc}", flush=True)
+    else:
+        if rank == 1:
+            student = fail_on_second_batch(student)
+        try:
+            live_cka(teacher, student, kwargs["data"], layers=kwargs["layers"], batch_size=32, progress=False)
+        except kdviz.KdvizError as exc:
+            print(f"rank {rank} raised: {exc}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("cases", nargs="*", default=list(CASES))
     parser.add_argument("--fail-on-rank", type=int, default=None)
+    parser.add_argument("--scenario", choices=["rank0-only", "sampler", "cka-fails-on-rank-1"], default=None,
+                        help="rank0-only: rank 0 captures alone (distributed=False) while rank 1 waits; sampler: a "
+                             "DataLoader with a DistributedSampler (refused); cka-fails-on-rank-1: live CKA fails on rank 1")
     parser.add_argument("--chunk-bytes", type=int, default=None, help="chunk size target of the run's arrays (tests: "
                         "1 byte makes every chunk one sample, so rank 0 assembles every array by moving chunk files)")
     args = parser.parse_args()
@@ -85,6 +116,9 @@ def main() -> None:
         kdviz.store.CHUNK_TARGET_BYTES = args.chunk_bytes
     dist.init_process_group("gloo")
     try:
+        if args.scenario is not None:
+            run_scenario(args.scenario, args.out)
+            return
         for name in args.cases:
             teacher, student, kwargs = CASES[name]()
             if args.fail_on_rank == dist.get_rank():

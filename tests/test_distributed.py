@@ -116,3 +116,20 @@ def test_rank_0_moves_the_chunks_that_follow_batches_and_copies_the_rest(tmp_pat
     np.testing.assert_array_equal(run.array("small")[:], rows)
     np.testing.assert_array_equal(run.array("big")[:], rows * 10)
     assert not parts_dir(final).exists()
+
+
+@pytest.mark.timeout(300)
+def test_misuse_under_torchrun_is_caught_on_every_rank(tmp_path):
+    """A capture on rank 0 alone (distributed=False) works while the other rank waits; a DataLoader already split by
+    a DistributedSampler is refused on every rank; live CKA failing on one rank raises on both, naming it."""
+    out = tmp_path / "dist"
+    out.mkdir()
+    done = torchrun(out, "--scenario", "rank0-only")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 captured 200 samples alone" in done.stdout and kdviz.Run.open(out / "rank0.kdviz").n_samples == 200
+    done = torchrun(out, "--scenario", "sampler")
+    assert all(f"rank {r} refused: under torchrun, give kdviz.capture the same data" in done.stdout for r in (0, 1))
+    done = torchrun(out, "--scenario", "cka-fails-on-rank-1")
+    for rank in (0, 1):
+        assert f"rank {rank} raised: distributed capture failed while computing live CKA on rank 1" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["rank0.kdviz"]

@@ -107,6 +107,10 @@ def test_urls_are_opened_through_fsspec_with_clear_errors(tmp_path, cnn_pair):
     again = Run.open(url)
     assert again.name == "r" and again.remote and not run.remote
     np.testing.assert_array_equal(again.teacher.logits[:], run.teacher.logits[:])
+    # a prefix that holds other runs is never taken for a run, nor emptied
+    with pytest.raises(RunExistsError, match="not a kdviz run"):
+        remote.upload(run.path, "memory://published", overwrite=True)
+    assert Run.open(url).n_samples == run.n_samples
 
 
 def test_directory_that_is_not_a_run(tmp_path):

@@ -302,6 +302,8 @@ def cka_matrix(
     key = f"cka-{'unbiased' if unbiased else 'biased'}-{conv}-{tokens}-{batch_size}-{layers_digest}"
     if cache not in (True, False, "read"):
         raise InputError(f"cache must be True, False or 'read', not {cache!r}")
+    if cache is True and getattr(run, "remote", False):
+        cache = "read"  # a run on object storage is published: kdviz reads its cache but never writes into it
     if cache:
         hit = run.read_cache(key)
         if hit is not None:

@@ -3,6 +3,7 @@ statistics. Thumbnails stay lazy (one is read per drill-down)."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -35,17 +36,21 @@ class LogitData:
     token_stats: dict[str, np.ndarray] = field(default_factory=dict)
     # results of summary and per_sample, shared by every dashboard session of this run (least recently used dropped)
     _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def _remember(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        if key in self._memo:
-            self._memo.move_to_end(key)
-            return self._memo[key]
-        value = compute()
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()  # outside the lock: two sessions may compute the same value once each, never wait on it
         if isinstance(value, np.ndarray):
             value.setflags(write=False)  # shared between callers: nobody may change it in place
-        self._memo[key] = value
-        if len(self._memo) > MEMO_SIZE:
-            self._memo.popitem(last=False)
+        with self._memo_lock:
+            self._memo[key] = value
+            self._memo.move_to_end(key)
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
         return value
 
     @classmethod
