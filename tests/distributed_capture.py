@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("cases", nargs="*", default=list(CASES))
     parser.add_argument("--fail-on-rank", type=int, default=None)
-    parser.add_argument("--scenario", choices=["rank0-only", "sampler", "cka-fails-on-rank-1"], default=None,
+    parser.add_argument("--scenario", choices=["rank0-only", "sampler", "cka-fails-on-rank-1"], nargs="+", default=None,
                         help="rank0-only: rank 0 captures alone (distributed=False) while rank 1 waits; sampler: a "
                              "DataLoader with a DistributedSampler (refused); cka-fails-on-rank-1: live CKA fails on rank 1")
     parser.add_argument("--chunk-bytes", type=int, default=None, help="chunk size target of the run's arrays (tests: "
@@ -117,7 +117,8 @@ def main() -> None:
     dist.init_process_group("gloo")
     try:
         if args.scenario is not None:
-            run_scenario(args.scenario, args.out)
+            for scenario in args.scenario:
+                run_scenario(scenario, args.out)
             return
         for name in args.cases:
             teacher, student, kwargs = CASES[name]()

@@ -54,16 +54,19 @@ def assert_same_run(distributed: kdviz.Run, single: kdviz.Run) -> None:
 def test_torchrun_capture_equals_a_capture_in_one_process(tmp_path, chunk_bytes):
     """Default chunking (small arrays are copied into the run) and one sample per chunk (every array is assembled
     by moving the parts' chunk files)."""
-    done = torchrun(tmp_path / "dist", *(() if chunk_bytes is None else ("--chunk-bytes", str(chunk_bytes))))
+    # with one sample per chunk: the image pair, and the language model (kept logits: rows unlike the batches')
+    cases = list(CASES) if chunk_bytes is None else ["demo-cnn", "gpt2"]
+    done = torchrun(tmp_path / "dist", *cases, *(() if chunk_bytes is None else ("--chunk-bytes", str(chunk_bytes))))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    for name, make in CASES.items():
+    for name in cases:
+        make = CASES[name]
         teacher, student, kwargs = make()
         single = kdviz.capture(teacher, student, path=tmp_path / "single" / f"{name}.kdviz", progress=False, **kwargs)
         merged = kdviz.Run.open(tmp_path / "dist" / f"{name}.kdviz")
         assert_same_run(merged, single)
         if chunk_bytes == 1:
             assert zarr.open_array(store=str(merged.path / "teacher" / "logits"), mode="r").chunks[0] == 1
-    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted([f"{n}.kdviz" for n in CASES] + ["live_cka.npy"])
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted([f"{n}.kdviz" for n in cases] + ["live_cka.npy"])
     teacher, student, kwargs = demo_case()
     expected = live_cka(teacher, student, kwargs["data"], layers=kwargs["layers"], batch_size=32, progress=False)
     np.testing.assert_allclose(np.load(tmp_path / "dist" / "live_cka.npy"), expected["cross"], rtol=1e-6, atol=1e-9)
@@ -124,12 +127,10 @@ def test_misuse_under_torchrun_is_caught_on_every_rank(tmp_path):
     a DistributedSampler is refused on every rank; live CKA failing on one rank raises on both, naming it."""
     out = tmp_path / "dist"
     out.mkdir()
-    done = torchrun(out, "--scenario", "rank0-only")
+    done = torchrun(out, "--scenario", "rank0-only", "sampler", "cka-fails-on-rank-1")  # one job, one after another
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0 captured 200 samples alone" in done.stdout and kdviz.Run.open(out / "rank0.kdviz").n_samples == 200
-    done = torchrun(out, "--scenario", "sampler")
     assert all(f"rank {r} refused: under torchrun, give kdviz.capture the same data" in done.stdout for r in (0, 1))
-    done = torchrun(out, "--scenario", "cka-fails-on-rank-1")
     for rank in (0, 1):
         assert f"rank {rank} raised: distributed capture failed while computing live CKA on rank 1" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["rank0.kdviz"]
