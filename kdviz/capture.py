@@ -83,13 +83,9 @@ def capture(
       run (`kdviz.distributed`); ``path`` must then be a shared local path. ``distributed=False`` captures in this
       process alone (a capture on rank 0 only, or one per rank at different paths).
     """
-    shard = distributed_module.Shard.current() if distributed is not False else distributed_module.Shard()
-    if distributed and not shard.distributed:
-        raise InputError("distributed=True needs an initialised torch.distributed process group of several ranks "
-                         "(launch with torchrun and call torch.distributed.init_process_group first)")
+    shard = distributed_module.shard_for(distributed, data)
     if shard.distributed:
         distributed_module.require_path(path)
-        distributed_module.refuse_sharded_loader(data)
     target_device = resolve_device(device)
     if path is None:
         final_path: Path | str = Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
@@ -533,9 +529,7 @@ def live_cka(
     """
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 
-    shard = distributed_module.Shard.current() if distributed is not False else distributed_module.Shard()
-    if shard.distributed:
-        distributed_module.refuse_sharded_loader(data)
+    shard = distributed_module.shard_for(distributed, data)
     target_device = resolve_device(device)
     teacher_layers, student_layers = split_layers(layers)
     probes = (

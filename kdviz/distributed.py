@@ -72,6 +72,19 @@ def cpu_group() -> Any:
     return _CPU_GROUPS[world]
 
 
+def shard_for(distributed: bool | None, data: Any) -> Shard:
+    """The shard a capture over ``data`` runs in: the process group's under torchrun (``distributed`` None or True),
+    this process alone with ``distributed=False``. Checked on every rank before any collective: ``True`` without a
+    process group of several ranks, and a loader already split between the ranks, raise `InputError`."""
+    shard = Shard.current() if distributed is not False else Shard()
+    if distributed and not shard.distributed:
+        raise InputError("distributed=True needs an initialised torch.distributed process group of several ranks "
+                         "(launch with torchrun and call torch.distributed.init_process_group first)")
+    if shard.distributed:
+        refuse_sharded_loader(data)
+    return shard
+
+
 def refuse_sharded_loader(data: Any) -> None:
     """kdviz shares the batches out itself, so every rank must see the same data in the same order: a DataLoader
     already split by a DistributedSampler would give each rank different batch numbers (checked on every rank,
