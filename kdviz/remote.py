@@ -19,7 +19,7 @@ from typing import Any
 
 from kdviz.errors import CorruptRunError, InputError, NotARunError, OptionalDependencyError, RunExistsError, RunNotFoundError
 
-META_FILE = "meta.json"
+META_FILE = "meta.json"  # a run's metadata, written last: its presence makes a directory or prefix a run
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -64,12 +64,6 @@ def open_root(url: str, storage_options: Mapping[str, Any] | None = None, *, mod
     import zarr
 
     return zarr.open_group(url, mode=mode, zarr_format=3, storage_options=dict(storage_options or {}))
-
-
-def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether a complete run (one with its ``meta.json``) is at ``url``."""
-    fs, root = filesystem(url, storage_options)
-    return fs.exists(f"{root.rstrip('/')}/{META_FILE}")
 
 
 def check_destination(url: str, storage_options: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> bool:

@@ -46,7 +46,7 @@ from kdviz.errors import (
 )
 
 SCHEMA_VERSION = 1
-META_FILE = "meta.json"
+META_FILE = remote.META_FILE
 CHUNK_TARGET_BYTES = 2 * 1024 * 1024
 
 
