@@ -27,13 +27,13 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
     if num_procs < 1:
         raise InputError(f"--num-procs must be at least 1, not {num_procs}")
     library = RunLibrary.from_paths(paths)
-    remote_runs = any(library.run(name).remote for name in library.names)
-    if warm and not (remote_runs and num_procs > 1):
-        library.warm(progress=lambda what: print(f"kdviz: warming {what}", flush=True))
-    app = lambda: served_session(library)  # noqa: E731
-    if remote_runs and num_procs > 1:
+    if num_procs > 1 and any(library.run(name).remote for name in library.names):
         # object-storage clients (fsspec's event loop thread) do not survive fork: each process opens its own runs
         app = per_process_app(paths, warm)
+    else:
+        if warm:
+            library.warm(progress=lambda what: print(f"kdviz: warming {what}", flush=True))
+        app = lambda: served_session(library)  # noqa: E731
     host = address or LOCALHOST
     shown = "localhost" if host in (LOCALHOST, "localhost") else host
     procs = f", {num_procs} processes" if num_procs > 1 else ""
