@@ -1,4 +1,5 @@
-# Quickstart: `make demo` (build the demo runs and serve them) and `make test` (the whole suite).
+# Quickstart: `make demo` (build the demo runs and serve them), `make test` (the whole suite, as CI runs it) and
+# `make test-fast` (the set without browser, torchrun and slow tests).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 5006
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +21,15 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed-dev
 	$(BIN)/kdviz demo --port $(PORT)
 
+# the whole suite, as CI runs it; the 25 slowest tests are listed at the end
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check kdviz tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+# the fast set for development (a few minutes): no browser, no torchrun, nothing marked slow
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/ruff check kdviz tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check kdviz tests benchmarks

@@ -71,32 +71,39 @@ def served(command: list[str], port: int, *, timeout: float = 60, env: dict[str,
 @contextlib.contextmanager
 def offline_page(viewport: tuple[int, int] = (1280, 900)) -> Iterator[tuple[object, dict[str, list[str]]]]:
     """A Chromium page that refuses every request off localhost; yields it with logs of console errors,
-    blocked requests and dialogs."""
+    blocked requests and dialogs. ``offline_tab(page.context.browser, log)`` opens more such pages, each in its own
+    browser context (its own session cookies and storage), logging into the same ``log``."""
     from playwright.sync_api import sync_playwright
 
     log: dict[str, list[str]] = {"console_errors": [], "blocked": [], "dialogs": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-            page.on("console", lambda msg: log["console_errors"].append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: log["console_errors"].append(str(exc)))
-
-            def on_dialog(dialog) -> None:
-                log["dialogs"].append(dialog.message)
-                dialog.dismiss()
-
-            page.on("dialog", on_dialog)
-
-            def route(request_route) -> None:
-                url = request_route.request.url
-                if url.startswith(("http://localhost", "http://127.0.0.1", "ws://localhost", "ws://127.0.0.1", "data:", "blob:")):
-                    request_route.continue_()
-                else:
-                    log["blocked"].append(url)
-                    request_route.abort()
-
-            page.route("**/*", route)
-            yield page, log
+            yield offline_tab(browser, log, viewport), log
         finally:
             browser.close()
+
+
+def offline_tab(browser, log: dict[str, list[str]], viewport: tuple[int, int] = (1280, 900)):
+    """A new page in a new context of ``browser`` that refuses every request off localhost, logging console errors,
+    blocked requests and dialogs (dismissed) into ``log``."""
+    page = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}).new_page()
+    page.on("console", lambda msg: log["console_errors"].append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: log["console_errors"].append(str(exc)))
+
+    def on_dialog(dialog) -> None:
+        log["dialogs"].append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+
+    def route(request_route) -> None:
+        url = request_route.request.url
+        if url.startswith(("http://localhost", "http://127.0.0.1", "ws://localhost", "ws://127.0.0.1", "data:", "blob:")):
+            request_route.continue_()
+        else:
+            log["blocked"].append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -14,13 +15,29 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
-    """The three demo runs, built by `kdviz demo --build-only` from the committed weights: {name: Run}."""
+    """The three demo runs without attributions, built once by `kdviz demo --build-only --no-attributions` from
+    the committed weights (about 10 s on 2 cores): {name: Run}. Read-only: tests never write into them."""
     from kdviz.cli import main
     from kdviz.store import Run
 
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--build-only", str(out), "--quiet"]) == 0
+    assert main(["demo", "--build-only", str(out), "--quiet", "--no-attributions"]) == 0
     return {path.name.removesuffix(".kdviz"): Run.open(path) for path in sorted(out.glob("*.kdviz"))}
+
+
+@pytest.fixture(scope="session")
+def explained_demo_runs(demo_runs, tmp_path_factory):
+    """The demo runs as `kdviz demo` serves them: a copy of `demo_runs` with both models' attributions added by
+    `add_demo_attributions`, as `kdviz demo` does. Built once, only when a test asks for it: {name: Run}."""
+    from kdviz.demo.build import add_demo_attributions
+    from kdviz.store import Run
+
+    out = tmp_path_factory.mktemp("demo-explained")
+    runs = {}
+    for name, run in demo_runs.items():
+        shutil.copytree(run.path, out / run.path.name)
+        runs[name] = add_demo_attributions(Run.open(out / run.path.name), progress=False)
+    return runs
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,8 @@ def notices(page) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(demo_runs):
-    return Dashboard(RunLibrary(list(demo_runs.values())))
+def dashboard(explained_demo_runs):
+    return Dashboard(RunLibrary(list(explained_demo_runs.values())))
 
 
 def open_page(board: Dashboard, title: str):
@@ -49,8 +49,8 @@ EXPECTED = {  # figures each page draws for each demo run
 
 
 @pytest.mark.parametrize("name", ["charlm", "digits-cnn", "digits-vit"])
-def test_every_page_draws_for_every_demo_run_without_writing(dashboard, demo_runs, name):
-    before = tree_digest(demo_runs[name].path)
+def test_every_page_draws_for_every_demo_run_without_writing(dashboard, explained_demo_runs, name):
+    before = tree_digest(explained_demo_runs[name].path)
     dashboard.show_run(name)
     for title, expected in EXPECTED.items():
         page = open_page(dashboard, title)
@@ -59,7 +59,7 @@ def test_every_page_draws_for_every_demo_run_without_writing(dashboard, demo_run
         assert not notices(page), (title, notices(page))
     training = open_page(dashboard, "Training")  # the demo runs have no history: the page says how to record one
     assert any("kdviz.distill" in text for text in notices(training))
-    assert tree_digest(demo_runs[name].path) == before
+    assert tree_digest(explained_demo_runs[name].path) == before
 
 
 def test_a_sample_picked_on_one_page_is_shown_on_every_page(dashboard):

@@ -70,8 +70,8 @@ def test_retrain_writes_loadable_weights(tmp_path):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
-def test_info_command_prints_a_readable_summary(demo_runs, capsys):
-    run = demo_runs["digits-cnn"]
+def test_info_command_prints_a_readable_summary(explained_demo_runs, capsys):
+    run = explained_demo_runs["digits-cnn"]
     assert main(["info", str(run.path)]) == 0
     text = capsys.readouterr().out
     assert "digits-cnn" in text and "classification, 500 samples, 10 classes" in text
@@ -80,15 +80,15 @@ def test_info_command_prints_a_readable_summary(demo_runs, capsys):
     assert "attrib.  explaining teacher_pred: grad_cam (500), integrated_gradients (500), saliency (500)" in text
 
 
-def test_demo_runs_carry_attributions_of_both_models(demo_runs):
+def test_demo_runs_carry_attributions_of_both_models(explained_demo_runs):
     """`kdviz demo` explains every demo run, so the served dashboard never computes a gradient."""
     from kdviz.demo.build import DEMO_ATTRIBUTIONS
 
-    for name, run in demo_runs.items():
+    for name, run in explained_demo_runs.items():
         assert run.attribution_targets() == {"teacher_pred": sorted(DEMO_ATTRIBUTIONS[name]["methods"])}
-    lm = demo_runs["charlm"].attribution("attention_x_gradient")
-    assert lm.maps("teacher").shape == (demo_runs["charlm"].n_samples, demo_data.SEQ_LEN)
-    assert demo_runs["digits-cnn"].attribution("grad_cam").attrs["layers"] == {"teacher": "layer3", "student": "layer3"}
+    lm = explained_demo_runs["charlm"].attribution("attention_x_gradient")
+    assert lm.maps("teacher").shape == (explained_demo_runs["charlm"].n_samples, demo_data.SEQ_LEN)
+    assert explained_demo_runs["digits-cnn"].attribution("grad_cam").attrs["layers"] == {"teacher": "layer3", "student": "layer3"}
 
 
 def test_info_command_reports_errors_without_a_trace(tmp_path, capsys):

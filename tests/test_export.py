@@ -27,9 +27,10 @@ def open_offline(path, screenshot: str | None = None) -> tuple[dict, int, int]:
         return log, plots, drawn
 
 
-def test_export_of_the_demo_runs_opens_offline_with_every_page(demo_runs, tmp_path, capsys):
+@pytest.mark.browser
+def test_export_of_the_demo_runs_opens_offline_with_every_page(explained_demo_runs, tmp_path, capsys):
     out = tmp_path / "demo.html"
-    assert main(["export", str(next(iter(demo_runs.values())).path.parent), str(out), "--sample", "3"]) == 0
+    assert main(["export", str(next(iter(explained_demo_runs.values())).path.parent), str(out), "--sample", "3"]) == 0
     assert "opens offline" in capsys.readouterr().out
     html = out.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", html)  # plotly.js is inlined, nothing else is loaded
@@ -38,11 +39,12 @@ def test_export_of_the_demo_runs_opens_offline_with_every_page(demo_runs, tmp_pa
     # digits-cnn 8 (summary card, KL histogram, drill-down, AT overlay, CKA, 3 attribution views); digits-vit 9 (pair view
     # and layer map instead of the overlay); charlm 8 (summary card, token strip, pair view, layer map, CKA, 3 attribution views)
     assert plots == drawn == 25
-    for name in demo_runs:
+    for name in explained_demo_runs:
         assert f"<h2>{name}</h2>" in html
     assert html.count("class='kd-missing'") == 3  # the three runs have no training history, and say how to record it
 
 
+@pytest.mark.browser
 def test_export_escapes_run_text_and_filters_pages(tmp_path):
     digits = load_digits()
     teacher, student, _ = load_pair("cnn")

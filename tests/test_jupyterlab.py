@@ -43,6 +43,8 @@ def jupyterlab_command(port: int, root: Path, settings: Path) -> list[str]:
             f"--LabApp.user_settings_dir={settings}"]
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(600)
 def test_quickstart_in_jupyterlab(tmp_path):
     require_chromium()

@@ -25,6 +25,7 @@ nbformat.write(notebook, target)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_offline(path, tmp_path):
     """Executed top to bottom in a fresh process and directory, so each notebook builds the demo runs it needs itself.

@@ -17,6 +17,7 @@ def figure():
     return views.sample_drilldown(rng.normal(size=10), rng.normal(size=10), T=4.0, target=3, sample_index=7)
 
 
+@pytest.mark.browser
 def test_a_view_is_saved_as_png_and_svg(figure, tmp_path):
     require_chromium()
     png = save.save_figure(figure, tmp_path / "drilldown.png", scale=1)

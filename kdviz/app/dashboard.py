@@ -20,6 +20,7 @@ from kdviz.app.pages.base import Page
 from kdviz.app.pages.features import FeaturesPage
 from kdviz.app.pages.logits import LogitsPage
 from kdviz.app.pages.training import TrainingPage
+from kdviz.app.query import parse_query
 from kdviz.app.state import Selection
 from kdviz.views import theme
 
@@ -29,7 +30,8 @@ PAGES: tuple[type[Page], ...] = (OverviewPage, LogitsPage, AttentionPage, Featur
 class Dashboard:
     """One session: the selection, its header controls and the pages. ``pages`` by title, ``layout`` to serve."""
 
-    def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None) -> None:
+    def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None,
+                 step: int | None = None, page: str | None = None) -> None:
         self.library = library
         self.selection = Selection()
         self.selection.param.run.objects = library.names
@@ -47,6 +49,10 @@ class Dashboard:
         self.show_run(first)
         if sample is not None:
             self.selection.sample = min(max(0, sample), self.library.run(first).n_samples - 1)
+        if step is not None and step in self.library.run(first).steps:
+            self.selection.step = step
+        if page in self.pages:
+            self.tabs.active = list(self.pages).index(page)
         self._tab_changed()
         header = pn.pane.HTML(
             f"<h1 style='font-family:{theme.FONT_FAMILY};margin:8px 6px 0 6px'>kdviz"
@@ -89,7 +95,8 @@ class Dashboard:
 
 
 def session_app(library: RunLibrary) -> pn.viewable.Viewable:
-    """A new session's layout. ``?run=NAME`` (a served run's name, nothing else) and ``?sample=I`` choose what opens."""
+    """A new session's layout. ``?run=NAME`` (a served run's name, nothing else), ``?sample=I``, ``?step=S`` and
+    ``?page=logits`` choose what opens (`kdviz.app.query`: anything else in the URL is ignored)."""
     # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot). Shown inline in a
     # notebook kernel (not served), Bokeh and Panel's JavaScript would come from a CDN unless inlined in the output.
     # A served session must not pass inline at all: in forked server processes (--num-procs) that made Panel link
@@ -98,15 +105,8 @@ def session_app(library: RunLibrary) -> pn.viewable.Viewable:
         pn.extension("plotly", inline=True)
     else:
         pn.extension("plotly")
-    args = pn.state.session_args or {}
-    run = _arg(args, "run")
-    sample = _arg(args, "sample")
-    return Dashboard(library, run=run, sample=int(sample) if sample and sample.isdigit() else None).layout
-
-
-def _arg(args: dict, key: str) -> str | None:
-    values = args.get(key) or []
-    return values[0].decode("utf-8", "replace") if values else None
+    query = parse_query(pn.state.session_args, runs=library.names, pages=[page.title for page in PAGES])
+    return Dashboard(library, run=query.run, sample=query.sample, step=query.step, page=query.page).layout
 
 
 def dashboard(paths: Sequence[str | os.PathLike]) -> pn.viewable.Viewable:
