@@ -299,6 +299,8 @@ class CaptureSession:
         return records
 
     def _classification_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict) -> None:
+        if batch.labels is not None:
+            check_labels(batch.labels, outputs[0].logits.shape[-1], self.offset, "class", ignore_index=None)
         for role, out in zip(ROLES, outputs, strict=True):
             records[f"{role}/logits"] = _np(out.logits.float())
             if batch.labels is not None:
@@ -308,7 +310,7 @@ class CaptureSession:
 
     def _token_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict, offset: int) -> None:
         z_t, z_s = outputs[0].logits, outputs[1].logits
-        targets = self._targets(batch, z_t.shape[:2], z_t.device)
+        targets = self._targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1])
         stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
         records["pair/tokens/kl"] = _np(stats["kl"]).astype(np.float32)
         records["pair/tokens/reverse_kl"] = _np(stats["reverse_kl"]).astype(np.float32)
@@ -335,7 +337,7 @@ class CaptureSession:
             for role, z in zip(ROLES, (z_t, z_s), strict=True):
                 records[f"{role}/logits"] = _np(z[keep].float())
 
-    def _targets(self, batch: Batch, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+    def _targets(self, batch: Batch, shape: torch.Size, device: torch.device, vocab_size: int) -> torch.Tensor | None:
         """Per-position target token ids [B, T] (−100 where none), from labels or the next input token."""
         next_token = self.next_token
         if next_token is None:
@@ -346,6 +348,8 @@ class CaptureSession:
             source = main if not main.is_floating_point() and main.ndim == 2 else None
         if source is None:
             return None
+        if batch.labels is not None:
+            check_labels(source, vocab_size, self.offset, "token", ignore_index=IGNORE_INDEX)
         source = source.to(device).long()
         if tuple(source.shape) != tuple(shape):
             raise InputError(f"token labels must have shape {tuple(shape)} like the logits, got {tuple(source.shape)}")
@@ -562,3 +566,25 @@ def live_cka(
     if accumulator is None:
         raise InputError("the data yielded no samples")
     return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)
+
+
+IGNORE_INDEX = -100  # PyTorch's and Hugging Face's "no label here"
+
+
+def check_labels(labels: torch.Tensor, n_classes: int, offset: int, kind: str, *, ignore_index: int | None) -> None:
+    """Refuse labels that cannot be stored truthfully: non-integers, and values outside [0, ``n_classes``) other than
+    ``ignore_index``; the message names the first bad sample (``offset`` is the batch's first sample)."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise InputError(f"{kind} labels must be integer ids, got {labels.dtype} (the batch starting at sample {offset}); "
+                         "convert class indices with labels.long(), after checking they are whole numbers")
+    bad = (labels < 0) | (labels >= n_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(bad.any()):
+        position = tuple(int(i) for i in torch.nonzero(bad)[0])
+        value = int(labels[position])
+        allowed = f"0..{n_classes - 1}" + (f" or {ignore_index} (ignored)" if ignore_index is not None else "")
+        where = f"sample {offset + position[0]}" + (f", position {position[1]}" if len(position) > 1 else "")
+        raise InputError(f"{kind} label {value} at {where} is outside {allowed}: the models have {n_classes} outputs; "
+                         "fix the labels, or check that the data and the models belong together")

@@ -1,4 +1,7 @@
-"""The ``kdviz`` command: ``demo``, ``serve``, ``export``, ``info``, ``upload``."""
+"""The ``kdviz`` command: ``demo``, ``serve``, ``export``, ``info``, ``verify``, ``upload``.
+
+A failure caused by a run or an input prints one line naming the cause and the fix, and exits with 2; ``--debug``
+shows the traceback instead."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from kdviz.errors import KdvizError
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdviz", description="See inside knowledge distillation.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="build the demo runs and serve them")
@@ -43,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = commands.add_parser("info", help="print a readable summary of a run")
     info.add_argument("run", metavar="RUN")
 
+    verify = commands.add_parser("verify", help="read every chunk of runs and list what is damaged (exit 2 if any)")
+    verify.add_argument("runs", nargs="+", metavar="RUN", help="run directories or URLs, or directories holding *.kdviz runs")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+
     upload = commands.add_parser("upload", help="publish a local run to object storage (any fsspec URL), meta.json last")
     upload.add_argument("run", metavar="RUN", help="a local run directory")
     upload.add_argument("url", metavar="URL", help="where to publish it, for example s3://bucket/runs/NAME.kdviz")
@@ -52,10 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KdvizError as exc:
-        print(f"kdviz: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"kdviz: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -72,8 +86,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         from kdviz.store import Run
 
-        print(Run.open(args.run).info())
+        run = Run.open(args.run)
+        summary = run.info()
+        run.check_structure()
+        print(summary)
         return 0
+    if args.command == "verify":
+        return _verify(args.runs, progress=not args.quiet)
     if args.command == "export":
         from kdviz.app.export import export_html
 
@@ -87,6 +106,36 @@ def _dispatch(args: argparse.Namespace) -> int:
               origins=args.origin)
         return 0
     return _demo(args)
+
+
+def _verify(paths: Sequence[str], *, progress: bool) -> int:
+    """Verify every run: 0 when all are intact, 2 when any is damaged or cannot be opened (each listed)."""
+    from kdviz import temporaries
+    from kdviz.store import Run, iter_run_paths
+
+    damaged = 0
+    for path in iter_run_paths(list(paths)):
+        if not isinstance(path, str):
+            for stale in temporaries.remove_stale(Path(path).expanduser().absolute().parent):
+                print(f"kdviz: removed {stale.name}, left by a capture whose process is gone")
+        try:
+            run = Run.open(path)
+            damage = run.verify(progress=progress)
+        except KdvizError as exc:
+            print(f"{path}: cannot be opened: {_one_line(exc)}")
+            damaged += 1
+            continue
+        if damage:
+            damaged += 1
+            print(f"{path}: DAMAGED, {len(damage)} problem(s):")
+            for item in damage:
+                print(f"  {item}")
+        else:
+            print(f"{path}: intact ({len(run.manifest or run.array_keys())} arrays)")
+    if damaged:
+        print(f"kdviz: {damaged} run(s) damaged; capture them again or restore them from a copy", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

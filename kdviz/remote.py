@@ -59,11 +59,29 @@ def read_meta_text(url: str, storage_options: Mapping[str, Any] | None = None) -
         raise CorruptRunError(f"{url}/{META_FILE} is not text; the run is damaged, capture it again") from exc
 
 
-def open_root(url: str, storage_options: Mapping[str, Any] | None = None, *, mode: str = "r") -> Any:
-    """The zarr root group of a remote run."""
+def open_root(url: str, storage_options: Mapping[str, Any] | None = None, *, mode: str = "r", checked: bool = False) -> Any:
+    """The zarr root group of a remote run; ``checked``: read through `kdviz.integrity.CheckedStore` (an absent chunk
+    raises instead of reading as fill values)."""
     import zarr
+    from zarr.storage import FsspecStore
 
-    return zarr.open_group(url, mode=mode, zarr_format=3, storage_options=dict(storage_options or {}))
+    if not checked:
+        return zarr.open_group(url, mode=mode, zarr_format=3, storage_options=dict(storage_options or {}))
+    from kdviz.integrity import CheckedStore
+
+    store = FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
+    return zarr.open_group(store=CheckedStore(store, url_name(url).removesuffix(".kdviz")), mode="r", zarr_format=3)
+
+
+def read_text(url: str, name: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """The text of the file ``name`` of a remote run (one request); None when it is absent."""
+    fs, root = filesystem(url, storage_options)
+    try:
+        return fs.cat_file(f"{root.rstrip('/')}/{name}").decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        raise CorruptRunError(f"{url}/{name} is not text; the run is damaged, capture it again") from exc
 
 
 def check_destination(url: str, storage_options: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> bool:

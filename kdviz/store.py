@@ -18,6 +18,7 @@ Only this module touches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from kdviz import remote
+from kdviz import integrity, remote, temporaries
 from kdviz._version import __version__
 from kdviz.errors import (
     CorruptRunError,
@@ -44,18 +45,21 @@ from kdviz.errors import (
     RunNotFoundError,
     SchemaTooNewError,
 )
+from kdviz.meta_schema import validate_meta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: checksummed chunks and manifest.json (`kdviz.integrity`); 1 is still read
 META_FILE = remote.META_FILE
+READ_ERRORS = (ValueError, RuntimeError, OSError, EOFError)  # what zarr and its codecs raise for damaged bytes
 CHUNK_TARGET_BYTES = 2 * 1024 * 1024
 
 
 class LazyArray:
     """A read-only view of one stored array; nothing is read until it is sliced or converted."""
 
-    def __init__(self, array: zarr.Array, key: str) -> None:
+    def __init__(self, array: zarr.Array, key: str, run_name: str = "") -> None:
         self._array = array
         self.key = key
+        self.run_name = run_name
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -73,10 +77,16 @@ class LazyArray:
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self._array[index])
+        try:
+            return np.asarray(self._array[index])
+        except CorruptRunError:
+            raise
+        except READ_ERRORS as exc:  # a chunk that fails its checksum, is truncated or does not decode
+            raise CorruptRunError(f"array {self.key!r} of run {self.run_name!r} cannot be read: {exc}; "
+                                  f"{integrity.FIX}") from exc
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = np.asarray(self._array[...])
+        data = self[...]
         return data if dtype is None else data.astype(dtype)
 
     def read(self) -> np.ndarray:
@@ -243,11 +253,12 @@ class Run:
     """
 
     def __init__(self, path: Path | str, meta: dict[str, Any], root: zarr.Group, *,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, manifest: Any = "lazy") -> None:
         self.path = path
         self.meta = meta
         self._root = root
         self.storage_options = dict(storage_options or {})
+        self._manifest = manifest  # {key: entry}, None for a schema-1 run, "lazy" until first read (remote runs)
         self.teacher = ModelSide(self, "teacher")
         self.student = ModelSide(self, "student")
 
@@ -259,10 +270,11 @@ class Run:
             url = os.fspath(path).rstrip("/")
             meta = _parse_meta(remote.read_meta_text(url, storage_options), f"{url}/{META_FILE}")
             try:
-                root = remote.open_root(url, storage_options)
+                root = remote.open_root(url, storage_options, checked=True)
             except Exception as exc:  # zarr and fsspec raise several types for a damaged or unreachable hierarchy
                 raise CorruptRunError(f"the arrays of run {url!r} cannot be opened ({exc}); capture the run again") from exc
-            return cls(url, meta, root, storage_options=storage_options)
+            return cls(url, meta, root, storage_options=storage_options,
+                       manifest="lazy" if meta["schema_version"] >= 2 else None)
         path = Path(path).expanduser()
         if not path.exists():
             raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist; check it, or build one with kdviz.capture(...)")
@@ -272,11 +284,61 @@ class Run:
                 f"{str(path)!r} is not a kdviz run: it has no {META_FILE}; runs are directories written by kdviz.capture()"
             )
         meta = _read_meta(meta_path)
+        manifest = _read_manifest(path, meta)
         try:
-            root = zarr.open_group(store=str(path), mode="r", zarr_format=3)
+            root = _open_checked(path)
         except Exception as exc:  # zarr raises several types for a damaged hierarchy
             raise CorruptRunError(f"the arrays of run {str(path)!r} cannot be opened ({exc}); capture the run again") from exc
-        return cls(path, meta, root)
+        run = cls(path, meta, root, manifest=manifest)
+        run._check_lengths()
+        return run
+
+    @property
+    def manifest(self) -> dict[str, dict[str, Any]] | None:
+        """What the run recorded of each array at commit (`kdviz.integrity`); None for a schema-1 run."""
+        if self._manifest == "lazy":
+            where = f"{self.path}/{integrity.MANIFEST_FILE}"
+            self._manifest = integrity.parse_manifest(remote.read_text(self.path, integrity.MANIFEST_FILE, self.storage_options), where)
+            if self._manifest is None:
+                raise CorruptRunError(f"run {self.name!r} has no {integrity.MANIFEST_FILE}; {integrity.FIX}")
+        return self._manifest
+
+    def _check_lengths(self) -> None:
+        """The sample count in meta.json must be the length of the per-sample arrays (checked from the manifest)."""
+        manifest = self.manifest
+        if not manifest:
+            return
+        for key in ("inputs/labels", "inputs/token_ids", *(f"{r}/logits" for r in ("teacher", "student") if self.task == "classification")):
+            entry = manifest.get(key)
+            if entry is not None and entry["shape"][:1] != [self.n_samples]:
+                raise CorruptRunError(f"run {self.name!r} says it holds {self.n_samples} samples, but {key!r} was written "
+                                      f"with {entry['shape'][0]}; the meta.json is damaged: {integrity.FIX}")
+
+    def check_structure(self) -> None:
+        """A cheap check of the whole run (``kdviz info``): every array it wrote is there with its shape, dtype and
+        chunk grid, and (local runs) every chunk file exists; nothing is read. `verify` also reads every chunk."""
+        for key in self.manifest or {}:
+            try:
+                node = self._node(key)
+            except KeyError:
+                raise CorruptRunError(f"array {key!r} of run {self.name!r} is missing; {integrity.FIX}") from None
+            integrity.check_array(self.name, key, node, self.manifest)
+            if not self.remote:
+                problems = integrity.chunk_problems(Path(self.path) / key, node, self.manifest[key])
+                if problems:
+                    raise CorruptRunError(f"array {key!r} of run {self.name!r} is damaged: {'; '.join(problems[:3])}"
+                                          f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}; {integrity.FIX}")
+
+    def verify(self, *, progress: bool = True) -> list[integrity.Damage]:
+        """Read every chunk once and list what is damaged (``kdviz verify``); empty for an intact run."""
+        damage = integrity.verify_arrays(self._root, self.manifest, self.name, progress=progress,
+                                         directory=None if self.remote else Path(self.path))
+        if self.manifest is not None:
+            try:
+                self._check_lengths()
+            except CorruptRunError as exc:
+                damage.append(integrity.Damage(META_FILE, str(exc)))
+        return damage
 
     # ---- metadata -------------------------------------------------------------------------------
     @property
@@ -290,8 +352,8 @@ class Run:
 
     def _open_root(self, mode: str) -> zarr.Group:
         if self.remote:
-            return remote.open_root(self.path, self.storage_options, mode=mode)
-        return zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
+            return remote.open_root(self.path, self.storage_options, mode=mode, checked=mode == "r")
+        return _open_checked(self.path) if mode == "r" else zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
 
     @property
     def task(self) -> str:
@@ -318,20 +380,33 @@ class Run:
     # ---- arrays ---------------------------------------------------------------------------------
     def has(self, key: str) -> bool:
         try:
-            self._root[key]
+            self._node(key)
         except KeyError:
             return False
         return True
 
     def array(self, key: str) -> LazyArray:
-        """The stored array under ``key`` (for example ``"inputs/labels"``), unread."""
+        """The stored array under ``key`` (for example ``"inputs/labels"``), unread; its metadata is checked against
+        what the run wrote (`kdviz.integrity.check_array`)."""
         try:
-            node = self._root[key]
+            node = self._node(key)
         except KeyError as exc:
+            if self.manifest is not None and key in self.manifest:
+                raise CorruptRunError(f"array {key!r} of run {self.name!r} was written but is gone; {integrity.FIX}") from exc
             raise MissingDataError(f"run {self.name!r} has no array {key!r}") from exc
         if not isinstance(node, zarr.Array):
             raise MissingDataError(f"{key!r} in run {self.name!r} is a group, not an array")
-        return LazyArray(node, key)
+        integrity.check_array(self.name, key, node, self.manifest)
+        return LazyArray(node, key, self.name)
+
+    def _node(self, key: str) -> zarr.Array | zarr.Group:
+        """The zarr node under ``key``: KeyError when absent, `CorruptRunError` when its metadata is unreadable."""
+        try:
+            return self._root[key]
+        except KeyError:
+            raise
+        except Exception as exc:  # a zarr.json that is not JSON, or not valid zarr metadata
+            raise CorruptRunError(f"the metadata of {key!r} in run {self.name!r} cannot be read ({exc}); {integrity.FIX}") from exc
 
     def array_keys(self) -> list[str]:
         """Every stored array key."""
@@ -367,8 +442,13 @@ class Run:
                 del writable[key]
             group = writable.require_group(key)
             for array_name, data in arrays.items():
-                group.create_array(array_name, data=np.ascontiguousarray(data))
+                group.create_array(array_name, data=np.ascontiguousarray(data), compressors=integrity.checksummed(None),
+                                   config={"write_empty_chunks": True})
             group.attrs.update(dict(attrs))
+        if self.manifest is not None:
+            added = integrity.scan(group, prefix=f"{key}/", directory=Path(self.path) / key)
+            integrity.merge_manifest(Path(self.path), [key], added)
+            self._manifest = {k: v for k, v in self.manifest.items() if not k.startswith(f"{key}/")} | added
         self._root = self._open_root("r")
 
     def attribution_targets(self) -> dict[str, list[str]]:
@@ -416,11 +496,12 @@ class Run:
             raise MissingDataError(f"run {self.name!r} has no training history; record one with kdviz.distill(..., record=path)")
         return RunAtStep(self, steps[-1] if step is None else int(step))
 
-    def info(self) -> RunInfo:
-        """A readable summary: task, samples, both models with accuracy, layer map and capture settings."""
+    def info(self, *, location: bool = True) -> RunInfo:
+        """A readable summary: task, samples, both models with accuracy, layer map and capture settings (and where the
+        run is stored, unless ``location=False``)."""
         from kdviz.summary import run_summary
 
-        return RunInfo(run_summary(self))
+        return RunInfo(run_summary(self, location=location))
 
     def __repr__(self) -> str:
         return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"
@@ -445,7 +526,7 @@ class RunAtStep(Run):
         for field_name in ("accuracy", "perplexity"):
             if info.get(f"student_{field_name}") is not None:
                 meta["student"][field_name] = info[f"student_{field_name}"]
-        super().__init__(base.path, meta, base._root, storage_options=base.storage_options)
+        super().__init__(base.path, meta, base._root, storage_options=base.storage_options, manifest=base.manifest)
         self.base = base
         self.step = int(step)
         self.prefix = history_key(step) + "/"
@@ -477,6 +558,27 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     return _parse_meta(text, meta_path)
 
 
+def _open_checked(path: Path) -> zarr.Group:
+    """A local run's root, read through a `kdviz.integrity.CheckedStore` (an absent chunk raises)."""
+    from zarr.storage import LocalStore
+
+    store = integrity.CheckedStore(LocalStore(str(path), read_only=True), path.name.removesuffix(".kdviz"))
+    return zarr.open_group(store=store, mode="r", zarr_format=3)
+
+
+def _read_manifest(path: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    manifest_path = path / integrity.MANIFEST_FILE
+    if not manifest_path.is_file():
+        if meta["schema_version"] >= 2:
+            raise CorruptRunError(f"run {str(path)!r} has no {integrity.MANIFEST_FILE}; {integrity.FIX}")
+        return None
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptRunError(f"{str(manifest_path)!r} cannot be read ({exc}); {integrity.FIX}") from exc
+    return integrity.parse_manifest(text, str(manifest_path))
+
+
 def _parse_meta(text: str, meta_path: Path | str) -> dict[str, Any]:
     """Check and return a run's metadata (``meta_path`` names it in errors)."""
     try:
@@ -494,10 +596,7 @@ def _parse_meta(text: str, meta_path: Path | str) -> dict[str, Any]:
             f"written by kdviz {meta.get('kdviz_version', '?')}; "
             f"this kdviz {__version__} reads schema {SCHEMA_VERSION} at most: upgrade kdviz (pip install -U kdviz)"
         )
-    missing = [key for key in ("task", "n_samples", "teacher", "student", "layer_map") if key not in meta]
-    if missing:
-        raise CorruptRunError(f"{str(meta_path)!r} lacks {missing}; the run is damaged, capture it again")
-    return meta
+    return validate_meta(meta, repr(str(meta_path)))
 
 
 # ---- writing --------------------------------------------------------------------------------------
@@ -515,7 +614,7 @@ class _StreamedArray:
             shape=(0, *row_shape),
             chunks=(self.chunk_rows, *row_shape),
             dtype=first.dtype,
-            compressors="auto" if compress else None,
+            compressors=integrity.checksummed("auto" if compress else None),
             fill_value=0,
             config={"write_empty_chunks": True},  # skips a scan of every chunk for fill values (2× faster writes)
         )
@@ -574,8 +673,12 @@ class RunWriter:
         self._start(self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"), queue_size)
 
     def _start(self, tmp_path: Path, queue_size: int) -> None:
+        temporaries.remove_stale(tmp_path.parent)  # what killed processes left beside the run
         self.tmp_path = tmp_path
         self._root = zarr.open_group(store=str(self.tmp_path), mode="w", zarr_format=3)
+        temporaries.claim(self.tmp_path)
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(temporaries.sigterm_raises())
         self._arrays: dict[str, _StreamedArray] = {}
         self._settings: dict[str, tuple[int | None, bool]] = {}
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -605,17 +708,19 @@ class RunWriter:
         """Flush every array, write ``meta.json`` and rename the run into place (or publish it to its URL, meta.json
         last); returns the final path or URL."""
         self._finish_writes()
+        written = zarr.open_group(store=str(self.tmp_path), mode="r", zarr_format=3)
+        integrity.write_manifest(self.tmp_path, integrity.scan(written, directory=self.tmp_path))
         full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
         (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
         if self.url is not None:
             try:
                 remote.upload(self.tmp_path, self.url, self.storage_options, overwrite=self.overwrite)
             finally:
-                self._closed = True
+                self._close()
                 shutil.rmtree(self._staging, ignore_errors=True)
             return self.url
         move_into_place(self.tmp_path, self.path)
-        self._closed = True
+        self._close()
         return self.path
 
     def finish_rows(self) -> Path:
@@ -634,11 +739,17 @@ class RunWriter:
         """Drop everything written so far."""
         if self._closed:
             return
-        self._closed = True
         self._stop_thread()
         shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self._close()
         if self.url is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+
+    def _close(self) -> None:
+        """The temporary directory is gone (renamed or removed): drop its owner record and the SIGTERM handler."""
+        self._closed = True
+        temporaries.release(self.tmp_path)
+        self._signals.close()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -714,12 +825,16 @@ class GroupWriter(RunWriter):
             for name, group_attrs in attrs.items():
                 zarr.open_group(store=str(self.tmp_path / name), mode="a", zarr_format=3).attrs.update(dict(group_attrs))
             zarr.open_group(store=str(self.path), mode="a", zarr_format=3).require_group(self.prefix)
-        keys = []
+        keys = [f"{self.prefix}/{name}" for name in attrs]
+        added = {}
+        for name, key in zip(attrs, keys, strict=True):
+            group = zarr.open_group(store=str(self.tmp_path / name), mode="r", zarr_format=3)
+            added |= integrity.scan(group, prefix=f"{key}/", directory=self.tmp_path / name)
         for name in attrs:
             move_into_place(self.tmp_path / name, self.path / self.prefix / name)
-            keys.append(f"{self.prefix}/{name}")
+        integrity.merge_manifest(self.path, keys, added)
         shutil.rmtree(self.tmp_path, ignore_errors=True)
-        self._closed = True
+        self._close()
         return keys
 
 

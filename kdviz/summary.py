@@ -10,8 +10,10 @@ if TYPE_CHECKING:
     from kdviz.store import Run
 
 
-def format_count(n: int) -> str:
-    """12_345_678 -> '12.3M'."""
+def format_count(n: int | None) -> str:
+    """12_345_678 -> '12.3M'; None (not recorded) -> '?'."""
+    if n is None:
+        return "?"
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.1f}{unit}"
@@ -37,19 +39,22 @@ def model_line(role: str, model: dict[str, Any]) -> str:
     )
 
 
-def run_summary(run: Run) -> str:
+def run_summary(run: Run, *, location: bool = True) -> str:
+    """The readable summary of a run; ``location=False`` leaves out where it is stored (for exports)."""
     meta = run.meta
     teacher, student = meta["teacher"], meta["student"]
-    ratio = teacher["n_params"] / max(1, student["n_params"])
+    sizes = (teacher.get("n_params"), student.get("n_params"))
+    ratio = f"{sizes[0] / max(1, sizes[1]):.1f}×" if None not in sizes else "not recorded"
     lines = [
-        f"kdviz run {run.name!r} at {run.path}",
+        f"kdviz run {run.name!r}" + (f" at {run.path}" if location else ""),
         f"  task     {meta['task']}, {meta['n_samples']} samples"
         + (f", {meta['n_classes']} classes" if meta.get("n_classes") and meta["task"] == "classification" else "")
         + (f", vocabulary {meta['n_classes']}" if meta.get("n_classes") and meta["task"] == "tokens" else ""),
         model_line("teacher", teacher),
         model_line("student", student),
-        f"  size     teacher/student parameters: {ratio:.1f}×",
-        f"  layers   {meta['layer_map']['spec']} map over {meta['layer_map']['unit']}: {describe_layer_map(meta['layer_map']['pairs'])}",
+        f"  size     teacher/student parameters: {ratio}",
+        f"  layers   {meta['layer_map'].get('spec', 'given')} map over {meta['layer_map'].get('unit', 'layers')}: "
+        f"{describe_layer_map(meta['layer_map']['pairs'])}",
     ]
     capture = meta.get("capture", {})
     settings = ", ".join(f"{k}={v}" for k, v in capture.items() if k in ("batch_size", "attentions", "spatial_p", "topk", "device"))

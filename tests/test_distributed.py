@@ -22,6 +22,8 @@ from kdviz.store import RunWriter
 
 WORKER = Path(__file__).resolve().parent / "distributed_capture.py"
 
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
 
 def torchrun(out: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
@@ -112,7 +114,7 @@ def test_rank_0_moves_the_chunks_that_follow_batches_and_copies_the_rest(tmp_pat
                     writer.append_batch({"small": rows[start:stop], "big": rows[start:stop] * 10})
             writer.commit({"part_of": final.name})
     order = [(rank, local, {"small": count, "big": count}) for rank, local, count in batches]
-    meta = {"task": "classification", "n_samples": 14, "teacher": {}, "student": {}, "layer_map": {"pairs": []}}
+    meta = {"task": "classification", "n_samples": 14, "teacher": {"name": "t"}, "student": {"name": "s"}, "layer_map": {"pairs": []}}
     done = merge_parts(final, False, order, meta)
     assert done == {"moved": ["small"], "copied": ["big"]}
     run = kdviz.Run.open(final)

@@ -98,9 +98,14 @@ def test_opening_a_run_reads_only_its_metadata(published, s3):
     assert sorted(set(s3.gets())) == [f"{BUCKET}/runs/cnn.kdviz/meta.json", f"{BUCKET}/runs/cnn.kdviz/zarr.json"]
     assert not [key for _, key in s3.requests if "/c/" in key]  # no chunk of any array
     s3.requests.clear()
-    logits = run.teacher.logits[:5]  # reading a slice fetches that array's metadata and its chunks only
-    assert logits.shape == (5, 10)
-    assert {key.split("/cnn.kdviz/")[1].split("/")[0:2] == ["teacher", "logits"] for key in s3.gets()} == {True}
+    logits = run.teacher.logits[:5]  # reading a slice fetches that array's metadata and its chunks only, and the
+    assert logits.shape == (5, 10)   # run's manifest.json once (what the array must be, kdviz.integrity)
+    read = {key.split("/cnn.kdviz/")[1] for key in s3.gets()}
+    assert "manifest.json" in read
+    assert {key.split("/")[0:2] == ["teacher", "logits"] for key in read - {"manifest.json"}} == {True}
+    s3.requests.clear()
+    run.student.logits[:5]
+    assert {key.split("/cnn.kdviz/")[1].split("/")[0:2] == ["student", "logits"] for key in s3.gets()} == {True}
 
 
 def test_a_run_without_meta_json_is_not_a_run_and_names_are_protected(published):
@@ -133,6 +138,7 @@ def test_export_from_s3(published, tmp_path):
     assert f"<h2>{run.name}</h2>" in html and "How far the student is from the teacher" in html
 
 
+@pytest.mark.browser
 def test_serve_from_s3(published, s3):
     require_chromium()
     _, run, _ = published
@@ -148,6 +154,7 @@ def test_serve_from_s3(published, s3):
     assert log["console_errors"] == [] and log["blocked"] == []
 
 
+@pytest.mark.browser
 def test_serve_from_s3_in_several_processes(published):
     """Forked server processes each open the bucket's runs themselves (an object-storage client does not survive a
     fork): every visit renders, whichever process answers it."""

@@ -129,8 +129,10 @@ def test_corrupt_meta(tmp_path, cnn_pair):
 def test_meta_without_required_fields(tmp_path, cnn_pair):
     run, _, _ = small_run(tmp_path, cnn_pair)
     (run.path / "meta.json").write_text(json.dumps({"schema_version": 1}), encoding="utf-8")
-    with pytest.raises(CorruptRunError, match="lacks"):
+    with pytest.raises(CorruptRunError, match="does not follow the run schema") as error:
         Run.open(run.path)
+    for field in ("task", "n_samples", "teacher", "student", "layer_map"):  # every missing field is named
+        assert f"{field}: Field required" in str(error.value)
 
 
 def test_schema_newer_than_this_kdviz(tmp_path, cnn_pair):
@@ -166,6 +168,7 @@ def test_writer_streams_uneven_batches_into_whole_chunks(tmp_path):
         writer.configure("values", chunk_rows=4)
         for part in parts:
             writer.append("values", part)
-        writer.commit({"task": "classification", "n_samples": 32, "teacher": {}, "student": {}, "layer_map": {"pairs": []}})
+        writer.commit({"task": "classification", "n_samples": 32, "teacher": {"name": "t"}, "student": {"name": "s"},
+                       "layer_map": {"pairs": []}})
     run = Run.open(tmp_path / "w.kdviz")
     np.testing.assert_array_equal(run.array("values")[:], np.concatenate(parts))

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from kdviz.app.library import open_runs
-from kdviz.errors import InputError, KdvizError, MissingDataError
+from kdviz.errors import CorruptRunError, InputError, KdvizError, MissingDataError
 from kdviz.metrics import features as fm
 from kdviz.metrics import logits as lm
 from kdviz.store import Run
@@ -125,11 +125,14 @@ def export_html(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, s
 
 
 def _run_section(run: Run, sample: int, pages: Sequence[str]) -> str:
-    parts = [f"<section class='kd-run'><h2>{escape(run.name)}</h2><pre>{escape(str(run.info()))}</pre>"]
+    # never where the run lies on this machine: an export is made to be shared
+    parts = [f"<section class='kd-run'><h2>{escape(run.name)}</h2><pre>{escape(str(run.info(location=False)))}</pre>"]
     for page in pages:
         parts.append(f"<h3>{escape(page.capitalize())}</h3>")
         try:
             figures = BUILDERS[page](run, sample)
+        except CorruptRunError:
+            raise  # a damaged run is never exported as if it lacked a page
         except KdvizError as exc:  # the run lacks this page's data: say so, and how to capture it
             parts.append(f"<p class='kd-missing'>{escape(str(exc))}</p>")
             continue

@@ -411,13 +411,16 @@ def value_relation(values: ArrayLike, heads: int | None = None) -> np.ndarray:
     return torch.softmax(v @ v.transpose(-1, -2) / math.sqrt(v.shape[-1]), dim=-1).numpy()
 
 
-def spatial_attention(feature_map: torch.Tensor, p: float = 2.0, *, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Attention-transfer map of CNN features [B, C, H, W] -> [B, H, W] (Zagoruyko & Komodakis).
+def spatial_attention(feature_map: ArrayLike, p: float = 2.0, *, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Attention-transfer map of CNN features [B, C, H, W] -> [B, H, W] float32 tensor (Zagoruyko & Komodakis).
 
     Q = mean_c |A_c|^p, then L2-normalised over the H·W positions. Using |A| keeps odd p correct (the common
     code's A^p without abs is wrong for odd p). ``size`` bilinearly resamples Q before normalising, so
-    teacher and student maps of different sizes can be compared.
+    teacher and student maps of different sizes can be compared. Takes a tensor (gradients flow, as the
+    attention-transfer loss needs) or a numpy array.
     """
+    if not isinstance(feature_map, torch.Tensor):
+        feature_map = torch.as_tensor(np.asarray(feature_map))
     if feature_map.ndim != 4:
         raise InputError(f"spatial_attention expects conv features [B, C, H, W], got shape {tuple(feature_map.shape)}")
     if p <= 0:
