@@ -16,7 +16,7 @@ from kdviz.app.library import RunLibrary
 from kdviz.app.overview import OverviewPage
 from kdviz.app.pages.attention import AttentionPage
 from kdviz.app.pages.attribution import AttributionPage
-from kdviz.app.pages.base import Page
+from kdviz.app.pages.base import Page, notice
 from kdviz.app.pages.features import FeaturesPage
 from kdviz.app.pages.logits import LogitsPage
 from kdviz.app.pages.training import TrainingPage
@@ -58,8 +58,9 @@ class Dashboard:
             f"<h1 style='font-family:{theme.FONT_FAMILY};margin:8px 6px 0 6px'>kdviz"
             f"<span style='font-weight:400;color:{theme.NEUTRAL};font-size:16px'> · knowledge distillation, teacher vs "
             f"student · {escape(', '.join(library.names))}</span></h1>")
+        broken = [notice(f"{name} cannot be shown", reason) for name, reason in library.failures.items()]
         self.layout = pn.Column(
-            header, pn.Row(self.run_menu, self.step_menu, self.sample_input), self.tabs,
+            header, *broken, pn.Row(self.run_menu, self.step_menu, self.sample_input), self.tabs,
             styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width",
         )
 

@@ -11,8 +11,10 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from kdviz import remote
 from kdviz.errors import InputError, KdvizError
 from kdviz.metrics import features as fm
 from kdviz.store import Run, iter_run_paths
@@ -31,11 +33,25 @@ LOADERS: dict[str, Callable[[Run], Any]] = {
 }
 
 
-def open_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
-    """Open every run (directories of ``*.kdviz`` runs expand to their runs); names must be unique."""
-    runs = [Run.open(path) for path in iter_run_paths(list(paths))]
+def open_runs(paths: Sequence[str | os.PathLike], failures: dict[str, str] | None = None) -> list[Run]:
+    """Open every run (directories of ``*.kdviz`` runs expand to their runs); names must be unique. With
+    ``failures``, a run that cannot be opened is recorded there (its path: the one-line reason) instead of raising,
+    so one broken run does not stop the others from being served."""
+    runs = []
+    for path in iter_run_paths(list(paths)):
+        try:
+            run = Run.open(path)
+            run.check_structure()  # a run with an absent, truncated or altered array is refused up front
+            runs.append(run)
+        except KdvizError as exc:
+            if failures is None:
+                raise
+            # shown to visitors: the run's name, never where it lies on the server
+            where, name = os.fspath(path), remote.url_name(os.fspath(path)).removesuffix(".kdviz")
+            failures[name] = " ".join(str(exc).replace(str(Path(where).expanduser().absolute()), name).replace(where, name).split())
     if not runs:
-        raise KdvizError("no runs to serve; pass run directories (NAME.kdviz) or a directory that holds them")
+        broken = "".join(f"; {path}: {reason}" for path, reason in (failures or {}).items())
+        raise KdvizError(f"no runs to serve; pass run directories (NAME.kdviz) or a directory that holds them{broken}")
     names = [run.name for run in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -47,14 +63,17 @@ class RunLibrary:
     """Runs by name, opened once per process; ``data(kind, name)`` caches each page's data of a run (and of a run at a
     recorded training step). Safe to share between the sessions of one server process."""
 
-    def __init__(self, runs: Sequence[Run]) -> None:
+    def __init__(self, runs: Sequence[Run], failures: dict[str, str] | None = None) -> None:
         self._runs = {run.name: run for run in runs}
+        self.failures = dict(failures or {})  # runs that could not be opened: name -> one-line reason
         self._cache: dict[tuple[str, str, int | None], Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike]) -> RunLibrary:
-        return cls(open_runs(paths))
+        """The runs under ``paths``; those that cannot be opened are kept in `failures` and shown as such."""
+        failures: dict[str, str] = {}
+        return cls(open_runs(paths, failures), failures)
 
     @property
     def names(self) -> list[str]:

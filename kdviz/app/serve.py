@@ -1,7 +1,8 @@
 """``kdviz serve``: a read-only Panel server over runs named on the command line.
 
 The server opens each run once per process, never writes, never runs user code and never takes a path from a URL
-(``?run=`` picks among the served runs by name). It binds to localhost unless an address is given.
+(``?run=`` picks among the served runs by name). It binds to localhost unless an address is given, and answers
+only for allowed hosts and the dashboard's own routes (`kdviz.app.guard`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from kdviz.app.guard import RequestGuard
 from kdviz.app.library import RunLibrary, open_runs
 from kdviz.errors import InputError
 
@@ -37,18 +39,25 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
     host = address or LOCALHOST
     shown = "localhost" if host in (LOCALHOST, "localhost") else host
     procs = f", {num_procs} processes" if num_procs > 1 else ""
+    for name, reason in library.failures.items():
+        print(f"kdviz: not serving {name}: {reason}", flush=True)
     print(f"kdviz: serving {len(library.names)} run(s) ({', '.join(library.names)}) at http://{shown}:{port}{procs}", flush=True)
-    allowed = [f"localhost:{port}", f"127.0.0.1:{port}"] + ([f"{address}:{port}"] if address else []) + list(origins)
-    pn.serve(
+    guard = RequestGuard([*([address] if address else []), *origins])
+    server = pn.serve(
         {"/": app},
         port=port,
         address=host,
-        websocket_origin=allowed,
+        websocket_origin=[f"{name}:{port}" for name in ("localhost", "127.0.0.1")]  # Bokeh cannot parse [::1]
+        + ([f"{address}:{port}"] if address else []) + list(origins),
         show=show,
         title="kdviz",
         num_procs=num_procs,
         static_dirs={},
+        start=False,
     )
+    guard.install(server._tornado)  # in each process: with num_procs > 1, Bokeh has forked by now
+    server.start()
+    server.io_loop.start()
 
 
 def served_session(library: RunLibrary) -> None:
@@ -64,7 +73,9 @@ def served_session(library: RunLibrary) -> None:
     from kdviz.app.dashboard import session_app
 
     document = pn.state.curdoc
-    session_app(library).server_doc(document, title="kdviz")
+    # no Location model: Panel parses the query with str.isdigit() + int() (a 500 on ?sample=²); kdviz.app.query
+    # reads the session arguments itself, strictly
+    session_app(library).server_doc(document, title="kdviz", location=False)
     dist_url = f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
     for root in document.roots:
         patch_model_css(root, dist_url=dist_url)
