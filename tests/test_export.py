@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
 import torch
 from browser import ARTIFACTS, offline_page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import kdviz
 from kdviz.cli import main
@@ -18,7 +20,9 @@ def open_offline(path, screenshot: str | None = None) -> tuple[dict, int, int]:
     """Load the file's HTML into a page that refuses every request; returns the log, the plots and the drawn plots."""
     with offline_page((1280, 900)) as (page, log):
         page.set_content(path.read_text(encoding="utf-8"), wait_until="load")
-        page.wait_for_timeout(500)
+        with contextlib.suppress(PlaywrightTimeout):  # every plot drawn; if one never is, the counts below say so
+            page.wait_for_function("() => document.querySelectorAll('.plotly-graph-div').length === "
+                                   "document.querySelectorAll('.plotly-graph-div:has(.main-svg)').length", timeout=20_000)
         plots = page.locator(".plotly-graph-div").count()
         drawn = page.locator(".plotly-graph-div:has(.main-svg)").count()  # plots that plotly.js actually drew
         if screenshot:

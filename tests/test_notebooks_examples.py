@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -15,29 +17,47 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
 
 
-EXECUTE = """
-import sys, nbformat
-from nbclient import NotebookClient
-source, target, cwd = sys.argv[1:4]
-notebook = nbformat.read(source, as_version=4)
-NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
-nbformat.write(notebook, target)
-"""
+RUNNER = Path(__file__).resolve().parent / "notebook_runner.py"  # a fresh kernel per notebook, no nbclient
+
+
+# two notebooks at a time, each kernel on one thread: the machine's 2 cores, never oversubscribed (two kernels of
+# 2 torch threads each made a training notebook 4× slower, past its 300 s cell timeout)
+CONCURRENT_NOTEBOOKS = 2
+KERNEL_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def execute(path: Path, directory: Path, demo_runs: dict) -> subprocess.CompletedProcess:
+    """Run one notebook top to bottom in a fresh process (its own kernel) with ``directory`` as its working directory.
+    A notebook that opens ``runs/demo`` finds the demo runs there (a copy, as ``make demo`` leaves them), so it does
+    not build them again; the build itself is tested once, by the ``demo_runs`` fixture and tests/test_demo.py."""
+    if "runs/demo" in path.read_text(encoding="utf-8"):
+        for run in demo_runs.values():
+            shutil.copytree(run.path, directory / "runs" / "demo" / run.path.name)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **KERNEL_THREADS}
+    return subprocess.run([sys.executable, str(RUNNER), str(path), str(directory / "executed.ipynb"), str(directory)],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=directory)
+
+
+@pytest.fixture(scope="module")
+def executions(explained_demo_runs, tmp_path_factory):
+    """Every notebook's execution, started together on first use, two at a time: {path: Future of (its directory,
+    the completed process)}. Each test below waits for its own notebook."""
+    pool = ThreadPoolExecutor(max_workers=CONCURRENT_NOTEBOOKS)
+    futures = {}
+    for path in NOTEBOOKS:
+        directory = tmp_path_factory.mktemp(path.stem)
+        futures[path] = pool.submit(lambda p=path, d=directory: (d, execute(p, d, explained_demo_runs)))
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_offline(path, tmp_path):
-    """Executed top to bottom in a fresh process and directory, so each notebook builds the demo runs it needs itself.
-
-    (One process per notebook: executing several in one process left nbclient waiting minutes for a lost message.)
-    """
-    executed = tmp_path / "executed.ipynb"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", EXECUTE, str(path), str(executed), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+def test_notebook_runs_offline(path, executions):
+    """Executed top to bottom in a fresh process, kernel and directory (tests/notebook_runner.py)."""
+    directory, done = executions[path].result()
     assert done.returncode == 0, done.stderr[-3000:]  # a failing cell (or an assert in a check cell) fails here
-    notebook = nbformat.read(executed, as_version=4)
+    notebook = nbformat.read(directory / "executed.ipynb", as_version=4)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(o.output_type in ("display_data", "execute_result") for o in outputs), "the notebook showed nothing"

@@ -16,6 +16,7 @@ from kdviz.metrics import logits as lm
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 XSS = "<script>alert(1)</script>"
+XSS_ATTRIBUTE = "<img src=x onerror=alert(1)>"
 PAGES = ("Overview", "Logits", "Attention", "Features", "Attribution", "Training")
 # every Plotly figure on the page, through Panel's shadow roots: [title, trace-0 x values or None]
 PLOTS_JS = """() => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
@@ -54,8 +55,15 @@ def open_tab(page, title: str) -> None:
 
 
 def choose_run(page, name: str) -> None:
+    """Pick a served run in the header (callers then wait for something only that run shows)."""
     page.locator("select").first.select_option(name)
-    page.wait_for_timeout(500)
+
+
+# true once every Plotly figure on the page (through Panel's shadow roots) has been drawn
+DRAWN_JS = """() => { let all = true, any = false; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && el.getClientRects().length) {
+    any = true; all = all && !!el.querySelector('.main-svg'); }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return any && all; }"""
 
 
 def test_every_page_of_every_demo_run_renders_offline(explained_demo_runs):
@@ -80,7 +88,8 @@ def test_every_page_of_every_demo_run_renders_offline(explained_demo_runs):
                 else:
                     page.wait_for_function(PLOTS_JS.replace("return out; }", f"return out.length >= {expected_plots[title]}; }}"),
                                            timeout=60_000)
-                page.wait_for_timeout(400)
+                if title not in ("Overview", "Training"):
+                    page.wait_for_function(DRAWN_JS, timeout=20_000)
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{run.name}-{title.lower()}.png"), full_page=True)
                 assert log["console_errors"] == [], (run.name, title, log["console_errors"])
     assert log["blocked"] == []  # nothing is fetched from outside: no CDN
@@ -126,28 +135,46 @@ def test_controls_change_what_is_plotted(demo_runs):
 
 
 def test_names_and_tokens_from_a_run_are_shown_as_text_never_run(tmp_path):
+    """Payloads in every string a run can carry (model, class, layer and run names, tokens, extra metadata) are shown
+    as text on every page, with a dialog listener on the page the whole time."""
+    from torch import nn
+
     require_chromium()
     torch.manual_seed(0)
-    image_run = kdviz.capture(TinyCNN(4, n_classes=3), TinyCNN(2, n_classes=3), torch.randn(6, 1, 8, 8),
-                              path=tmp_path / "xss.kdviz", class_names=[XSS, "b", "c"], names=(XSS, "student"), progress=False)
-    teacher, student = gpt2_pair(vocab=20)
+    teacher, student = TinyCNN(4, n_classes=3), TinyCNN(2, n_classes=3)
+    for model in (teacher, student):
+        model.body.add_module(XSS_ATTRIBUTE, nn.Identity())  # a layer whose name is a payload
+    image_run = kdviz.capture(teacher, student, torch.randn(6, 1, 8, 8), path=tmp_path / "xss.kdviz",
+                              class_names=[XSS, "b", XSS_ATTRIBUTE], names=(XSS, XSS_ATTRIBUTE), layers=[f"body.{XSS_ATTRIBUTE}"],
+                              extra_meta={"note": XSS, XSS_ATTRIBUTE: XSS}, progress=False)
+    lm_teacher, lm_student = gpt2_pair(vocab=20)
     ids = torch.randint(1, 20, (4, 8))
-    tokens = [[XSS if k == 1 else f"t{j}" for k, j in enumerate(row.tolist())] for row in ids]
-    token_run = kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "xss-tokens.kdviz", tokens=tokens,
+    tokens = [[XSS if k == 1 else XSS_ATTRIBUTE if k == 2 else f"t{j}" for k, j in enumerate(row.tolist())] for row in ids]
+    token_run = kdviz.capture(lm_teacher, lm_student, {"input_ids": ids}, path=tmp_path / "xss-tokens.kdviz", tokens=tokens,
                               progress=False)
-    with kdviz_server(image_run.path, token_run.path) as url, offline_page() as (page, log):
+    broken = tmp_path / f"{XSS_ATTRIBUTE}.kdviz"  # a broken run whose name is a payload: listed, as text
+    broken.mkdir()
+    (broken / "meta.json").write_text("{}", encoding="utf-8")
+    with kdviz_server(image_run.path, token_run.path, broken) as url, offline_page() as (page, log):
         page.goto(f"{url}/?run=xss")
         page.get_by_text(f"Teacher: {XSS}").wait_for(timeout=20_000)
         assert page.get_by_text(XSS, exact=False).count() >= 2  # model name and class list, as literal text
+        page.get_by_text(f"{XSS_ATTRIBUTE} cannot be shown").wait_for(timeout=20_000)
+        for title in PAGES[1:]:
+            open_tab(page, title)
+            page.locator(".bk-tab.bk-active", has_text=title).wait_for(timeout=20_000)
+            if title in ("Logits", "Features"):
+                page.wait_for_function(DRAWN_JS, timeout=20_000)
         choose_run(page, "xss-tokens")
         open_tab(page, "Logits")
         strip = plot_titled(page, "forward KL")  # the token strip draws the token as text
         assert strip is not None
-        page.wait_for_timeout(500)
-        assert page.locator("text=<script>alert(1)</script>").count() >= 1
-        open_tab(page, "Attention")
-        plot_titled(page, "One teacher head and one student head")
-        page.wait_for_timeout(500)
+        page.locator("text=<script>alert(1)</script>").first.wait_for(timeout=20_000)
+        for title in PAGES:
+            open_tab(page, title)
+            page.locator(".bk-tab.bk-active", has_text=title).wait_for(timeout=20_000)
+            if title in ("Logits", "Attention", "Features"):
+                page.wait_for_function(DRAWN_JS, timeout=20_000)
     assert log["dialogs"] == []
     assert log["console_errors"] == []
 
