@@ -1,6 +1,6 @@
 """`Run`: a capture result on disk (Zarr v3 arrays + ``meta.json``), written atomically and read lazily.
 
-Layout of ``NAME.kdviz/`` (see DESIGN.md):
+Layout of ``NAME.kdviz/`` (docs/architecture.md):
   meta.json                      schema, models, layer map, class names / tokens, capture settings
   inputs/labels                  [N] or [N, T] int64
   inputs/thumbnails              [N, h, w] or [N, h, w, 3] uint8

@@ -94,7 +94,7 @@ def test_debiased_cka_is_near_zero_for_independent_wide_features_while_biased_is
     x, y = rng.normal(size=(n, 512)), rng.normal(size=(n, 512))
     debiased, biased = fm.cka(x, y, unbiased=True), fm.cka(x, y, unbiased=False)
     assert abs(debiased) < 0.05
-    assert biased > 0.5 if n == 32 else biased > 0.4  # about 0.94 at n=32 (KD-NOTES.md)
+    assert biased > 0.5 if n == 32 else biased > 0.4  # about 0.94 at n=32
 
 
 def test_negative_debiased_values_are_not_clamped():

@@ -31,7 +31,7 @@ def ref_kl(p, q):
 
 
 def reference_measures(z_t, z_s, T, beta, lam):
-    """Straightforward float64 formulas from KD-NOTES.md, probabilities first (no log-space tricks)."""
+    """Straightforward float64 formulas, probabilities first (no log-space tricks)."""
     pt, ps = softmax(z_t / T, axis=-1), softmax(z_s / T, axis=-1)
     m = 0.5 * (pt + ps)
     mb = beta * pt + (1 - beta) * ps

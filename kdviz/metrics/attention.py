@@ -1,7 +1,7 @@
 """Attention metrics between teacher and student: head divergence and matching, per-head summaries, rollout,
 value relations and CNN attention transfer.
 
-Conventions (KD-NOTES.md): attention maps are row-stochastic probabilities [N, H, T, T] (query rows, key columns).
+Conventions (docs/architecture.md): attention maps are row-stochastic probabilities [N, H, T, T] (query rows, key columns).
 A padding ``mask`` [N, T] (1 = real token) removes padded queries from every average and padded keys from every
 distribution (rows are renormalised over the real keys). Divergences are in nats, accumulated in float64. Maps
 stored as float16 can hold exact zeros where the model gave ~1e-9, so distributions are smoothed by ``eps``

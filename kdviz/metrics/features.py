@@ -1,7 +1,7 @@
 """Representation similarity between teacher and student layers: CKA (biased and debiased), streaming minibatch CKA
 over every layer pair, and the monotone layer-map suggestion.
 
-Conventions (KD-NOTES.md): features [n, d] are mean-centred in float64 before any Gram product (exact for HSIC, and it
+Conventions (docs/architecture.md): features [n, d] are mean-centred in float64 before any Gram product (exact for HSIC, and it
 keeps float32 features with a large offset from overflowing); sums are accumulated in float64. The debiased estimator
 uses U-centred Grams (unbiased HSIC, Song et al. 2012) and needs n ≥ 4; it can be slightly negative, and is returned
 as it is, never clamped. Biased linear CKA is inflated when the width is much larger than n.
@@ -81,7 +81,7 @@ def centre_gram(gram: torch.Tensor) -> torch.Tensor:
 def u_centre_gram(gram: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """U-centring (Székely & Rizzo): ⟨U(K), U(L)⟩ / (n(n−3)) is the unbiased HSIC. Needs n ≥ 4.
 
-    Steps (KD-NOTES.md): zero the diagonal; m = column sums / (n−2); m −= Σm / (2(n−1)); K − m1ᵀ − 1mᵀ; zero the diagonal.
+    Steps: zero the diagonal; m = column sums / (n−2); m −= Σm / (2(n−1)); K − m1ᵀ − 1mᵀ; zero the diagonal.
     """
     n = gram.shape[0]
     if n < 4:

@@ -1,6 +1,6 @@
 """Output-distribution metrics between teacher and student logits.
 
-Conventions (see KD-NOTES.md): p = softmax(z / T); KL(a‖b) = Σ a (log a − log b), in nats, computed from
+Conventions (docs/architecture.md): p = softmax(z / T); KL(a‖b) = Σ a (log a − log b), in nats, computed from
 log-softmax and summed in float64. "KL" here is the true divergence, never the soft cross-entropy
 −Σ p_t log p_s (which is larger by H(p_t)). No T² factor unless ``t2_scale=True`` (the Hinton KD-loss scale).
 Functions take torch tensors or numpy arrays shaped [N, C] or [N, T, V] (with an optional [N, T] ``mask``) and

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -140,6 +139,5 @@ def test_owner_records_tell_a_dead_process_from_a_live_one(tmp_path):
     child.wait()
     record = directory.with_name(directory.name + temporaries.OWNER_SUFFIX)
     record.write_text(record.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {child.pid}'))
-    time.sleep(0.1)
     assert temporaries.remove_stale(tmp_path) == [directory]
     assert list(tmp_path.iterdir()) == []
