@@ -98,3 +98,19 @@ def hook_count(model: nn.Module, only_kdviz: bool = False) -> int:
     """Forward hooks and pre-hooks on any module of ``model`` (only those kdviz defined, with ``only_kdviz``)."""
     hooks = [h for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
     return sum(1 for h in hooks if not only_kdviz or getattr(h, "__module__", "").startswith("kdviz"))
+
+
+# lines a test wants in the run's output even when it passes (measurements, not assertions): `report(line)`
+MEASUREMENTS: list[str] = []
+
+
+def report(line: str) -> None:
+    """Print ``line`` at the end of the test run, under "kdviz measurements" (pytest hides a passing test's output)."""
+    MEASUREMENTS.append(line)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if MEASUREMENTS:
+        terminalreporter.section("kdviz measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)

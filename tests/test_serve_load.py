@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import pytest
 from browser import kdviz_server, offline_page, offline_tab
+from conftest import report
 from load import run_clients
 from test_serve_browser import PLOTS_JS
 
@@ -59,9 +60,9 @@ def test_twenty_concurrent_sessions_for_a_minute(demo_runs, sessions, seconds):
         growth = memory() - before
     times = [t for client_times in per_client for t in client_times]
     p50, p95 = (1000 * np.percentile(times, q) if times else float("nan") for q in (50, 95))
-    print(f"\n{sessions} clients × {seconds} s: {len(times)} sessions (p50 {p50:.0f} ms, p95 {p95:.0f} ms), "
-          f"{len(errors)} errors; browsers {browsers['visits']} visits; server memory "
-          f"{before / 2**20:.0f} MB -> {(before + growth) / 2**20:.0f} MB")
+    report(f"load test: {sessions} clients × {seconds} s: {len(times)} sessions (p50 {p50:.0f} ms, p95 {p95:.0f} ms), "
+           f"{len(errors)} errors; browsers {browsers['visits']} visits; server memory "
+           f"{before / 2**20:.0f} MB -> {(before + growth) / 2**20:.0f} MB")
     assert errors == []
     assert len(per_client) == sessions and min(map(len, per_client)) >= 2  # every client completed a visit (two sessions)
     assert browsers["failures"] == [] and browsers["console_errors"] == [] and browsers["blocked"] == []
