@@ -559,10 +559,8 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 
 
 def _open_checked(path: Path) -> zarr.Group:
-    """A local run's root, read through a `kdviz.integrity.CheckedStore` (an absent chunk raises)."""
-    from zarr.storage import LocalStore
-
-    store = integrity.CheckedStore(LocalStore(str(path), read_only=True), path.name.removesuffix(".kdviz"))
+    """A local run's root, read through a `kdviz.integrity.CheckedLocalStore` (an absent chunk raises)."""
+    store = integrity.CheckedLocalStore(str(path), read_only=True, run_name=path.name.removesuffix(".kdviz"))
     return zarr.open_group(store=store, mode="r", zarr_format=3)
 
 
