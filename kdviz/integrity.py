@@ -11,7 +11,8 @@
   zeros included).
 - `verify_run` reads every chunk once (``kdviz verify``).
 
-Runs of schema 1 (before this module) have no manifest and no checksums; they are read as before.
+Runs of schema 1 (before this module) have no manifest and no checksums: they are read with the absent-chunk
+check only.
 """
 
 from __future__ import annotations
