@@ -54,6 +54,9 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
         num_procs=num_procs,
         static_dirs={},
         start=False,
+        # a session whose visitor left is discarded 15 s later (Bokeh's default); looking every 5 s instead of every
+        # 17 s frees them sooner, which bounds the memory that sessions awaiting cleanup hold under load
+        check_unused_sessions_milliseconds=5000,
     )
     guard.install(server._tornado)  # in each process: with num_procs > 1, Bokeh has forked by now
     server.start()
