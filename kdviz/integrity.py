@@ -9,7 +9,7 @@
 - `CheckedLocalStore` (local runs) and `CheckedStore` (object storage) are the stores a run is read from: a chunk
   that was written but is absent raises instead of reading as fill values (kdviz writes every chunk of every array,
   zeros included).
-- `verify_run` reads every chunk once (``kdviz verify``).
+- `verify_arrays` reads every chunk once (``kdviz verify``).
 
 Runs of schema 1 (before this module) have no manifest and no checksums: they are read with the absent-chunk
 check only.
@@ -241,9 +241,9 @@ def verify_arrays(root: zarr.Group, manifest: Mapping[str, Mapping[str, Any]] | 
         for key, array in arrays.items():
             reported = set()
             if directory is not None and manifest is not None:
-                for problem in chunk_problems(directory / key, array, manifest[key]):
+                for name, problem in chunk_problems(directory / key, array, manifest[key]):
                     damage.append(Damage(key, problem))
-                    reported.add(problem.split()[1])
+                    reported.add(name)
             for index in chunk_indices(array):
                 name = chunk_key(index)
                 if name in reported:
@@ -260,16 +260,16 @@ def verify_arrays(root: zarr.Group, manifest: Mapping[str, Mapping[str, Any]] | 
     return damage
 
 
-def chunk_problems(array_dir: Path, array: zarr.Array, entry: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a local array's chunk files compared with their written sizes (``chunk k is missing``,
-    ``chunk k has 10 bytes, written with 48``); nothing is read, each file is only looked up."""
+def chunk_problems(array_dir: Path, array: zarr.Array, entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(chunk key, what is wrong) for each of a local array's chunk files that differs from its written size
+    (``chunk c/0 is missing``, ``chunk c/0 has 10 bytes, written with 48``); nothing is read, files are looked up."""
     written = entry.get("chunk_bytes")
     if written is None:
         return []
     problems = []
     for index, found, expected in zip(chunk_indices(array), chunk_sizes(array_dir, array), written, strict=False):
         if found is None:
-            problems.append(f"chunk {chunk_key(index)} is missing")
+            problems.append((chunk_key(index), f"chunk {chunk_key(index)} is missing"))
         elif found != expected:
-            problems.append(f"chunk {chunk_key(index)} has {found} bytes, written with {expected}")
+            problems.append((chunk_key(index), f"chunk {chunk_key(index)} has {found} bytes, written with {expected}"))
     return problems

@@ -324,7 +324,7 @@ class Run:
                 raise CorruptRunError(f"array {key!r} of run {self.name!r} is missing; {integrity.FIX}") from None
             integrity.check_array(self.name, key, node, self.manifest)
             if not self.remote:
-                problems = integrity.chunk_problems(Path(self.path) / key, node, self.manifest[key])
+                problems = [problem for _, problem in integrity.chunk_problems(Path(self.path) / key, node, self.manifest[key])]
                 if problems:
                     raise CorruptRunError(f"array {key!r} of run {self.name!r} is damaged: {'; '.join(problems[:3])}"
                                           f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}; {integrity.FIX}")
@@ -448,7 +448,7 @@ class Run:
         if self.manifest is not None:
             added = integrity.scan(group, prefix=f"{key}/", directory=Path(self.path) / key)
             integrity.merge_manifest(Path(self.path), [key], added)
-            self._manifest = {k: v for k, v in self.manifest.items() if not k.startswith(f"{key}/")} | added
+            self._manifest = _read_manifest(Path(self.path), self.meta)  # what merge_manifest wrote, the one source
         self._root = self._open_root("r")
 
     def attribution_targets(self) -> dict[str, list[str]]:
