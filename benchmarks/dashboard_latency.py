@@ -32,9 +32,9 @@ from browser import CHROMIUM_ARGS, require_chromium
 
 import kdviz
 from kdviz.app.dashboard import session_app
-from kdviz.app.library import RunLibrary
-from kdviz.app.pages import base
 from kdviz.demo.build import build_demo_runs, demo_pair
+from kdviz.explore import base
+from kdviz.explore.library import RunLibrary
 
 PLOTS = """() => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
   if (el.classList && el.classList.contains('js-plotly-plot')) out.push({title: ((el.layout || {}).title || {}).text || '',
@@ -101,7 +101,7 @@ def main() -> None:
     require_chromium()
     from playwright.sync_api import sync_playwright
 
-    base.Page._guarded = timed_guarded(base.Page._guarded)
+    base.Explorer.guarded = timed_guarded(base.Explorer.guarded)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print("building the demo runs and a 10,000-sample run …", flush=True)

@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--sample", type=int, default=0, help="the sample shown in per-sample views (default 0)")
     export.add_argument("--pages", nargs="+", metavar="PAGE", help="pages to include (default: all): overview logits "
                         "attention features attribution training")
+    export.add_argument("--T", type=float, default=None, help="the temperature of the logit views (default 4)")
+    export.add_argument("--measure", default=None, help="the Logits explorer's measure: kl reverse_kl js jsd skew_kl tv "
+                        "hellinger renyi teacher_entropy student_entropy (default kl)")
+    export.add_argument("--alpha", type=float, default=None, help="the order α of the Rényi divergence (--measure renyi)")
 
     info = commands.add_parser("info", help="print a readable summary of a run")
     info.add_argument("run", metavar="RUN")
@@ -96,7 +100,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         from kdviz.app.export import export_html
 
-        path = export_html([args.run], args.out, sample=args.sample, pages=args.pages)
+        logits = {key: value for key, value in (("measure", args.measure), ("alpha", args.alpha)) if value is not None}
+        path = export_html([args.run], args.out, sample=args.sample, pages=args.pages, T=args.T, state={"logits": logits})
         print(f"kdviz: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
         return 0
     if args.command == "serve":

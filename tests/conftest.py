@@ -65,12 +65,12 @@ def cnn_pair():
     return TinyCNN(8), TinyCNN(4)
 
 
-def bert_pair(attn_implementation: str = "eager", n_labels: int = 3):
+def bert_pair(attn_implementation: str = "eager", n_labels: int = 3, max_positions: int = 64):
     """BERT teacher 4 layers × 4 heads and student 2 × 2, sequence classification, random weights from configs."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    common = {"vocab_size": 120, "max_position_embeddings": 64, "num_labels": n_labels, "hidden_dropout_prob": 0.1,
+    common = {"vocab_size": 120, "max_position_embeddings": max_positions, "num_labels": n_labels, "hidden_dropout_prob": 0.1,
               "attention_probs_dropout_prob": 0.1}
     teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=4, num_attention_heads=4, hidden_size=32,
                                                        intermediate_size=64, **common))

@@ -3,12 +3,9 @@ configs: what reaches the browser, that the numbers shown are the metrics', esca
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
-import plotly.callbacks as callbacks
 import pytest
 import torch
 from conftest import bert_pair
@@ -238,42 +235,59 @@ def test_bert_run_records_no_token_grid_and_vit_demo_does(tmp_path, demo_runs):
 
 
 # ---- the explorer ---------------------------------------------------------------------------------------------
-def _quiet(fn):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn()
+def click(pane, **point) -> None:
+    """What plotly.js sends when a point of a Plotly pane is clicked."""
+    pane.click_data = {"points": [point]}
 
 
 def test_attention_explorer_follows_clicks_on_the_grid(demo_runs):
-    explorer = _quiet(lambda: AttentionExplorer(demo_runs["digits-vit"], max_samples=64))
-    data = explorer.data
+    explorer = AttentionExplorer(demo_runs["digits-vit"], max_samples=64)
+    data = explorer.attention
     assert explorer.selected("teacher") == (3, 0)
     assert explorer.selected("student") == (1, data.match(3, 1).student_of(0))
     cell = min(views.THUMBNAIL, data.n_tokens)
-    teacher_grid = next(t for t in explorer.grid.data if t.name == "teacher grid")
+    grid = explorer.figures()["grid"]
+    teacher_trace = next(i for i, t in enumerate(grid.data) if t.name == "teacher grid")
     x, y = 2 * (cell + views.GAP) + 3, 1 * (cell + views.GAP) + 5  # inside layer 1, head 2
-    _quiet(lambda: teacher_grid._dispatch_on_click(
-        callbacks.Points(point_inds=[0], xs=[x], ys=[y], trace_name="teacher grid", trace_index=0), callbacks.InputDeviceState()))
+    click(explorer.panes["grid"], curveNumber=teacher_trace, x=x, y=y)
     assert explorer.selected("teacher") == (1, 2)
     # layer map S0 -> T1; teacher head 2 has no partner in the 4-to-2 matching, so the closest student head is shown
     assert data.match(1, 0).student_of(2) is None
     assert explorer.selected("student") == (0, int(np.argmin(data.pair_divergence(1, 0)[2])))
-    assert "teacher L1 · head 2" in explorer.figures["pair"].layout.annotations[0].text
-    assert sum(shape.line.width == 4 for shape in explorer.grid.layout.shapes) == 2  # both selections highlighted
-    student_heads = next(t for t in explorer.grid.data if t.name == "student heads")
-    _quiet(lambda: student_heads._dispatch_on_click(
-        callbacks.Points(point_inds=[3], xs=[0], ys=[0], trace_name="student heads", trace_index=3), callbacks.InputDeviceState()))
+    assert "teacher L1 · head 2" in explorer.figures()["pair"].layout.annotations[0].text
+    assert sum(shape.line.width == 4 for shape in explorer.figures()["grid"].layout.shapes) == 2  # both selections marked
+    heads_trace = next(i for i, t in enumerate(explorer.figures()["grid"].data) if t.name == "student heads")
+    student_heads = explorer.figures()["grid"].data[heads_trace]
+    click(explorer.panes["grid"], curveNumber=heads_trace, x=0, y=0, customdata=list(student_heads.customdata[3]))
     assert explorer.selected("student") == tuple(student_heads.customdata[3])
-    _quiet(lambda: setattr(explorer.bottom, "value", "heads"))
-    assert "Which student head follows" in explorer.figures["bottom"].layout.title.text
-    _quiet(lambda: setattr(explorer.summary, "value", "match"))
-    assert "divergence to matched head" in explorer.figures["grid"].layout.title.text
+    explorer.bottom_buttons.value = "heads"
+    assert "Which student head follows" in explorer.figures()["bottom"].layout.title.text
+    explorer.summary = "match"
+    assert "divergence to matched head" in explorer.figures()["grid"].layout.title.text
+    explorer.follow = False  # the student no longer follows a teacher choice
+    chosen = explorer.selected("student")
+    explorer.layer["teacher"].value = 2
+    assert explorer.selected("teacher") == (2, 0) and explorer.selected("student") == chosen
+
+
+def test_attention_explorer_windows_long_inputs(tmp_path):
+    teacher, student = bert_pair(max_positions=160)
+    ids = torch.randint(1, 120, (2, 160), generator=torch.Generator().manual_seed(5))
+    run = kdviz.capture(teacher, student, ids, path=tmp_path / "long.kdviz", progress=False, layers=[])
+    explorer = AttentionExplorer(run)
+    assert explorer.window_slider.visible and explorer.window == (0, 160)
+    pooled = explorer.figures()["pair"]
+    explorer.window_slider.value = (20, 60)
+    windowed = explorer.figures()["pair"]
+    assert explorer.window == (20, 60) and windowed is not pooled
+    assert np.asarray(windowed.data[0].z).shape == (40, 40)  # 40 tokens, unpooled
 
 
 def test_attention_explorer_shows_attention_transfer_for_cnns_and_refuses_runs_without_maps(demo_runs, tmp_path, cnn_pair):
-    explorer = _quiet(lambda: AttentionExplorer(demo_runs["digits-cnn"]))
-    assert list(explorer.figures) == ["spatial"]
-    _quiet(lambda: setattr(explorer.sample, "value", 4))
-    assert "sample 4" in explorer.figures["spatial"].layout.title.text
+    explorer = AttentionExplorer(demo_runs["digits-cnn"])
+    assert list(explorer.figures()) == ["spatial"]
+    explorer.selection.sample = 4
+    assert "sample 4" in explorer.figures()["spatial"].layout.title.text
     teacher, student = cnn_pair
     run = kdviz.capture(teacher, student, torch.randn(8, 1, 8, 8), path=tmp_path / "plain.kdviz", progress=False)
     with pytest.raises(MissingDataError, match="neither attention maps nor attention-transfer maps"):

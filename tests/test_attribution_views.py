@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
-import plotly.callbacks as callbacks
 import pytest
 import torch
 from conftest import bert_pair
@@ -136,38 +132,44 @@ def test_missing_attributions_and_samples_say_what_to_do(cnn_data, tmp_path):
         views.attribution_pair(cnn_data, N + 10, "saliency")
 
 
-def _click(widget, trace_index: int, point: int) -> None:
-    trace = widget.data[trace_index]
-    trace._dispatch_on_click(callbacks.Points([point], [trace_index], [0], [0], trace.name), callbacks.InputDeviceState())
-
-
 def test_explorer_sorts_filters_and_follows_clicks(cnn_data):
-    with contextlib.redirect_stdout(io.StringIO()):
-        explorer = AttributionExplorer(cnn_data.run, metric="spearman")
-        method, target, metric = explorer.selection
-        assert (method, target) == ("integrated_gradients", "teacher_pred")
-        values = cnn_data.agreement(method, target, metric)
-        listed = [value for _, value in explorer.samples.options]
-        assert listed[0] == int(cnn_data.stored(method, target).index[np.nanargmin(values)])  # least agreement first
-        assert explorer.selected == listed[0] and set(explorer.figures) == {"pair", "histogram", "scatter", "classes"}
-        explorer.method.value = "grad_cam"
-        assert "Grad-CAM" in explorer.figures["pair"].layout.title.text
-        scatter_trace = 1
-        expected = int(explorer.scatter.data[scatter_trace].customdata[0])
-        _click(explorer.scatter, scatter_trace, 0)
-        assert explorer.selected == expected and f"sample {expected}" in explorer.figures["pair"].layout.title.text
-        _click(explorer.histogram, 0, 0)  # one point of a bar: list only that bar's samples
-        assert explorer.bin_samples is not None and [v for _, v in explorer.samples.options] == explorer.bin_samples.tolist()
-        explorer.show_bin(None)
-        assert len(explorer.samples.options) == N
-        explorer.target.value = "label"
-        assert explorer.method.value == "input_x_gradient" and [m for _, m in explorer.method.options] == ["input_x_gradient"]
-        explorer.threshold.value = 0.9
-        assert "right of 0.9" in explorer.figures["scatter"].layout.title.text
+    explorer = AttributionExplorer(cnn_data.run, metric="spearman")
+    method, target, metric = explorer.selection_key
+    assert (method, target) == ("integrated_gradients", "teacher_pred")
+    values = cnn_data.agreement(method, target, metric)
+    index = cnn_data.stored(method, target).index
+    least = int(index[np.nanargmin(values)])
+    open_listed = explorer.selection.sample in explorer.visible_samples()[:60].tolist()
+    assert explorer.listed()[0 if open_listed else 1] == least  # least agreement first (after the open sample)
+    explorer.samples.value = least
+    assert explorer.selected == least == explorer.selection.sample
+    assert set(explorer.figures()) == {"overview", "pair", "histogram", "scatter", "classes"}
+    assert f"sample {least}" in explorer.figures()["pair"].layout.title.text
+    explorer.method = "grad_cam"
+    assert "Grad-CAM" in explorer.figures()["pair"].layout.title.text
+    scatter = explorer.figures()["scatter"]
+    trace = next(i for i, t in enumerate(scatter.data) if t.customdata is not None and len(t.customdata))
+    expected = int(np.ravel(scatter.data[trace].customdata[0])[0])
+    explorer.panes["scatter"].click_data = {"points": [{"curveNumber": trace, "customdata": [expected]}]}
+    assert explorer.selected == expected and f"sample {expected}" in explorer.figures()["pair"].layout.title.text
+    # a histogram bar: list only its samples, and open the least agreeing one
+    defined = views.defined_samples(cnn_data, "grad_cam", target, metric)
+    explorer.panes["histogram"].click_data = {"points": [{"curveNumber": 0, "pointNumbers": [0, 1, 2]}]}
+    members = defined[[0, 1, 2]]
+    assert sorted(explorer.listed()) == sorted(members.tolist()) and explorer.show_all.visible
+    member_values = cnn_data.agreement("grad_cam", target, metric)[np.searchsorted(index, members)]
+    assert explorer.selected == int(members[np.argmin(member_values)])
+    explorer.show_bin(None)
+    assert len(explorer.listed()) == N
+    explorer.order = "sample index"
+    assert explorer.listed() == sorted(explorer.listed())
+    explorer.target_menu.value = "label"
+    assert explorer.method == "input_x_gradient" and list(explorer.method_menu.options.values()) == ["input_x_gradient"]
+    explorer.threshold_slider.value = 0.9
+    assert explorer.threshold == 0.9 and "right of 0.9" in explorer.figures()["scatter"].layout.title.text
 
 
 def test_explorer_on_a_text_run(bert_data):
-    with contextlib.redirect_stdout(io.StringIO()):
-        explorer = AttributionExplorer(bert_data.run)
-    assert explorer.selection == ("integrated_gradients", "teacher_pred", "spearman")
-    assert explorer.figures["pair"].data[0].type == "heatmap"
+    explorer = AttributionExplorer(bert_data.run)
+    assert explorer.selection_key == ("integrated_gradients", "teacher_pred", "spearman")
+    assert explorer.figures()["pair"].data[0].type == "heatmap"

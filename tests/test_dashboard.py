@@ -12,8 +12,8 @@ from conftest import TinyCNN
 
 import kdviz
 from kdviz.app.dashboard import Dashboard
-from kdviz.app.library import RunLibrary
 from kdviz.errors import InputError
+from kdviz.explore.library import RunLibrary
 from kdviz.metrics import logits as lm
 
 
@@ -55,7 +55,7 @@ def test_every_page_draws_for_every_demo_run_without_writing(dashboard, explaine
     for title, expected in EXPECTED.items():
         page = open_page(dashboard, title)
         want = expected[name] if isinstance(expected, dict) else expected
-        assert want <= set(page.figures), (title, name, set(page.figures), notices(page))
+        assert want <= set(page.figures()), (title, name, set(page.figures()), notices(page))
         assert not notices(page), (title, notices(page))
     training = open_page(dashboard, "Training")  # the demo runs have no history: the page says how to record one
     assert any("kdviz.distill" in text for text in notices(training))
@@ -72,13 +72,13 @@ def test_a_sample_picked_on_one_page_is_shown_on_every_page(dashboard):
     logits.panes["histogram"].click_data = {"points": [{"curveNumber": 0, "pointNumbers": top_bar.tolist()}]}
     expected = int(finite[top_bar][np.argmax(values[finite[top_bar]])])
     assert dashboard.selection.sample == expected
-    assert f"Sample {expected}:" in logits.figures["detail"].layout.title.text
+    assert f"Sample {expected}:" in logits.figures()["detail"].layout.title.text
     assert dashboard.sample_input.value == expected  # the header follows
     assert set(logits.samples.options.values()) == set(finite[top_bar].tolist())  # the list shows that bar
     attention = open_page(dashboard, "Attention")  # hidden while the sample changed: it catches up when opened
-    assert f"sample {expected}" in attention.figures["pair"].layout.title.text
+    assert f"sample {expected}" in attention.figures()["pair"].layout.title.text
     attribution = open_page(dashboard, "Attribution")
-    assert f"sample {expected}" in attribution.figures["pair"].layout.title.text
+    assert f"sample {expected}" in attribution.figures()["pair"].layout.title.text
 
 
 def test_temperature_changes_the_plotted_divergence(dashboard):
@@ -88,7 +88,7 @@ def test_temperature_changes_the_plotted_divergence(dashboard):
     for T in (1.0, 8.0):
         dashboard.selection.T = T
         np.testing.assert_allclose(logits.values, lm.kl(z_t, z_s, T), rtol=1e-12)
-        plotted = np.asarray(logits.figures["histogram"].data[0].x)
+        plotted = np.asarray(logits.figures()["histogram"].data[0].x)
         np.testing.assert_allclose(np.sort(plotted), np.sort(lm.kl(z_t, z_s, T)), rtol=1e-12)
 
 
@@ -96,7 +96,7 @@ def test_choosing_a_teacher_head_updates_the_pair_and_the_following_student(dash
     dashboard.show_run("digits-vit")
     attention = open_page(dashboard, "Attention")
     attention.head["teacher"].value = 2
-    title = attention.figures["pair"].layout.annotations[0].text
+    title = attention.figures()["pair"].layout.annotations[0].text
     assert "head 2" in title
     assert attention.selected("student") == attention.attention.follow(attention.selected("teacher")[0], 2)
     # a click on the grid's marker of student layer 0 head 1 opens it
@@ -137,7 +137,7 @@ def test_a_run_with_training_history_shows_its_curves_and_steps(tmp_path, digits
     steps = board.library.run("hist").steps
     assert board.step_menu.visible and list(board.step_menu.options.values()) == steps
     training = open_page(board, "Training")
-    assert "curves" in training.figures and not notices(training)
+    assert "curves" in training.figures() and not notices(training)
     board.selection.step = steps[0]  # every page shows the run as it was then
     logits = open_page(board, "Logits")
     np.testing.assert_allclose(logits.logit_data.z_s, board.library.run("hist").at_step(steps[0]).student.logits[:])

@@ -79,14 +79,19 @@ def test_alignment_explorer_reacts_to_controls(demo_runs):
     run = demo_runs["digits-cnn"]
     explorer = AlignmentExplorer(run, samples=120)
     assert explorer.suggestion["pairs"] == [(0, 0), (1, 1), (2, 2)]  # the distilled CNN student follows its teacher
-    unbiased = np.asarray(explorer.figures["cka"].data[0].z).copy()
+    unbiased = np.asarray(explorer.figures()["cka"].data[0].z).copy()
     explorer.estimator.value = False
-    biased = np.asarray(explorer.figures["cka"].data[0].z)
+    assert explorer.unbiased is False
+    biased = np.asarray(explorer.figures()["cka"].data[0].z)
     assert not np.allclose(unbiased, biased)
-    assert "biased linear CKA" in explorer.figures["cka"].layout.title.text
+    assert "biased linear CKA" in explorer.figures()["cka"].layout.title.text
     explorer.select("layer1", "layer3")
-    assert "layer1" in explorer.figures["relations"].layout.annotations[0].text
+    assert explorer.teacher_menu.value == "layer1" and explorer.student_menu.value == "layer3"
+    assert "layer1" in explorer.figures()["relations"].layout.annotations[0].text
+    explorer.panes["cka"].click_data = {"points": [{"x": "layer2", "y": "layer2", "curveNumber": 0}]}  # a heatmap cell
+    assert (explorer.teacher_layer, explorer.student_layer) == ("layer2", "layer2")
     assert len(explorer.pair_scores()) == 3
+    assert run.has("cache")  # a notebook explorer stores the CKA it computed in the run's cache
 
 
 def test_alignment_explorer_needs_features(tmp_path):

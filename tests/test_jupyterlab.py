@@ -1,6 +1,7 @@
 """The quickstart notebook in a real JupyterLab, driven in Debian's headless Chromium: every cell runs, the logit
-explorer widget renders and redraws when its temperature slider moves, the inline dashboard shows, and nothing is
-fetched from off the machine (Panel's JavaScript is inlined into the output rather than taken from a CDN)."""
+explorer (a Panel viewer) shows inline and redraws when its temperature slider moves, the same explorer renders as an
+ipywidget (`explorer.ipywidget()`, through jupyter_bokeh), the inline dashboard shows, and nothing is fetched from off
+the machine (Panel's JavaScript is inlined into the output rather than taken from a CDN)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pytest.importorskip("jupyterlab")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPLORER_CELL = 8  # `explorer = LogitExplorer(run, T=4.0)`
-DASHBOARD_CELL = 17  # `dashboard(["runs/quickstart"])`
+IPYWIDGET_CELL = 10  # `widgets.VBox([..., explorer.ipywidget()])`
+DASHBOARD_CELL = 19  # `dashboard(["runs/quickstart"])`
 
 NOTEBOOK = "window.jupyterapp.shell.currentWidget"
 KERNEL_READY = f"window.jupyterapp && {NOTEBOOK} && {NOTEBOOK}.sessionContext && {NOTEBOOK}.sessionContext.session && " \
@@ -28,9 +30,16 @@ ERRORS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
     .filter(o => o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr' ||
                  o.querySelector('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'))
     .map(o => o.textContent.slice(0, 500))"""
-# [title, x-axis title] of every Plotly figure in a cell
-FIGURES = """(cell) => Array.from(cell.querySelectorAll('.js-plotly-plot')).map(p => [
-    ((p.layout || {}).title || {}).text || '', (((p.layout || {}).xaxis || {}).title || {}).text || ''])"""
+# [title, x-axis title] of every Plotly figure in a cell, inside Panel's shadow roots too
+FIGURES = """(cell) => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+    if (el.classList && el.classList.contains('js-plotly-plot') && el.layout) out.push([
+        ((el.layout || {}).title || {}).text || '', (((el.layout || {}).xaxis || {}).title || {}).text || '']);
+    if (el.shadowRoot) walk(el.shadowRoot); }); walk(cell); return out; }"""
+
+
+def drawn_at(cell, T: str) -> str:
+    """A function for wait_for_function: the cell shows a histogram whose axis says it is drawn at temperature T."""
+    return FIGURES.replace("return out; }", f"return out.some(f => f[1].startsWith('forward KL') && f[1].includes('at T={T} ')); }}")
 
 
 def jupyterlab_command(port: int, root: Path, settings: Path) -> list[str]:
@@ -68,28 +77,28 @@ def test_quickstart_in_jupyterlab(tmp_path):
         cell = page.locator(".jp-Notebook .jp-Cell").nth(EXPLORER_CELL)
         cell.scroll_into_view_if_needed()
         assert "LogitExplorer" in cell.locator(".jp-InputArea").text_content()
-        assert cell.locator(".widget-slider").count() == 1, "the explorer widget did not render"
-        readout = cell.locator(".widget-readout").first
-        assert readout.text_content().strip() == "4.00"
+        page.wait_for_function(drawn_at(cell, "4"), arg=cell.element_handle(), timeout=60_000, polling=250)
         before = cell.evaluate(FIGURES)
-        histogram_axis = next(axis for _, axis in before if axis.startswith("forward KL"))
-        assert "at T=4 " in histogram_axis
-
-        readout.click()  # the slider's readout is editable: type a temperature and press Enter
-        page.keyboard.press("Control+A")
-        page.keyboard.type("10")
-        page.keyboard.press("Enter")
-        page.wait_for_function(
-            """(cell) => Array.from(cell.querySelectorAll('.js-plotly-plot')).some(p =>
-                ((((p.layout || {}).xaxis || {}).title || {}).text || '').includes('at T=10 '))""",
-            arg=cell.element_handle(), timeout=30_000)
+        handle = cell.locator(".kd-temperature .noUi-handle")  # Playwright's locators pierce Panel's shadow roots
+        assert handle.count() == 1, "the explorer's temperature slider did not render"
+        handle.focus()  # the slider moves by one stop per arrow key: T = 4 -> 6
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(drawn_at(cell, "6"), arg=cell.element_handle(), timeout=30_000, polling=250)
         after = cell.evaluate(FIGURES)
-        assert readout.text_content().strip() == "10.00"
         detail_before = next(title for title, _ in before if title.startswith("Sample "))
         detail_after = next(title for title, _ in after if title.startswith("Sample "))
-        assert "at T=4 " in detail_before and "at T=10 " in detail_after and detail_before != detail_after
+        assert "at T=4 " in detail_before and "at T=6 " in detail_after and detail_before != detail_after
         ARTIFACTS.mkdir(exist_ok=True)
         cell.screenshot(path=str(ARTIFACTS / "jupyterlab-logit-explorer.png"))
+
+        # the same explorer as an ipywidget: rendered by jupyter_bokeh, showing the state the slider set
+        wrapped = page.locator(".jp-Notebook .jp-Cell").nth(IPYWIDGET_CELL)
+        wrapped.scroll_into_view_if_needed()
+        assert "ipywidget()" in wrapped.locator(".jp-InputArea").text_content()
+        wrapped.locator(".jp-OutputArea").get_by_text("inside an ipywidgets layout").wait_for(timeout=30_000)
+        page.wait_for_function(drawn_at(wrapped, "6"), arg=wrapped.element_handle(), timeout=60_000, polling=250)
+        assert wrapped.locator(".kd-temperature .noUi-handle").count() == 1
+        wrapped.screenshot(path=str(ARTIFACTS / "jupyterlab-explorer-ipywidget.png"))
 
         dashboard = page.locator(".jp-Notebook .jp-Cell").nth(DASHBOARD_CELL)
         dashboard.scroll_into_view_if_needed()

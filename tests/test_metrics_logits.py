@@ -30,7 +30,12 @@ def ref_kl(p, q):
     return rel_entr(p, q).sum(-1)
 
 
-def reference_measures(z_t, z_s, T, beta, lam):
+def ref_renyi(p, q, alpha):
+    """D_α(p‖q) = log Σ p^α q^(1−α) / (α − 1), from probabilities."""
+    return np.log((p**alpha * q ** (1 - alpha)).sum(-1)) / (alpha - 1)
+
+
+def reference_measures(z_t, z_s, T, beta, lam, alpha=0.5):
     """Straightforward float64 formulas, probabilities first (no log-space tricks)."""
     pt, ps = softmax(z_t / T, axis=-1), softmax(z_s / T, axis=-1)
     m = 0.5 * (pt + ps)
@@ -43,17 +48,19 @@ def reference_measures(z_t, z_s, T, beta, lam):
         "skew_kl": ref_kl(pt, lam * pt + (1 - lam) * ps),
         "tv": 0.5 * np.abs(pt - ps).sum(-1),
         "hellinger": np.linalg.norm(np.sqrt(pt) - np.sqrt(ps), axis=-1) / np.sqrt(2),
+        "renyi": ref_renyi(pt, ps, alpha),
         "teacher_entropy": -(pt * np.log(pt)).sum(-1),
         "student_entropy": -(ps * np.log(ps)).sum(-1),
     }
 
 
-@given(pair_strategy(), st.floats(0.5, 6), st.floats(0.1, 0.9), st.floats(0.05, 0.9))
+@given(pair_strategy(), st.floats(0.5, 6), st.floats(0.1, 0.9), st.floats(0.05, 0.9),
+       st.one_of(st.floats(0.1, 0.9), st.floats(1.1, 4)))
 @settings(max_examples=80, deadline=None)
-def test_every_measure_matches_the_float64_reference(pair, T, beta, lam):
+def test_every_measure_matches_the_float64_reference(pair, T, beta, lam, alpha):
     z_t, z_s = pair
-    ours = lm.divergences(z_t, z_s, T, beta=beta, lam=lam)
-    reference = reference_measures(z_t, z_s, T, beta, lam)
+    ours = lm.divergences(z_t, z_s, T, beta=beta, lam=lam, alpha=alpha)
+    reference = reference_measures(z_t, z_s, T, beta, lam, alpha)
     for name in lm.MEASURES:
         np.testing.assert_allclose(ours[name], reference[name], rtol=1e-7, atol=1e-10, err_msg=name)
 
@@ -103,6 +110,32 @@ def test_generalised_jsd_limits_are_forward_and_reverse_kl():
     np.testing.assert_allclose(lm.jsd(z_t, z_s, beta=1e-6), lm.kl(z_t, z_s), rtol=1e-4)
     np.testing.assert_allclose(lm.jsd(z_t, z_s, beta=1 - 1e-6), lm.reverse_kl(z_t, z_s), rtol=1e-4)
     np.testing.assert_allclose(lm.skew_kl(z_t, z_s, lam=0.0), lm.kl(z_t, z_s), rtol=1e-12)
+
+
+def test_renyi_limits_and_special_orders():
+    rng = np.random.default_rng(4)
+    z_t, z_s = rng.normal(size=(8, 12)) * 2, rng.normal(size=(8, 12)) * 2
+    pt, ps = softmax(z_t, axis=-1), softmax(z_s, axis=-1)
+    np.testing.assert_allclose(lm.renyi(z_t, z_s, alpha=1.0), lm.kl(z_t, z_s), rtol=1e-12)  # α = 1 is KL
+    np.testing.assert_allclose(lm.renyi(z_t, z_s, alpha=1 + 1e-6), lm.kl(z_t, z_s), rtol=1e-4)  # and its limit
+    bhattacharyya = np.sqrt(pt * ps).sum(-1)
+    np.testing.assert_allclose(lm.renyi(z_t, z_s, alpha=0.5), -2 * np.log(bhattacharyya), rtol=1e-10)
+    np.testing.assert_allclose(lm.renyi(z_t, z_s, alpha=2.0), np.log((pt**2 / ps).sum(-1)), rtol=1e-10)  # log(1 + χ²)
+    np.testing.assert_allclose(lm.renyi(z_t, z_s, alpha=0.5, t2_scale=True, T=3.0), 9 * lm.renyi(z_t, z_s, 3.0, alpha=0.5))
+    with pytest.raises(InputError, match="Rényi α must be positive"):
+        lm.renyi(z_t, z_s, alpha=0.0)
+
+
+@given(pair_strategy(), st.floats(0.2, 5), st.floats(0.1, 3), st.floats(0.1, 3))
+@settings(max_examples=60, deadline=None)
+def test_renyi_is_nonnegative_and_grows_with_its_order(pair, T, a, b):
+    z_t, z_s = pair
+    low, high = sorted((a, b))
+    d_low, d_high = lm.renyi(z_t, z_s, T, alpha=low), lm.renyi(z_t, z_s, T, alpha=high)
+    assert (d_low >= -1e-12).all()
+    assert (d_high + 1e-9 >= d_low).all()  # D_α is non-decreasing in α
+    perm = np.random.default_rng(0).permutation(z_t.shape[1])  # relabelling the classes changes nothing
+    np.testing.assert_allclose(lm.renyi(z_t[:, perm], z_s[:, perm], T, alpha=low), d_low, atol=1e-10)
 
 
 def test_soft_cross_entropy_is_not_kl():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -14,12 +11,12 @@ import kdviz
 from kdviz.demo.data import load_digits
 from kdviz.demo.models import DigitsCNN, DigitsViT
 from kdviz.demo.weights import load_pair
-from kdviz.errors import MissingDataError
+from kdviz.errors import InputError, MissingDataError
 from kdviz.losses import KD
 from kdviz.metrics import logits as lm
 from kdviz.views import training as views
 from kdviz.views.training_data import TrainingData
-from kdviz.widgets import AlignmentExplorer, AttentionExplorer, LogitExplorer
+from kdviz.widgets import AlignmentExplorer, AttentionExplorer, LogitExplorer, TrainingExplorer
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +71,26 @@ def test_a_run_without_history_says_how_to_record_one(tmp_path):
     run = kdviz.capture(teacher, student, (digits.x_test[:20], digits.y_test[:20]), path=tmp_path / "c.kdviz", progress=False)
     with pytest.raises(MissingDataError, match=r"kdviz\.distill"):
         TrainingData.from_run(run)
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert LogitExplorer(run).step is None
+    assert LogitExplorer(run).selection.step is None
+    with pytest.raises(InputError, match="was not recorded"):
+        LogitExplorer(run, step=3)
 
 
-def test_the_step_slider_shows_the_run_at_that_step(cnn_run):
-    with contextlib.redirect_stdout(io.StringIO()):
-        explorer = LogitExplorer(cnn_run, T=2.0)
-        assert list(explorer.step.options) == cnn_run.steps and explorer.step.value == cnn_run.steps[-1]
-        explorer.step.value = 10
-        expected = lm.kl(cnn_run.teacher.logits[:], cnn_run.at_step(10).student.logits[:], T=2.0)
-        np.testing.assert_allclose(explorer.values, expected)
-        alignment = AlignmentExplorer(cnn_run, step=0)
-        early = alignment.result["cross"].copy()
-        alignment.show_step(30)
-        assert alignment.step.value == 30 and not np.allclose(early, alignment.result["cross"])
+def test_the_step_menu_shows_the_run_at_that_step(cnn_run):
+    explorer = LogitExplorer(cnn_run, T=2.0)
+    step_menu = explorer._selection_controls()[0][0]
+    assert list(step_menu.options.values()) == cnn_run.steps and explorer.selection.step == cnn_run.steps[-1]
+    step_menu.value = 10
+    expected = lm.kl(cnn_run.teacher.logits[:], cnn_run.at_step(10).student.logits[:], T=2.0)
+    np.testing.assert_allclose(explorer.values, expected)
+    alignment = AlignmentExplorer(cnn_run, step=0)
+    early = alignment.result["cross"].copy()
+    alignment.selection.step = 30
+    assert not np.allclose(early, alignment.result["cross"])
+    training = TrainingExplorer(cnn_run, step=30)
+    assert set(training.figures()) >= {"curves"}
+    training.panes["curves"].click_data = {"points": [{"x": 9.4, "curveNumber": 0}]}  # a point of the curves: its step
+    assert training.selection.step == 10
 
 
 def test_attention_explorer_scrubs_a_vit_students_attention(tmp_path):
@@ -100,7 +102,6 @@ def test_attention_explorer_scrubs_a_vit_students_attention(tmp_path):
                   record=run_path, probe=(digits.x_test[:16], digits.y_test[:16]), progress=False, losses=[KD(alpha=0.5)])
     run = kdviz.Run.open(run_path)
     assert not np.allclose(run.at_step(0).student.attention(0)[:], run.at_step(run.steps[-1]).student.attention(0)[:])
-    with contextlib.redirect_stdout(io.StringIO()):
-        explorer = AttentionExplorer(run)
-        explorer.step.value = 0
-    assert explorer.data.run.step == 0 and "pair" in explorer.figures
+    explorer = AttentionExplorer(run)
+    explorer.selection.step = 0
+    assert explorer.attention.run.step == 0 and "pair" in explorer.figures()

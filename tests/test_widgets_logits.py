@@ -1,13 +1,15 @@
-"""The logit widgets build and respond to programmatic control changes, as a notebook user's clicks would."""
+"""The logit explorer and the temperature lab build and respond to control changes, as a notebook user's clicks would."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from kdviz.explore.temperature_lab import parse_logits
 from kdviz.metrics import logits as lm
+from kdviz.metrics.teaching import kd_gradient_norms
+from kdviz.views.teaching import modes_figure
 from kdviz.widgets import LogitExplorer, TemperatureLab
-from kdviz.widgets.temperature_lab import kd_gradient_norms, parse_logits
 
 
 def test_logit_explorer_responds_to_temperature_and_filters(demo_runs):
@@ -15,49 +17,93 @@ def test_logit_explorer_responds_to_temperature_and_filters(demo_runs):
     explorer = LogitExplorer(run, T=1.0)
     z_t, z_s = run.teacher.logits[:], run.student.logits[:]
     np.testing.assert_allclose(explorer.values, lm.kl(z_t, z_s, 1.0))
-    before = np.asarray(explorer.figures["histogram"].data[0].x).copy()
-    explorer.temperature.value = 8.0
+    before = np.asarray(explorer.figures()["histogram"].data[0].x).copy()
+    explorer.temperature.value = 8.0  # the slider moves the shared temperature
+    assert explorer.selection.T == 8.0
     np.testing.assert_allclose(explorer.values, lm.kl(z_t, z_s, 8.0))
-    assert not np.allclose(np.asarray(explorer.figures["histogram"].data[0].x), before)
-    # the table lists the most divergent samples first, and a click drills into one
-    first = explorer.table.options[0][1]
-    assert first == int(np.argmax(explorer.values))
-    explorer.table.value = explorer.table.options[3][1]
-    assert explorer.selected == explorer.table.options[3][1]
-    assert f"Sample {explorer.selected}" in explorer.figures["detail"].layout.title.text
-    # the drilled-into sample stays selected when the temperature changes
-    chosen = explorer.selected
-    explorer.temperature.value = 6.0
-    assert explorer.selected == chosen and f"Sample {chosen}" in explorer.figures["detail"].layout.title.text
-    # filters
+    assert not np.allclose(np.asarray(explorer.figures()["histogram"].data[0].x), before)
+    # the list shows the most divergent samples first (after the open sample), and choosing one drills into it
+    explorer.selection.sample = int(np.argmax(explorer.values))
+    listed = explorer.listed()
+    assert listed[0] == int(np.argmax(explorer.values)) and explorer.values[listed[1]] >= explorer.values[listed[2]]
+    explorer.samples.value = listed[3]
+    assert explorer.selection.sample == listed[3]
+    assert f"Sample {listed[3]}" in explorer.figures()["detail"].layout.title.text
+    # the drilled-into sample stays open when the temperature changes
+    explorer.selection.T = 6.0
+    assert explorer.selection.sample == listed[3] and f"Sample {listed[3]}" in explorer.figures()["detail"].layout.title.text
+    assert "at T=6 " in explorer.figures()["detail"].layout.title.text
+    # filters: the list holds the open sample, then only the samples that pass
     explorer.class_filter.value = 3
-    assert all(run.labels[i] == 3 for _, i in explorer.table.options)
-    explorer.class_filter.value = -1
-    explorer.correctness.value = "teacher right, student wrong"
+    assert explorer.class_index == 3 and len(explorer.visible) > 0
+    assert all(run.labels[i] == 3 for i in explorer.visible)
+    open_sample = explorer.selection.sample
+    expected = explorer.visible[:40].tolist()
+    assert explorer.listed() == (expected if open_sample in expected else [open_sample, *expected])
+    explorer.class_index = -1
+    explorer.correctness = "teacher right, student wrong"
     labels = run.labels[:]
-    assert all(z_t[i].argmax() == labels[i] != z_s[i].argmax() for _, i in explorer.table.options)
-    explorer.measure.value = "tv"
+    assert len(explorer.visible) and all(z_t[i].argmax() == labels[i] != z_s[i].argmax() for i in explorer.visible)
+    explorer.measure_menu.value = "tv"
     np.testing.assert_allclose(explorer.values, lm.tv(z_t, z_s, 6.0))
+
+
+def test_renyi_divergence_with_its_order_in_the_logit_explorer(demo_runs):
+    run = demo_runs["digits-cnn"]
+    explorer = LogitExplorer(run, T=2.0)
+    assert not explorer.alpha_slider.visible  # α is offered only with Rényi
+    explorer.measure = "renyi"
+    assert explorer.alpha_slider.visible
+    z_t, z_s = run.teacher.logits[:], run.student.logits[:]
+    np.testing.assert_allclose(explorer.values, lm.renyi(z_t, z_s, 2.0, alpha=0.5))
+    explorer.alpha_slider.value = 3.0
+    assert explorer.alpha == 3.0
+    np.testing.assert_allclose(explorer.values, lm.renyi(z_t, z_s, 2.0, alpha=3.0))
+    assert explorer.figures()["histogram"].layout.xaxis.title.text == "Rényi D_3(p_t‖p_s) at T=2 (nats)"
+    assert (explorer.values + 1e-12 >= lm.renyi(z_t, z_s, 2.0, alpha=0.5)).all()  # D_α grows with α
+
+
+def test_histogram_click_lists_the_bar_and_opens_its_most_divergent_sample(demo_runs):
+    explorer = LogitExplorer(demo_runs["digits-cnn"], T=4.0)
+    finite = explorer.visible[np.isfinite(explorer.values[explorer.visible])]
+    bar = [0, 1, 2, 5]  # plotly's pointNumbers: positions among the drawn values
+    explorer.panes["histogram"].click_data = {"points": [{"curveNumber": 0, "pointNumbers": bar}]}
+    members = finite[bar]
+    assert explorer.show_all.visible and sorted(explorer.listed()) == sorted(members.tolist())
+    assert explorer.selection.sample == int(members[np.argmax(explorer.values[members])])
+    explorer.show_all.clicks += 1  # "list all samples"
+    assert not explorer.show_all.visible and len(explorer.listed()) == 40
+
+
+def test_an_explorer_is_an_ipywidget_too(demo_runs):
+    from jupyter_bokeh.widgets import BokehModel
+
+    explorer = LogitExplorer(demo_runs["digits-cnn"])
+    assert isinstance(explorer.ipywidget(), BokehModel)
+    assert isinstance(TemperatureLab().ipywidget(), BokehModel)
 
 
 def test_logit_explorer_on_a_language_model_run(demo_runs):
     explorer = LogitExplorer(demo_runs["charlm"])
-    assert explorer.temperature.disabled  # stored per-token statistics are at T=1
-    assert "per token" in explorer.figures["detail"].layout.title.text
-    explorer.measure.value = "reverse_kl"
+    assert not explorer.temperature.visible and explorer.T == 1.0  # stored per-token statistics are at T=1
+    assert "per token at T=1" in explorer.figures()["detail"].layout.title.text
+    explorer.measure = "reverse_kl"
     assert explorer.values.shape == (64,)
+    assert "reverse KL" in explorer.figures()["detail"].layout.title.text
+    assert list(explorer.measure_menu.options.values()) == ["kl", "reverse_kl"]
 
 
 def test_temperature_lab_reacts_to_the_slider():
     lab = TemperatureLab()
-    bars_before = np.asarray(lab.figures["softmax"].data[0].y).copy()
-    lab.temperature.value = 8.0
-    bars_after = np.asarray(lab.figures["softmax"].data[0].y)
+    bars_before = np.asarray(lab.figures()["softmax"].data[0].y).copy()
+    lab.T = 8.0
+    bars_after = np.asarray(lab.figures()["softmax"].data[0].y)
     assert bars_after.max() < bars_before.max()  # hotter softmax is flatter
-    z = parse_logits(lab.teacher_text.value)
+    z = parse_logits(lab.teacher_logits)
     np.testing.assert_allclose(bars_after, np.exp(lm.log_probs(z[None], 8.0).numpy()[0]))
-    lab.teacher_text.value = "not, numbers"
-    assert "numbers separated by commas" in lab.message.value
+    assert "8.00 ×" not in lab.loss_text.object and "64.00 ×" in lab.loss_text.object  # T² written out
+    lab.teacher_logits = "not, numbers"
+    assert "numbers separated by commas" in lab.message.object
 
 
 def test_t_squared_keeps_gradients_comparable_across_temperatures():
@@ -70,13 +116,13 @@ def test_t_squared_keeps_gradients_comparable_across_temperatures():
 
 def test_dkd_tab_shows_the_identity():
     lab = TemperatureLab()
-    waterfall = lab.figures["dkd"].data[0]
+    waterfall = lab.figures()["dkd"].data[0]
     tckd, weighted_nckd, total = waterfall.y
     assert tckd + weighted_nckd == pytest.approx(total, abs=1e-9)
 
 
 def test_reverse_kl_fit_seeks_a_mode_and_forward_kl_covers_both():
-    fig = TemperatureLab.modes_figure(4.0)
+    fig = modes_figure(4.0)
     x = np.asarray(fig.data[0].x)
     forward, reverse = np.asarray(fig.data[1].y), np.asarray(fig.data[2].y)
 

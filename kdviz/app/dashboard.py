@@ -1,5 +1,5 @@
-"""The dashboard: a header with the run, step and sample shown, and a tab per page. One `Selection` per session
-links the pages: a sample picked in any view is the sample every page shows.
+"""The dashboard: a header with the run, step and sample shown, and a tab per explorer. One `Selection` per session
+links the explorers: a sample picked in any view is the sample every explorer shows.
 
 ``dashboard(library)`` builds one session's app; ``kdviz serve`` and ``notebooks/dashboard.ipynb`` serve it.
 """
@@ -12,23 +12,14 @@ from html import escape
 
 import panel as pn
 
-from kdviz.app.library import RunLibrary
-from kdviz.app.overview import OverviewPage
-from kdviz.app.pages.attention import AttentionPage
-from kdviz.app.pages.attribution import AttributionPage
-from kdviz.app.pages.base import Page, notice
-from kdviz.app.pages.features import FeaturesPage
-from kdviz.app.pages.logits import LogitsPage
-from kdviz.app.pages.training import TrainingPage
 from kdviz.app.query import parse_query
-from kdviz.app.state import Selection
+from kdviz.explore import EXPLORERS, RunLibrary, Selection
+from kdviz.explore.base import notice
 from kdviz.views import theme
-
-PAGES: tuple[type[Page], ...] = (OverviewPage, LogitsPage, AttentionPage, FeaturesPage, AttributionPage, TrainingPage)
 
 
 class Dashboard:
-    """One session: the selection, its header controls and the pages. ``pages`` by title, ``layout`` to serve."""
+    """One session: the selection, its header controls and the explorers. ``pages`` by title, ``layout`` to serve."""
 
     def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None,
                  step: int | None = None, page: str | None = None) -> None:
@@ -36,7 +27,7 @@ class Dashboard:
         self.selection = Selection()
         self.selection.param.run.objects = library.names
         first = run if run in library.names else library.names[0]
-        self.pages = {page.title: page(library, self.selection) for page in PAGES}
+        self.pages = {kind.title: kind(library=library, selection=self.selection) for kind in EXPLORERS}
         self.run_menu = pn.widgets.Select(label="run", options=library.names, value=first, width=220)
         self.step_menu = pn.widgets.Select(label="training step", options={}, width=160, visible=False)
         self.sample_input = pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"])
@@ -65,7 +56,7 @@ class Dashboard:
         )
 
     def show_run(self, name: str) -> None:
-        """Switch every page to another served run."""
+        """Switch every explorer to another served run."""
         run = self.library.run(name)
         steps = run.steps
         self.sample_input.end = run.n_samples - 1
@@ -106,7 +97,7 @@ def session_app(library: RunLibrary) -> pn.viewable.Viewable:
         pn.extension("plotly", inline=True)
     else:
         pn.extension("plotly")
-    query = parse_query(pn.state.session_args, runs=library.names, pages=[page.title for page in PAGES])
+    query = parse_query(pn.state.session_args, runs=library.names, pages=[kind.title for kind in EXPLORERS])
     return Dashboard(library, run=query.run, sample=query.sample, step=query.step, page=query.page).layout
 
 

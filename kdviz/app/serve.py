@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from kdviz.app.guard import RequestGuard
-from kdviz.app.library import RunLibrary, open_runs
 from kdviz.errors import InputError
+from kdviz.explore.library import RunLibrary, open_runs
 
 LOCALHOST = "127.0.0.1"
 

@@ -73,12 +73,13 @@ MEASURES: dict[str, str] = {
     "skew_kl": "skewed KL(p_t‖λp_t+(1−λ)p_s)",
     "tv": "total variation",
     "hellinger": "Hellinger",
+    "renyi": "Rényi D_α(p_t‖p_s)",
     "teacher_entropy": "teacher entropy H(p_t)",
     "student_entropy": "student entropy H(p_s)",
 }
 """Every per-sample measure `divergences` can compute, with its display label (nats, except TV and Hellinger)."""
 
-T2_MEASURES = ("kl", "reverse_kl", "js", "jsd", "skew_kl")
+T2_MEASURES = ("kl", "reverse_kl", "js", "jsd", "skew_kl", "renyi")
 """The KL-type measures that ``t2_scale`` multiplies by T²."""
 
 F64 = torch.float64
@@ -93,6 +94,7 @@ def divergences(
     measures: Sequence[str] | None = None,
     beta: float = 0.5,
     lam: float = 0.1,
+    alpha: float = 0.5,
     mask: ArrayLike | None = None,
     t2_scale: bool = False,
 ) -> dict[str, ArrayLike]:
@@ -100,8 +102,9 @@ def divergences(
 
     ``z_t``, ``z_s``: logits [N, C] or [N, T, V]; ``mask`` [N, T] marks valid tokens (others give NaN).
     ``measures``: names from `MEASURES` (default all). Work is done in float64, on row chunks, with one softmax
-    per model shared by every measure (see `measures_from_logits`). ``t2_scale`` multiplies
-    the KL-type measures (kl, reverse_kl, js, jsd, skew_kl) by T², the Hinton KD-loss scale.
+    per model shared by every measure (see `measures_from_logits`). ``beta``, ``lam`` and ``alpha`` are the parameters
+    of JSD(β), skewed KL(λ) and Rényi D_α. ``t2_scale`` multiplies the KL-type measures (kl, reverse_kl, js, jsd,
+    skew_kl, renyi) by T², the Hinton KD-loss scale.
     Returns arrays shaped like the logits without their last axis (numpy in, numpy out; torch in, torch out).
     """
     wanted = list(MEASURES) if measures is None else list(measures)
@@ -112,6 +115,8 @@ def divergences(
         raise InputError(f"JSD β must lie in [0, 1], got {beta}")
     if not 0.0 <= lam < 1.0:
         raise InputError(f"skewed-KL λ must lie in [0, 1), got {lam}")
+    if not (0.0 < alpha < float("inf")):
+        raise InputError(f"Rényi α must be positive and finite, got {alpha} (α = 1 is forward KL)")
     if T <= 0:
         raise InputError(f"temperature must be positive, got T={T}")
     zt, zs = _as_tensor(z_t, None), _as_tensor(z_s, None)  # converted to float64 chunk by chunk below
@@ -130,7 +135,7 @@ def divergences(
     for start in range(0, flat_t.shape[0], step):
         chunk_t = flat_t[start : start + step].to(F64) / T
         chunk_s = flat_s[start : start + step].to(F64) / T
-        chunk = measures_from_logits(chunk_t, chunk_s, wanted, beta, lam)
+        chunk = measures_from_logits(chunk_t, chunk_s, wanted, beta, lam, alpha)
         for name, value in chunk.items():
             out[name][start : start + step] = value
     scale = T * T if t2_scale else 1.0
@@ -158,7 +163,7 @@ def _xlogy_sum(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def measures_from_logits(
-    zt: torch.Tensor, zs: torch.Tensor, wanted: Sequence[str], beta: float = 0.5, lam: float = 0.1
+    zt: torch.Tensor, zs: torch.Tensor, wanted: Sequence[str], beta: float = 0.5, lam: float = 0.1, alpha: float = 0.5
 ) -> dict[str, torch.Tensor]:
     """The requested measures from tempered logits z/T [..., C] of both models. The one place the formulas live.
 
@@ -210,6 +215,12 @@ def measures_from_logits(
         out["tv"] = 0.5 * (pt - ps).abs().sum(-1, dtype=F64)
     if "hellinger" in wanted:
         out["hellinger"] = ((pt.sqrt() - ps.sqrt()).square().sum(-1, dtype=F64) * 0.5).sqrt()
+    if "renyi" in wanted:
+        if alpha == 1.0:
+            out["renyi"] = forward_kl()
+        else:  # log Σ p_t^α p_s^(1−α) = lse(α z_t + (1−α) z_s) − α lse_t − (1−α) lse_s, all in log space
+            mixed = torch.logsumexp((alpha * zt + (1.0 - alpha) * zs).to(F64), dim=-1)
+            out["renyi"] = (mixed - alpha * lse_t - (1.0 - alpha) * lse_s) / (alpha - 1.0)
     return out
 
 
@@ -255,6 +266,14 @@ def jsd(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, beta: float = 0.5, ma
 def skew_kl(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, lam: float = 0.1, mask: ArrayLike | None = None) -> ArrayLike:
     """Skewed KL(p_t ‖ λp_t + (1−λ)p_s) (DistiLLM); λ = 0 is forward KL, and it stays finite where p_s → 0."""
     return divergences(z_t, z_s, T, measures=["skew_kl"], lam=lam, mask=mask)["skew_kl"]
+
+
+def renyi(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, alpha: float = 0.5, mask: ArrayLike | None = None,
+          t2_scale: bool = False) -> ArrayLike:
+    """Rényi divergence D_α(p_t‖p_s) = log Σ p_t^α p_s^(1−α) / (α − 1), in nats, for α > 0. α → 1 is forward KL
+    (α = 1 is computed as KL); α = ½ is −2 log of the Bhattacharyya coefficient; larger α weighs the classes where
+    the student falls short of the teacher more."""
+    return divergences(z_t, z_s, T, measures=["renyi"], alpha=alpha, mask=mask, t2_scale=t2_scale)["renyi"]
 
 
 def tv(z_t: ArrayLike, z_s: ArrayLike, T: float = 1.0, *, mask: ArrayLike | None = None) -> ArrayLike:

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from kdviz.views.run_data import LogitData
 
 
-def measure_label(measure: str, T: float, t2_scale: bool = False) -> str:
-    """Axis text that states the convention: which divergence, which temperature, whether ×T² is applied."""
-    base = lm.MEASURES[measure]
+def measure_label(measure: str, T: float, t2_scale: bool = False, *, alpha: float | None = None) -> str:
+    """Axis text that states the convention: which divergence (with its order α for Rényi), which temperature,
+    whether ×T² is applied."""
+    base = lm.MEASURES[measure] if measure != "renyi" or alpha is None else f"Rényi D_{alpha:g}(p_t‖p_s)"
     unit = "" if measure in ("tv", "hellinger") else " (nats)"
     scale = ", ×T² as in the KD loss" if t2_scale and measure in lm.T2_MEASURES else ""
     return f"{base} at T={T:g}{unit}{scale}"
@@ -37,7 +38,7 @@ def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
 # ---- distribution of divergence -------------------------------------------------------------------------------
 def divergence_histogram(
     values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60,
-    unit: str = "samples", sample_ids: Any | None = None,
+    unit: str = "samples", sample_ids: Any | None = None, alpha: float | None = None,
 ) -> go.Figure:
     """Histogram of per-sample (or per-token) divergence [N] with mean and median marked.
 
@@ -60,7 +61,7 @@ def divergence_histogram(
     if selected is not None and 0 <= selected < len(v) and np.isfinite(v[selected]):
         theme.vline(fig, float(v[selected]), {"color": theme.TEACHER, "width": 2.5},
                     f"sample {selected if sample_ids is None else int(sample_ids[selected])}", side="left", yanchor="bottom")
-    fig.update_xaxes(title=measure_label(measure, T, t2_scale))
+    fig.update_xaxes(title=measure_label(measure, T, t2_scale, alpha=alpha))
     fig.update_yaxes(title=unit)
     fig.update_layout(bargap=0.02, clickmode="event+select")
     return theme.style(fig, f"How far the student is from the teacher ({len(finite):,} values)", legend=False)
@@ -318,15 +319,18 @@ def summary_card(summary: Mapping[str, Any]) -> go.Figure:
     rows = [
         ("accuracy", pct(summary.get("teacher_accuracy")), pct(summary.get("student_accuracy")), ""),
         ("top-1 agreement", "", "", pct(summary.get("top1_agreement"))),
-        ("mean KL(p_t‖p_s) at T=1 (nats)", "", "", num(summary.get("kl_T1"))),
-        (f"mean KL at T={T:g} (nats; ×T² = {num(summary.get('kl_T_scaled'))})", "", "", num(summary.get("kl_T"))),
-        (f"ECE at T={T:g} (15 bins)", num(summary.get("teacher_ece")), num(summary.get("student_ece")), ""),
+        ("mean KL(p_t‖p_s), T=1", "", "", num(summary.get("kl_T1"))),
+        (f"mean KL(p_t‖p_s), T={T:g}", "", "", num(summary.get("kl_T"))),
+        ("  × T² (KD-loss scale)", "", "", num(summary.get("kl_T_scaled"))),
+        (f"ECE, T={T:g} (15 bins)", num(summary.get("teacher_ece")), num(summary.get("student_ece")), ""),
     ]
+    if summary.get("kl_T_scaled") is None:  # language-model runs: statistics at T = 1 only
+        rows = [row for row in rows if not row[0].startswith("  ×")]
     if summary.get("teacher_perplexity") is not None:
         rows.insert(1, ("perplexity", num(summary["teacher_perplexity"]), num(summary.get("student_perplexity")), ""))
     fig = go.Figure(go.Table(
-        columnwidth=[3.2, 1, 1, 1.3],
-        header={"values": ["", "<b>teacher</b>", "<b>student</b>", "<b>teacher vs student</b>"], "fill_color": "white",
+        columnwidth=[2.5, 1, 1, 1],
+        header={"values": ["", "<b>teacher</b>", "<b>student</b>", "<b>pair</b>"], "fill_color": "white",
                 "align": ["left", "right", "right", "right"], "line_color": "white",
                 "font": {"color": [theme.NEUTRAL, theme.TEACHER, theme.STUDENT, theme.HIGHLIGHT], "size": 14}},
         cells={"values": list(zip(*rows, strict=True)), "align": ["left", "right", "right", "right"], "fill_color": "white",

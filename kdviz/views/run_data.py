@@ -101,19 +101,22 @@ class LogitData:
         """The divergence measures this run supports: all of `metrics.logits.MEASURES`, or the two stored per token."""
         return ["kl", "reverse_kl"] if self.task == "tokens" else list(lm.MEASURES)
 
-    def per_sample(self, measure: str = "kl", T: float = 1.0) -> np.ndarray:
-        """[N] divergence of each sample at T; for language models the mean over its real tokens (stored at T=1).
-        Remembered per (measure, T); the array is read-only."""
-        key = ("per_sample", measure, 1.0 if self.task == "tokens" else float(T))
-        return self._remember(key, lambda: self._per_sample(measure, T))
+    def per_sample(self, measure: str = "kl", T: float = 1.0, *, alpha: float = 0.5) -> np.ndarray:
+        """[N] divergence of each sample at T (``alpha``: the order of Rényi D_α); for language models the mean over
+        its real tokens (stored at T=1). Remembered per (measure, T, α); the array is read-only."""
+        if measure not in self.measures():
+            raise MissingDataError(f"{lm.MEASURES.get(measure, measure)!r} needs full logits; this {self.task} run offers "
+                                   f"{self.measures()}")
+        key = ("per_sample", measure, 1.0 if self.task == "tokens" else float(T), float(alpha) if measure == "renyi" else None)
+        return self._remember(key, lambda: self._per_sample(measure, T, alpha))
 
-    def _per_sample(self, measure: str, T: float) -> np.ndarray:
+    def _per_sample(self, measure: str, T: float, alpha: float) -> np.ndarray:
         if self.task == "tokens":
             per_token = self.token_stats[measure]
             mask = self.token_stats.get("mask")
             return np.nanmean(np.where(mask, per_token, np.nan) if mask is not None else per_token, axis=1)
         z_t, z_s = self.require_logits()
-        return lm.divergences(z_t, z_s, T, measures=[measure])[measure]
+        return lm.divergences(z_t, z_s, T, measures=[measure], alpha=alpha)[measure]
 
     def visible(self, values: np.ndarray, *, class_index: int = -1, quadrant: str = "all", order: str = SORTS[0],
                 among: np.ndarray | None = None) -> np.ndarray:

@@ -16,6 +16,8 @@ SHADE = "rgba(95, 107, 122, 0.09)"
 HIGHLIGHT = "#111827"
 BACKGROUND = "#f7f8fa"
 CARD = "#ffffff"
+INK = "#1f2933"  # body text
+ERROR = "#b42318"  # what a user typed cannot be used
 FONT_FAMILY = "Inter, 'Helvetica Neue', Arial, sans-serif"
 FONT_SIZE = 13
 
@@ -44,7 +46,7 @@ EVIDENCE_FOR = "#b2182b"
 SIGNED_SCALE = [[0.0, EVIDENCE_AGAINST], [0.5, "#ffffff"], [1.0, EVIDENCE_FOR]]
 SIGNED_OVERLAY_SCALE = [[0.0, rgba(EVIDENCE_AGAINST, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(EVIDENCE_FOR, 0.85)]]
 # Input images under an overlay: black ink on white paper.
-IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, "#1f2933"]]
+IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, INK]]
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.
 DIFFERENCE_SCALE = [[0.0, STUDENT], [0.5, "#ffffff"], [1.0, TEACHER]]
 
@@ -59,7 +61,7 @@ def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = 
     use_white_template(fig)
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 16}},
-        font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": "#1f2933"},
+        font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": INK},
         height=height,
         width=width,
         margin={"l": 70, "r": 30, "t": 70, "b": 60},

@@ -1,9 +1,8 @@
-"""Floor 5 (notebooks): ipywidgets explorers over the views. They compute no metric of their own."""
+"""The explorers under their notebook names: each is the `kdviz.explore` explorer of its concern (a Panel viewer
+that shows inline, and wraps as an ipywidget with ``explorer.ipywidget()``)."""
 
-from kdviz.widgets.alignment import AlignmentExplorer
-from kdviz.widgets.attention import AttentionExplorer
-from kdviz.widgets.attribution import AttributionExplorer
-from kdviz.widgets.logits import LogitExplorer
-from kdviz.widgets.temperature_lab import TemperatureLab
+from kdviz.explore import AttentionExplorer, AttributionExplorer, LogitExplorer, TemperatureLab, TrainingExplorer
+from kdviz.explore import FeatureExplorer as AlignmentExplorer
 
-__all__ = ["AlignmentExplorer", "AttentionExplorer", "AttributionExplorer", "LogitExplorer", "TemperatureLab"]
+__all__ = ["AlignmentExplorer", "AttentionExplorer", "AttributionExplorer", "LogitExplorer", "TemperatureLab",
+           "TrainingExplorer"]

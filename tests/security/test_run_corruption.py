@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdviz.app.library import RunLibrary
 from kdviz.cli import main
 from kdviz.errors import CorruptRunError, KdvizError
+from kdviz.explore.library import RunLibrary
 from kdviz.store import Run
 
 

@@ -1,5 +1,5 @@
-"""Training page: how the student approached the teacher over the recorded steps (`kdviz.distill` runs). Clicking
-a point of the curves shows every page at that step, as the step menu does."""
+"""`TrainingExplorer`: how the student approached the teacher over the recorded steps (`kdviz.distill` runs).
+Clicking a point of the curves shows every explorer of the selection at that step, as the step menu does."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from typing import Any
 
 import panel as pn
 
-from kdviz.app.pages.base import Page, clicked_point, heading, plot
 from kdviz.errors import MissingDataError
+from kdviz.explore.base import Explorer, clicked_point, heading, plot
 from kdviz.views import training as views
 from kdviz.views.training_data import TrainingData
 
 
-class TrainingPage(Page):
+class TrainingExplorer(Explorer):
+    """The training curves with the shown step marked, and the teacher-hacking view where CE was recorded."""
+
     title = "Training"
     watches = ()  # the step is the run: a step change rebuilds, which marks it on the curves
+    standalone_controls = ()
 
     def build(self) -> list[Any]:
         data: TrainingData = self.library.data("training", self.selection.run)  # history of the whole run, not a step

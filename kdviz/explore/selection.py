@@ -1,6 +1,7 @@
-"""What one dashboard session has selected, shared by every page: the run, its training step, the sample and T.
+"""What a dashboard session or a notebook has selected, shared by every explorer: the run, its training step, the
+sample and the temperature T.
 
-Picking a sample in any view sets ``sample`` here, and every page shows that sample (linked selection).
+Picking a sample in any explorer sets ``sample`` here, and every explorer that shares the selection shows it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0)
 
 
 class Selection(param.Parameterized):
-    """The session's selection; pages watch it and redraw what depends on what changed."""
+    """One selection, shared by the explorers of a dashboard session or a notebook; they watch it and redraw what
+    depends on what changed."""
 
     run = param.Selector(objects=[], doc="name of the run shown")
     step = param.Integer(default=None, allow_None=True, doc="recorded training step shown (None: the final run)")
@@ -24,3 +26,14 @@ class Selection(param.Parameterized):
             self.step = steps[-1] if steps else None
             self.sample = self.sample if self.sample < n_samples else 0
             self.run = run
+
+    def allow_temperature(self, T: float) -> None:
+        """Offer ``T`` on the temperature control too (a notebook may ask for any positive T) and select it."""
+        if not T > 0:
+            from kdviz.errors import InputError
+
+            raise InputError(f"temperature must be positive, got T={T}")
+        T = float(T)
+        if T not in self.param.T.objects:
+            self.param.T.objects = sorted({*self.param.T.objects, T})
+        self.T = T

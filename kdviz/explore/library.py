@@ -1,8 +1,8 @@
 """The runs a dashboard serves, by name: each run (and each page's data of it) is opened once per process and cached.
 
 Only the names of the runs given on the command line can be asked for, so a URL can never reach another path.
-Everything is read lazily by slice, and never written: CKA is read from a run's cache when stored there, else
-computed in memory.
+Everything is read lazily by slice. A served library never writes: CKA is read from a run's cache when stored there,
+else computed in memory. A notebook's library (``writes_cache=True``) stores the CKA it computes in the run's cache.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from kdviz.views.training_data import TrainingData
 # what each page reads from a run; `RunLibrary.data(kind, ...)` builds and caches it
 LOADERS: dict[str, Callable[[Run], Any]] = {
     "logits": LogitData.from_run,
-    "attention": lambda run: AttentionData(run, max_samples=256),
     "attribution": AttributionData,
     "training": TrainingData.from_run,
-    "cka": lambda run: fm.cka_matrix(run, cache="read"),
 }
 
 
@@ -63,8 +61,9 @@ class RunLibrary:
     """Runs by name, opened once per process; ``data(kind, name)`` caches each page's data of a run (and of a run at a
     recorded training step). Safe to share between the sessions of one server process."""
 
-    def __init__(self, runs: Sequence[Run], failures: dict[str, str] | None = None) -> None:
+    def __init__(self, runs: Sequence[Run], failures: dict[str, str] | None = None, *, writes_cache: bool = False) -> None:
         self._runs = {run.name: run for run in runs}
+        self.writes_cache = writes_cache
         self.failures = dict(failures or {})  # runs that could not be opened: name -> one-line reason
         self._cache: dict[tuple[str, str, int | None], Any] = {}
         self._lock = threading.Lock()
@@ -85,24 +84,30 @@ class RunLibrary:
             raise InputError(f"no run named {name!r} is served here; served runs: {self.names}")
         if step is None:
             return self._runs[name]
-        return self._cached("run", name, step, lambda: self._runs[name].at_step(step))
+        return self.cached("run", name, step, lambda: self._runs[name].at_step(step))
 
     def data(self, kind: str, name: str, step: int | None = None) -> Any:
         """A page's data of a run (``kind`` in `LOADERS`), built on first use; a `KdvizError` (the run lacks it) is
         cached too, so a missing page costs nothing the second time."""
         run = self.run(name, step)
-        return self._cached(kind, name, step, lambda: LOADERS[kind](run))
+        return self.cached(kind, name, step, lambda: LOADERS[kind](run))
+
+    def attention(self, name: str, step: int | None = None, *, max_samples: int = 256, measure: str = "kl") -> AttentionData:
+        """The attention reader of a run over its first ``max_samples`` samples, with head divergence ``measure``."""
+        run = self.run(name, step)
+        return self.cached(f"attention-{max_samples}-{measure}", name, step,
+                           lambda: AttentionData(run, max_samples=max_samples, measure=measure))
 
     def cka(self, name: str, step: int | None = None, *, unbiased: bool = True, conv: str = "flatten",
             tokens: str = "mean") -> dict[str, Any]:
-        """`metrics.features.cka_matrix` of a run with these options, read from the run's cache or computed (not stored)."""
-        if (unbiased, conv, tokens) == (True, "flatten", "mean"):
-            return self.data("cka", name, step)
+        """`metrics.features.cka_matrix` of a run with these options, read from the run's cache or computed (and
+        stored in the run's cache only when this library ``writes_cache``)."""
         run = self.run(name, step)
-        return self._cached(f"cka-{unbiased}-{conv}-{tokens}", name, step,
-                            lambda: fm.cka_matrix(run, unbiased=unbiased, conv=conv, tokens=tokens, cache="read"))
+        cache = True if self.writes_cache else "read"
+        return self.cached(f"cka-{unbiased}-{conv}-{tokens}", name, step,
+                            lambda: fm.cka_matrix(run, unbiased=unbiased, conv=conv, tokens=tokens, cache=cache))
 
-    def _cached(self, kind: str, name: str, step: int | None, build: Callable[[], Any]) -> Any:
+    def cached(self, kind: str, name: str, step: int | None, build: Callable[[], Any]) -> Any:
         key = (kind, name, step)
         with self._lock:
             hit = self._cache.get(key)
@@ -120,8 +125,13 @@ class RunLibrary:
     def warm(self, progress: Callable[[str], None] | None = None) -> None:
         """Read every page's data of every run now (``kdviz serve --warm``), so the first visitor waits for nothing."""
         for name in self.names:
-            for kind in LOADERS:
+            for kind in (*LOADERS, "attention", "cka"):
                 if progress is not None:
                     progress(f"{name}: {kind}")
-                with contextlib.suppress(KdvizError):  # that page will say what the run lacks
-                    self.data(kind, name)
+                with contextlib.suppress(KdvizError):  # that explorer will say what the run lacks
+                    if kind == "attention":
+                        self.attention(name)
+                    elif kind == "cka":
+                        self.cka(name)
+                    else:
+                        self.data(kind, name)

@@ -1,5 +1,5 @@
-"""The Overview page: each model's accuracy or perplexity, size and ECE, how close the student is, the layer map and
-capture settings, and students of the same teacher compared.
+"""The overview of a run as HTML cards: each model's accuracy or perplexity, size and ECE, how close the student is,
+the layer map and capture settings, and students of the same teacher compared.
 
 Every string that comes from a run (model names, class names, settings) is HTML-escaped.
 """
@@ -9,10 +9,6 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-import panel as pn
-
-from kdviz.app.pages.base import Page
-from kdviz.errors import KdvizError
 from kdviz.layer_map import describe_layer_map
 from kdviz.store import Run
 from kdviz.summary import format_count
@@ -132,42 +128,3 @@ def settings_table(run: Run) -> str:
     rows.append(("written by", f"kdviz {meta.get('kdviz_version', '?')} on {meta.get('created', '?')}"))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="kd-table">{body}</table>'
-
-
-def overview_panel(run: Run, summary: dict[str, Any] | None = None) -> pn.viewable.Viewable:
-    """One run's overview: teacher, student and pair cards side by side, then the settings."""
-    summary = summary or {}
-    ratio = f" ({run.meta['teacher']['n_params'] / max(1, run.meta['student']['n_params']):.1f}× smaller than the teacher)"
-    cards = [model_card("teacher", run.meta["teacher"], run.task, summary.get("teacher_ece")),
-             model_card("student", run.meta["student"], run.task, summary.get("student_ece"), ratio)]
-    if summary:
-        cards.append(pair_card(summary))
-    return pn.Column(
-        pn.pane.HTML(f"<h2 style='font-family:{theme.FONT_FAMILY};margin:4px 6px'>{escape(run.name)}</h2>"),
-        pn.Row(*(pn.pane.HTML(card, stylesheets=[CARD_CSS]) for card in cards)),
-        pn.pane.HTML(settings_table(run), stylesheets=[CARD_CSS], margin=(6, 12)),
-        name=run.name,
-    )
-
-
-class OverviewPage(Page):
-    """Summary cards for the teacher and the student, the capture settings and layer map, and the served runs that
-    distil the same teacher side by side."""
-
-    title = "Overview"
-    watches = ()
-
-    def summary(self, name: str) -> dict[str, Any]:
-        try:
-            return self.library.data("logits", name).summary(1.0)
-        except KdvizError:
-            return {}
-
-    def build(self) -> list[Any]:
-        run = self.run
-        parts = [overview_panel(run, self.summary(self.selection.run))]
-        others = same_teacher([self.library.run(name) for name in self.library.names], self.library.run(self.selection.run))
-        rows = [(r, self.summary(r.name)) for r in others]
-        if len(others) > 1 and all(summary for _, summary in rows):
-            parts.append(pn.pane.HTML(comparison_table(rows, self.selection.run), stylesheets=[CARD_CSS], margin=(6, 12)))
-        return parts

@@ -1,1 +1,0 @@
-"""The dashboard's pages: each a `Page` over the selected run, built only from `kdviz.views`."""

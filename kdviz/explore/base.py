@@ -1,0 +1,268 @@
+"""`Explorer`: one concern's controls and figures, as a Panel `Viewer`. The same object shows inline in a notebook,
+is a tab of the served dashboard, gives `kdviz export` its figures (`figures`) and wraps as an ipywidget
+(`ipywidget`).
+
+An explorer rebuilds when the run or step changes and redraws when the shared `Selection` changes, and does either
+only while shown (a hidden tab catches up when opened).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from html import escape
+from typing import Any, ClassVar
+
+import panel as pn
+import plotly.graph_objects as go
+from panel.viewable import Viewer
+
+from kdviz.errors import InputError, KdvizError
+from kdviz.explore.library import RunLibrary
+from kdviz.explore.selection import Selection
+from kdviz.store import Run
+from kdviz.views import theme
+
+log = logging.getLogger("kdviz.explore")
+# the modebar's camera saves a PNG in the browser (no server, no kaleido); the plotly logo and editing are off
+PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+NOTICE_CSS = f"""
+.kd-notice {{ background: {theme.CARD}; border-left: 4px solid {theme.MUTED}; border-radius: 6px; padding: 14px 18px;
+              margin: 12px 6px; font-family: {theme.FONT_FAMILY}; color: {theme.INK}; max-width: 900px; }}
+.kd-notice h3 {{ margin: 0 0 6px 0; font-size: 15px; }}
+.kd-notice p {{ margin: 0; color: {theme.NEUTRAL}; font-size: 14px; line-height: 1.5; }}
+"""
+# Panel 1.9 renamed button_type to color (the old name warns); earlier versions know only button_type
+LIGHT_BUTTONS = {"color" if "color" in pn.widgets.RadioButtonGroup.param else "button_type": "light"}
+
+
+def plot(fig: go.Figure | None = None, **kwargs: Any) -> pn.pane.Plotly:
+    """A Plotly pane stretched to the page width (its height is the figure's)."""
+    return pn.pane.Plotly(fig, config=PLOT_CONFIG, sizing_mode="stretch_width", **kwargs)
+
+
+def notice(title: str, message: str) -> pn.pane.HTML:
+    """A calm note in place of an explorer whose data the run lacks: what is missing and how to capture it."""
+    return pn.pane.HTML(f"<div class='kd-notice'><h3>{escape(title)}</h3><p>{escape(message)}</p></div>",
+                        stylesheets=[NOTICE_CSS], sizing_mode="stretch_width")
+
+
+def heading(text: str) -> pn.pane.HTML:
+    return pn.pane.HTML(f"<h3 style='font-family:{theme.FONT_FAMILY};margin:6px 6px 0 6px'>{escape(text)}</h3>")
+
+
+def clicked_point(event_data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The first point of a Plotly pane's ``click_data``, or None."""
+    points = (event_data or {}).get("points") or []
+    return points[0] if points else None
+
+
+def load_notebook_extension() -> None:
+    """Load Panel's notebook extension with plotly.js once per kernel, inlined so that nothing comes from a CDN."""
+    if not getattr(load_notebook_extension, "done", False):
+        pn.extension("plotly", inline=True)
+        load_notebook_extension.done = True  # type: ignore[attr-defined]
+
+
+def inline_ipywidget(obj: Any) -> Any:
+    """``obj`` as an ipywidgets widget (jupyter_bokeh's BokehModel) whose Panel stylesheets are inlined, as Panel does
+    for its own notebook output: `pn.ipywidget` alone links them from Panel's CDN."""
+    from bokeh.models import UIElement
+    from panel.io.notebook import patch_inline_stylesheets
+
+    load_notebook_extension()
+    widget = pn.ipywidget(obj)
+    for model in widget._model.select({"type": UIElement}):
+        patch_inline_stylesheets(model)
+    widget.update_from_model(widget._model)
+    return widget
+
+
+class Explorer(Viewer):
+    """One concern's explorer. Subclasses set ``title`` and ``watches`` (the `Selection` parameters they draw), declare
+    their own state as parameters, and implement ``build`` (the panes for the selected run, raising `KdvizError` when
+    the run lacks the data) and ``redraw``.
+
+    In a notebook: ``LogitExplorer(run)`` opens the run, owns its selection and builds at once (a run that lacks the
+    data raises the `KdvizError` that says how to capture it). In the dashboard, every explorer of a session shares
+    one ``selection`` and one ``library``.
+    """
+
+    title: ClassVar[str] = ""
+    watches: ClassVar[tuple[str, ...]] = ("sample",)
+    standalone_controls: ClassVar[tuple[str, ...]] = ("sample",)  # the selection controls a notebook explorer shows
+
+    def __init__(self, run: Run | str | os.PathLike | None = None, *, step: int | None = None, sample: int = 0,
+                 library: RunLibrary | None = None, selection: Selection | None = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.standalone = library is None
+        if library is None:
+            library, selection = self._own_selection(run, step, sample)
+        elif selection is None:
+            raise InputError("an explorer given a library needs the session's selection too")
+        self.library, self.selection = library, selection
+        self.view = pn.Column(name=self.title, sizing_mode="stretch_width")
+        self._figures: dict[str, go.Figure] = {}
+        self.problem: KdvizError | None = None  # why the selected run could not be shown (None: it is shown)
+        self.shown = False
+        self.ready = False  # built for the selected run
+        self.dirty = False  # built, but the selection changed while hidden
+        self._updating = False
+        self._control_watchers: list[Any] = []
+        selection.param.watch(self._changed, ["run", "step", *self.watches])
+        self.param.watch(self._state_changed, [name for name in self.param if name != "name"])
+        self._layout: pn.viewable.Viewable = self.view
+        if self.standalone:
+            self.shown = self.ready = True
+            self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
+            self._layout = pn.Column(*self._selection_controls(), self.view, sizing_mode="stretch_width")
+
+    def _own_selection(self, run: Run | str | os.PathLike | None, step: int | None,
+                       sample: int) -> tuple[RunLibrary, Selection]:
+        if run is None:
+            raise InputError(f"{type(self).__name__} needs a run: {type(self).__name__}('runs/NAME.kdviz') or a kdviz.Run")
+        opened = run if isinstance(run, Run) else Run.open(run)
+        selection = Selection()
+        selection.param.run.objects = [opened.name]
+        selection.choose(opened.name, opened.n_samples, opened.steps)
+        if step is not None:
+            if int(step) not in opened.steps:
+                raise InputError(f"step {step} was not recorded in run {opened.name!r}; recorded steps: {opened.steps}")
+            selection.step = int(step)
+        if not 0 <= int(sample) < opened.n_samples:
+            raise InputError(f"sample {sample} is outside run {opened.name!r} ({opened.n_samples} samples)")
+        selection.sample = int(sample)
+        return RunLibrary([opened], writes_cache=True), selection
+
+    def _selection_controls(self) -> list[Any]:
+        """A notebook explorer's own step menu (runs with training history) and sample box."""
+        base = self.library.run(self.selection.run)
+        controls: list[Any] = []
+        if base.steps:
+            controls.append(pn.widgets.Select.from_param(self.selection.param.step, label="training step",
+                                                         options={f"step {s}": s for s in base.steps}, width=160))
+        if "sample" in self.watches and "sample" in self.standalone_controls:
+            controls.append(pn.widgets.IntInput.from_param(self.selection.param.sample, label="sample", start=0,
+                                                           end=base.n_samples - 1, width=120))
+        return [pn.Row(*controls)] if controls else []
+
+    # ---- the three uses ----
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        load_notebook_extension()
+        return super()._repr_mimebundle_(include, exclude)
+
+    def figures(self) -> dict[str, go.Figure]:
+        """The figures shown now, by name (what `kdviz export` writes)."""
+        return dict(self._figures)
+
+    def ipywidget(self) -> Any:
+        """This explorer as an ipywidgets widget (through jupyter_bokeh), for layouts built on ipywidgets."""
+        return inline_ipywidget(self._layout)
+
+    # ---- for subclasses ----
+    @property
+    def run(self) -> Run:
+        return self.library.run(self.selection.run, self.selection.step)
+
+    def data(self, kind: str) -> Any:
+        return self.library.data(kind, self.selection.run, self.selection.step)
+
+    def build(self) -> list[Any]:  # pragma: no cover - each explorer defines it
+        raise NotImplementedError
+
+    def redraw(self) -> None:
+        """Redraw what depends on the shared selection or this explorer's state."""
+
+    def state_changed(self, names: set[str]) -> None:
+        """This explorer's own parameters ``names`` changed: redraw by default."""
+        self.redraw()
+
+    @contextlib.contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Set state inside this block without its watchers (or the shared selection's) redrawing."""
+        self._updating = True
+        try:
+            yield
+        finally:
+            self._updating = False
+
+    def control(self, name: str, widget_type: type[pn.widgets.Widget] = pn.widgets.Select, **kwargs: Any) -> pn.widgets.Widget:
+        """A widget over this explorer's parameter ``name`` (labelled by it), kept in step both ways; ``options`` may
+        map labels to values. Watchers of an earlier build are dropped when the explorer rebuilds."""
+        kwargs.setdefault("label", self.param[name].label)
+        widget = widget_type(value=getattr(self, name), **kwargs)
+
+        def to_state(event: Any) -> None:
+            if event.new is not None and getattr(self, name) != event.new:
+                setattr(self, name, event.new)
+
+        def to_widget(event: Any) -> None:
+            if widget.value != event.new:
+                widget.value = event.new
+
+        widget.param.watch(to_state, "value")
+        self._control_watchers.append(self.param.watch(to_widget, name))
+        return widget
+
+    def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
+        self._figures[key] = fig
+        pane.object = fig
+
+    # ---- lifecycle ----
+    def set_shown(self, shown: bool) -> None:
+        """Called by the dashboard when this explorer's tab is opened or left."""
+        self.shown = shown
+        if shown and not self.ready:
+            self.rebuild()
+        elif shown and self.dirty:
+            self.dirty = False
+            self.guarded(self.redraw)
+
+    def rebuild(self) -> None:
+        for watcher in self._control_watchers:
+            self.param.unwatch(watcher)
+        self._control_watchers = []
+        self._figures = {}
+        self.problem = None
+        self.ready, self.dirty = True, False
+        objects = self.guarded(self.build)
+        if objects is not None:
+            self.view.objects = objects
+
+    def guarded(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; a run that lacks the data gets a notice, anything else a short message (and the log the
+        trace): a visitor never sees a traceback."""
+        try:
+            return action()
+        except KdvizError as exc:
+            self.problem = exc
+            self.view.objects = [notice(f"{self.title}: not in this run", str(exc))]
+        except Exception as exc:  # a broken view must not take the dashboard down
+            log.exception("kdviz: the %s explorer failed", self.title)
+            self.problem = KdvizError(f"{type(exc).__name__}: {exc}")
+            self.view.objects = [notice(f"{self.title}: could not be drawn", f"{type(exc).__name__}: {exc}")]
+        return None
+
+    def _state_changed(self, *events: Any) -> None:
+        if self.ready and not self._updating:
+            names = {event.name for event in events}
+            self.guarded(lambda: self.state_changed(names))
+
+    def _changed(self, *events: Any) -> None:
+        """One callback for a batch of selection changes: another run or step rebuilds, anything else redraws."""
+        if any(event.name in ("run", "step") for event in events):
+            self.ready = False
+            if self.shown:
+                self.rebuild()
+            return
+        if not self.ready or self._updating:
+            return
+        if self.shown:
+            self.guarded(self.redraw)
+        else:
+            self.dirty = True

@@ -1,0 +1,152 @@
+"""`LogitExplorer`: where, and how, the student's output distribution differs from the teacher's.
+
+The summary at T, the divergence histogram (click a bar to list its samples and open its most divergent one), the
+sample list with class and correctness filters, and the open sample's drill-down. Language-model runs show
+per-token divergence; their statistics are stored at T = 1, so the temperature is fixed there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+
+from kdviz.errors import InputError
+from kdviz.explore.base import Explorer, clicked_point, heading, plot
+from kdviz.metrics import logits as lm
+from kdviz.metrics.classwise import QUADRANTS
+from kdviz.views import logits as views
+from kdviz.views.run_data import SORTS, LogitData
+
+LIST_ROWS = 40
+
+
+class LogitExplorer(Explorer):
+    """Controls: the shared temperature T, the measure (and the order α of Rényi D_α), class and correctness filters
+    and the list order. ``values`` holds the listed measure of every sample [N]; ``figures()`` the figures shown."""
+
+    title = "Logits"
+    watches = ("sample", "T")
+
+    measure = param.Selector(default="kl", objects=list(lm.MEASURES), label="measure", doc="the per-sample measure")
+    alpha = param.Number(default=0.5, bounds=(0.05, 10.0), label="Rényi order α", doc="the order α of Rényi D_α")
+    class_index = param.Integer(default=-1, label="class", doc="list only samples of this class (-1: every class)")
+    correctness = param.Selector(default="all", objects=["all", *QUADRANTS], label="correct?",
+                                 doc="list only samples where each model is right or wrong")
+    order = param.Selector(default=SORTS[0], objects=list(SORTS), label="order", doc="order of the sample list")
+
+    def __init__(self, run: Any = None, *, T: float | None = None, **kwargs: Any) -> None:
+        self._wanted_T = T
+        super().__init__(run, **kwargs)
+
+    def _own_selection(self, run: Any, step: int | None, sample: int) -> Any:
+        library, selection = super()._own_selection(run, step, sample)
+        selection.allow_temperature(4.0 if self._wanted_T is None else self._wanted_T)
+        return library, selection
+
+    def build(self) -> list[Any]:
+        data: LogitData = self.data("logits")
+        self.logit_data = data
+        tokens = data.task == "tokens"
+        if self.measure not in data.measures():
+            raise InputError(f"{self.measure!r} needs full logits; this {data.task} run offers {data.measures()}")
+        self.bin: np.ndarray | None = None  # the samples of a clicked histogram bar
+        self.values_key: tuple[str, float, float] | None = None  # (measure, T, α) of self.values
+        self.temperature = pn.widgets.DiscreteSlider.from_param(
+            self.selection.param.T, label="temperature T", visible=not tokens, width=300, css_classes=["kd-temperature"])
+        self.measure_menu = self.control("measure", options={lm.MEASURES[m]: m for m in data.measures()}, width=260)
+        self.alpha_slider = self.control("alpha", pn.widgets.FloatSlider, start=0.1, end=5.0, step=0.1, width=220,
+                                         visible=self.measure == "renyi")
+        class_options = {"all classes": -1, **{str(c): i for i, c in enumerate(data.class_names or [])}}
+        self.class_filter = self.control("class_index", options=class_options, disabled=tokens, width=160)
+        has_labels = data.labels is not None and not tokens
+        self.correctness_menu = self.control("correctness", options=["all", *QUADRANTS], disabled=not has_labels, width=220)
+        self.order_menu = self.control("order", options=list(SORTS), width=200)
+        self.samples = pn.widgets.Select(label="samples (click a histogram bar to list its samples)", size=12, options={},
+                                         width=440, css_classes=["kd-sample-list"])
+        self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
+        self.panes = {key: plot() for key in ("summary", "histogram", "detail")}
+        self.panes["summary"].sizing_mode, self.panes["summary"].width = "fixed", 470
+        self.samples.param.watch(self._listed_sample_chosen, "value")
+        self.show_all.on_click(lambda _event: self.show_bin(None))
+        self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
+        note = [] if not tokens else [pn.pane.Markdown(
+            "*Language-model runs store per-token statistics at T = 1, so the temperature is fixed here.*")]
+        self.redraw()
+        return [
+            heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"),
+            pn.Row(self.temperature, self.measure_menu, self.alpha_slider, self.class_filter, self.correctness_menu,
+                   self.order_menu), *note,
+            pn.FlexBox(pn.Column(self.samples, self.show_all), self.panes["summary"], flex_wrap="wrap",
+                       sizing_mode="stretch_width"),
+            self.panes["histogram"], self.panes["detail"],
+        ]
+
+    @property
+    def T(self) -> float:
+        """The temperature the figures are drawn at (1 for language-model runs, whose statistics are stored at T=1)."""
+        return 1.0 if self.logit_data.task == "tokens" else float(self.selection.T)
+
+    def state_changed(self, names: set[str]) -> None:
+        if "measure" in names:
+            if self.measure not in self.logit_data.measures():
+                raise InputError(f"{self.measure!r} needs full logits; this run offers {self.logit_data.measures()}")
+            self.alpha_slider.visible = self.measure == "renyi"
+        if names == {"alpha"} and self.measure != "renyi":
+            return  # α matters only to Rényi
+        self.redraw()
+
+    # ---- drawing ----
+    def redraw(self) -> None:
+        data, T, measure = self.logit_data, self.T, self.measure
+        alpha = self.alpha if measure == "renyi" else None
+        if self.values_key != (measure, T, alpha):  # a sample change reuses them
+            self.values_key = (measure, T, alpha)
+            self.values = data.per_sample(measure, T, alpha=self.alpha)
+            self.show_figure("summary", self.panes["summary"], views.summary_card(data.summary(T)))
+        visible = data.visible(self.values, class_index=self.class_index, quadrant=self.correctness, order=self.order)
+        self.visible = visible
+        listed = visible if self.bin is None else data.visible(self.values, order=self.order, among=self.bin)
+        sample = self.selection.sample
+        rows = [int(i) for i in listed[:LIST_ROWS]]
+        rows = rows if sample in rows else [sample, *rows]  # the open sample is always listed (and selected)
+        with self.quietly():  # new options fire a selection event: the shared sample stays as it is
+            self.samples.options = {data.row_label(i, measure, self.values): i for i in rows}
+            self.samples.value = sample
+        shown = visible.tolist().index(sample) if sample in set(visible.tolist()) else None
+        unit = "samples" if data.task != "tokens" else "samples (mean over tokens)"
+        self.show_figure("histogram", self.panes["histogram"], views.divergence_histogram(
+            self.values[visible], measure=measure, T=T, selected=shown, unit=unit, sample_ids=visible, alpha=alpha))
+        self.show_figure("detail", self.panes["detail"], views.sample_detail(data, sample, measure=self.detail_measure(), T=T))
+
+    def detail_measure(self) -> str:
+        """The per-token measure of a language-model drill-down (only KL and reverse KL are stored per token)."""
+        return self.measure if self.logit_data.task != "tokens" or self.measure in ("kl", "reverse_kl") else "kl"
+
+    def listed(self) -> list[int]:
+        """The samples in the list now, in its order."""
+        return [int(i) for i in self.samples.options.values()]
+
+    # ---- events ----
+    def _histogram_clicked(self, event: Any) -> None:
+        point = clicked_point(event.new)
+        if point is None or "pointNumbers" not in point:
+            return
+        finite = self.visible[np.isfinite(self.values[self.visible])]  # the histogram draws finite values only
+        self.show_bin(finite[np.asarray(point["pointNumbers"], dtype=int)])
+
+    def show_bin(self, members: np.ndarray | None) -> None:
+        """List only a histogram bar's samples and open the most divergent of them (None: list every sample again)."""
+        self.bin = None if members is None else np.asarray(members, dtype=int)
+        self.show_all.visible = members is not None
+        target = int(self.bin[np.argmax(self.values[self.bin])]) if self.bin is not None and len(self.bin) else None
+        if target is not None and target != self.selection.sample:
+            self.selection.sample = target  # every explorer of the selection redraws for it
+        else:
+            self.guarded(self.redraw)
+
+    def _listed_sample_chosen(self, event: Any) -> None:
+        if not self._updating and event.new is not None:
+            self.selection.sample = int(event.new)
