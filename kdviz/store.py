@@ -46,6 +46,7 @@ from kdviz.errors import (
     SchemaTooNewError,
 )
 from kdviz.meta_schema import validate_meta
+from kdviz.summary import run_summary
 
 SCHEMA_VERSION = 2  # 2: checksummed chunks and manifest.json (`kdviz.integrity`); 1 is still read
 META_FILE = remote.META_FILE
@@ -499,9 +500,10 @@ class Run:
     def info(self, *, location: bool = True) -> RunInfo:
         """A readable summary: task, samples, both models with accuracy, layer map and capture settings (and where the
         run is stored, unless ``location=False``)."""
-        from kdviz.summary import run_summary
-
-        return RunInfo(run_summary(self, location=location))
+        attributions = {target: {method: len(self.attribution(method, target)) for method in methods}
+                        for target, methods in self.attribution_targets().items()}
+        return RunInfo(run_summary(self.name, self.meta, where=str(self.path) if location else None, steps=self.steps,
+                                   attributions=attributions))
 
     def __repr__(self) -> str:
         return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"

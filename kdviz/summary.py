@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kdviz.layer_map import describe_layer_map
-
-if TYPE_CHECKING:
-    from kdviz.store import Run
 
 
 def format_count(n: int | None) -> str:
@@ -39,14 +37,15 @@ def model_line(role: str, model: dict[str, Any]) -> str:
     )
 
 
-def run_summary(run: Run, *, location: bool = True) -> str:
-    """The readable summary of a run; ``location=False`` leaves out where it is stored (for exports)."""
-    meta = run.meta
+def run_summary(name: str, meta: Mapping[str, Any], *, where: str | None = None, steps: Sequence[int] = (),
+                attributions: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """The readable summary of a run from its ``meta.json``, its recorded ``steps`` and its ``attributions``
+    (target -> method -> number of samples explained); ``where`` it is stored is left out when None (for exports)."""
     teacher, student = meta["teacher"], meta["student"]
     sizes = (teacher.get("n_params"), student.get("n_params"))
     ratio = f"{sizes[0] / max(1, sizes[1]):.1f}×" if None not in sizes else "not recorded"
     lines = [
-        f"kdviz run {run.name!r}" + (f" at {run.path}" if location else ""),
+        f"kdviz run {name!r}" + (f" at {where}" if where is not None else ""),
         f"  task     {meta['task']}, {meta['n_samples']} samples"
         + (f", {meta['n_classes']} classes" if meta.get("n_classes") and meta["task"] == "classification" else "")
         + (f", vocabulary {meta['n_classes']}" if meta.get("n_classes") and meta["task"] == "tokens" else ""),
@@ -59,10 +58,9 @@ def run_summary(run: Run, *, location: bool = True) -> str:
     capture = meta.get("capture", {})
     settings = ", ".join(f"{k}={v}" for k, v in capture.items() if k in ("batch_size", "attentions", "spatial_p", "topk", "device"))
     lines.append(f"  capture  {settings}; kdviz {meta.get('kdviz_version', '?')}, {meta.get('created', '')}")
-    steps = run.steps
     if steps:
         lines.append(f"  history  {len(steps)} snapshots of the student, steps {steps[0]}–{steps[-1]} (run.at_step(step))")
-    for target, methods in run.attribution_targets().items():
-        counts = ", ".join(f"{m} ({len(run.attribution(m, target))})" for m in methods)
+    for target, methods in (attributions or {}).items():
+        counts = ", ".join(f"{method} ({count})" for method, count in methods.items())
         lines.append(f"  attrib.  explaining {target}: {counts}")
     return "\n".join(lines)

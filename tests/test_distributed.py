@@ -17,7 +17,8 @@ from distributed_capture import CASES, demo_case
 
 import kdviz
 from kdviz.capture import live_cka
-from kdviz.distributed import Shard, batch_order, merge_parts, parts_dir
+from kdviz.distributed import Shard, batch_order
+from kdviz.parts import merge_parts, parts_dir
 from kdviz.store import RunWriter
 
 WORKER = Path(__file__).resolve().parent / "distributed_capture.py"

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from kdviz.errors import InputError
+from kdviz.metrics.tempered import check_finite, log_probs
 
 N_BINS = 15
 
@@ -19,7 +20,6 @@ def ece(z: Any, labels: Any, T: float = 1.0, n_bins: int = N_BINS) -> dict[str, 
     (the largest gap over non-empty bins), and per bin ``lower``, ``upper``, ``accuracy``, ``confidence`` (NaN
     for empty bins) and ``count``, the inputs of a reliability diagram. ``z``: logits [N, C]; ``labels``: [N].
     """
-    from kdviz.metrics.logits import check_finite, log_probs
 
     if n_bins < 1:
         raise InputError(f"n_bins must be at least 1, got {n_bins}")
