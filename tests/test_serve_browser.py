@@ -4,6 +4,8 @@ under 20 concurrent sessions: tests/test_serve_load.py."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -85,7 +87,9 @@ def test_every_page_of_every_demo_run_renders_offline(explained_demo_runs):
                         assert page.locator(".kd-metric", has_text=expected).count() >= 1, (run.name, role, expected)
                 elif title == "Training":
                     page.get_by_text("has no training history").first.wait_for(timeout=20_000)
-                else:
+                else:  # this run's heading first: until the tab has rebuilt, it still shows the previous run
+                    heading = re.compile(rf"^{title}( transfer)?: {re.escape(run.name)}\b")
+                    page.get_by_text(heading).first.wait_for(timeout=60_000)
                     page.wait_for_function(PLOTS_JS.replace("return out; }", f"return out.length >= {expected_plots[title]}; }}"),
                                            timeout=60_000)
                 if title not in ("Overview", "Training"):

@@ -75,6 +75,30 @@ def test_histogram_click_lists_the_bar_and_opens_its_most_divergent_sample(demo_
     assert not explorer.show_all.visible and len(explorer.listed()) == 40
 
 
+def test_the_class_views_follow_the_explorer(demo_runs):
+    from kdviz.metrics import calibration, classwise
+
+    run = demo_runs["digits-cnn"]
+    explorer = LogitExplorer(run, T=2.0)
+    z_t, z_s, y = run.teacher.logits[:], run.student.logits[:], run.labels[:]
+    counts = np.asarray(explorer.figures()["classes"].data[0].z)
+    np.testing.assert_array_equal(counts, classwise.agreement_matrix(z_t, z_s))
+    explorer.class_view_buttons.value = "correctness"
+    assert np.asarray(explorer.figures()["classes"].data[0].z).sum() == run.n_samples
+    explorer.class_view = "divergence"
+    heat = explorer.figures()["classes"]
+    kl_by_class = classwise.per_class_mean(lm.kl(z_t, z_s, 2.0), y, 10)
+    assert heat.data[0].y[0] == lm.MEASURES["kl"]
+    np.testing.assert_allclose([float(text) for text in heat.data[0].text[0]], kl_by_class, rtol=5e-3)  # 3 figures
+    explorer.class_view = "calibration"
+    explorer.selection.T = 4.0  # the temperature redraws the class view too
+    expected = calibration.ece(z_s, y, 4.0)["ece"]
+    assert "T=4" in explorer.figures()["classes"].layout.title.text
+    assert any(f"ECE {expected:.3f}" in (trace.name or "") for trace in explorer.figures()["classes"].data)
+    tokens = LogitExplorer(demo_runs["charlm"])
+    assert "classes" not in tokens.figures()  # a language-model run has no classes to compare
+
+
 def test_an_explorer_is_an_ipywidget_too(demo_runs):
     from jupyter_bokeh.widgets import BokehModel
 

@@ -80,7 +80,30 @@ def inline_ipywidget(obj: Any) -> Any:
     return widget
 
 
-class Explorer(Viewer):
+class FigureViewer(Viewer):
+    """A viewer with figures by name, shown inline in a notebook, as a Panel object or as an ipywidget. Subclasses set
+    ``_layout`` (what is shown) and keep ``_figures`` current."""
+
+    _layout: pn.viewable.Viewable
+    _figures: dict[str, go.Figure]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        load_notebook_extension()
+        return super()._repr_mimebundle_(include, exclude)
+
+    def figures(self) -> dict[str, go.Figure]:
+        """The figures shown now, by name (what `kdviz export` writes)."""
+        return dict(self._figures)
+
+    def ipywidget(self) -> Any:
+        """This viewer as an ipywidgets widget (through jupyter_bokeh), for layouts built on ipywidgets."""
+        return inline_ipywidget(self._layout)
+
+
+class Explorer(FigureViewer):
     """One concern's explorer. Subclasses set ``title`` and ``watches`` (the `Selection` parameters they draw), declare
     their own state as parameters, and implement ``build`` (the panes for the selected run, raising `KdvizError` when
     the run lacks the data) and ``redraw``.
@@ -147,22 +170,6 @@ class Explorer(Viewer):
             controls.append(pn.widgets.IntInput.from_param(self.selection.param.sample, label="sample", start=0,
                                                            end=base.n_samples - 1, width=120))
         return [pn.Row(*controls)] if controls else []
-
-    # ---- the three uses ----
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        load_notebook_extension()
-        return super()._repr_mimebundle_(include, exclude)
-
-    def figures(self) -> dict[str, go.Figure]:
-        """The figures shown now, by name (what `kdviz export` writes)."""
-        return dict(self._figures)
-
-    def ipywidget(self) -> Any:
-        """This explorer as an ipywidgets widget (through jupyter_bokeh), for layouts built on ipywidgets."""
-        return inline_ipywidget(self._layout)
 
     # ---- for subclasses ----
     @property

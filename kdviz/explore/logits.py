@@ -14,11 +14,11 @@ import panel as pn
 import param
 
 from kdviz.errors import InputError
-from kdviz.explore.base import Explorer, clicked_point, heading, plot
+from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
 from kdviz.views import logits as views
-from kdviz.views.run_data import SORTS, LogitData
+from kdviz.views.run_data import CLASS_VIEWS, SORTS, LogitData
 
 LIST_ROWS = 40
 
@@ -36,6 +36,8 @@ class LogitExplorer(Explorer):
     correctness = param.Selector(default="all", objects=["all", *QUADRANTS], label="correct?",
                                  doc="list only samples where each model is right or wrong")
     order = param.Selector(default=SORTS[0], objects=list(SORTS), label="order", doc="order of the sample list")
+    class_view = param.Selector(default="agreement", objects=list(CLASS_VIEWS), label="by class",
+                                doc="the class-level view of a classification run")
 
     def __init__(self, run: Any = None, *, T: float | None = None, **kwargs: Any) -> None:
         self._wanted_T = T
@@ -54,6 +56,7 @@ class LogitExplorer(Explorer):
             raise InputError(f"{self.measure!r} needs full logits; this {data.task} run offers {data.measures()}")
         self.bin: np.ndarray | None = None  # the samples of a clicked histogram bar
         self.values_key: tuple[str, float, float] | None = None  # (measure, T, α) of self.values
+        self.classes_key: tuple[str, float] | None = None  # (class view, T) of the class-level figure
         self.temperature = pn.widgets.DiscreteSlider.from_param(
             self.selection.param.T, label="temperature T", visible=not tokens, width=300, css_classes=["kd-temperature"])
         self.measure_menu = self.control("measure", options={lm.MEASURES[m]: m for m in data.measures()}, width=260)
@@ -67,13 +70,18 @@ class LogitExplorer(Explorer):
         self.samples = pn.widgets.Select(label="samples (click a histogram bar to list its samples)", size=12, options={},
                                          width=440, css_classes=["kd-sample-list"])
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
-        self.panes = {key: plot() for key in ("summary", "histogram", "detail")}
+        self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
         self.panes["summary"].sizing_mode, self.panes["summary"].width = "fixed", 470
         self.samples.param.watch(self._listed_sample_chosen, "value")
         self.show_all.on_click(lambda _event: self.show_bin(None))
         self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
         note = [] if not tokens else [pn.pane.Markdown(
             "*Language-model runs store per-token statistics at T = 1, so the temperature is fixed here.*")]
+        self.has_classes = not tokens and data.z_t is not None
+        offered = {label: kind for kind, label in CLASS_VIEWS.items() if kind == "agreement" or data.labels is not None}
+        self.class_view_buttons = self.control("class_view", pn.widgets.RadioButtonGroup, options=offered, **LIGHT_BUTTONS)
+        classes = [pn.pane.HTML("<b>By class</b>", margin=(12, 10, 0, 10)), self.class_view_buttons,
+                   self.panes["classes"]] if self.has_classes else []
         self.redraw()
         return [
             heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"),
@@ -81,7 +89,7 @@ class LogitExplorer(Explorer):
                    self.order_menu), *note,
             pn.FlexBox(pn.Column(self.samples, self.show_all), self.panes["summary"], flex_wrap="wrap",
                        sizing_mode="stretch_width"),
-            self.panes["histogram"], self.panes["detail"],
+            self.panes["histogram"], self.panes["detail"], *classes,
         ]
 
     @property
@@ -96,6 +104,9 @@ class LogitExplorer(Explorer):
             self.alpha_slider.visible = self.measure == "renyi"
         if names == {"alpha"} and self.measure != "renyi":
             return  # α matters only to Rényi
+        if names == {"class_view"}:
+            self.draw_classes()
+            return
         self.redraw()
 
     # ---- drawing ----
@@ -120,6 +131,26 @@ class LogitExplorer(Explorer):
         self.show_figure("histogram", self.panes["histogram"], views.divergence_histogram(
             self.values[visible], measure=measure, T=T, selected=shown, unit=unit, sample_ids=visible, alpha=alpha))
         self.show_figure("detail", self.panes["detail"], views.sample_detail(data, sample, measure=self.detail_measure(), T=T))
+        if self.has_classes and self.classes_key != (self.class_view, T):
+            self.draw_classes()
+
+    def draw_classes(self) -> None:
+        """The chosen class-level view, at the explorer's temperature where it depends on one."""
+        data, T, kind = self.logit_data, self.T, self.class_view
+        self.classes_key = (kind, T)
+        value = data.by_class(kind, T)
+        names = data.class_names
+        if kind == "agreement":
+            fig = views.agreement_matrix(value, names)
+        elif kind == "correctness":
+            fig = views.quadrant_chart(value)
+        elif kind == "divergence":
+            fig = views.per_class_divergence(value, names, T=T)
+        elif kind == "logits":
+            fig = views.class_mean_logit_difference(value, names)
+        else:
+            fig = views.reliability_diagram(value["teacher"], value["student"], T=T)
+        self.show_figure("classes", self.panes["classes"], fig)
 
     def detail_measure(self) -> str:
         """The per-token measure of a language-model drill-down (only KL and reverse KL are stored per token)."""

@@ -13,10 +13,9 @@ import numpy as np
 import panel as pn
 import param
 import plotly.graph_objects as go
-from panel.viewable import Viewer
 
 from kdviz.errors import InputError
-from kdviz.explore.base import inline_ipywidget, load_notebook_extension, plot
+from kdviz.explore.base import FigureViewer, plot
 from kdviz.views import teaching as views
 from kdviz.views import theme
 
@@ -37,7 +36,7 @@ def parse_logits(text: str) -> np.ndarray:
     return values
 
 
-class TemperatureLab(Viewer):
+class TemperatureLab(FigureViewer):
     """(1) softmax at temperature T and the dark knowledge it reveals; (2) the KD loss α·CE + (1−α)·T²·KL and why T²
     is there; (3) forward vs reverse KL fitting a bimodal teacher; (4) the DKD split. ``figures()`` holds the four
     figures; ``message`` says what is wrong with typed logits."""
@@ -75,25 +74,11 @@ class TemperatureLab(Viewer):
             (TABS["dkd"], pn.Column(logits_row(), control("T"), self.panes["dkd"])),
             dynamic=False, sizing_mode="stretch_width",
         )
+        self._layout = self.tabs
         self.param.watch(lambda _e: self.refresh(), ["teacher_logits", "student_logits", "target", "T", "alpha"])
         self.param.watch(lambda _e: self.refresh_modes(), ["separation"])
         self.refresh()
         self.refresh_modes()
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self.tabs
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        load_notebook_extension()
-        return super()._repr_mimebundle_(include, exclude)
-
-    def figures(self) -> dict[str, go.Figure]:
-        """The four figures shown now, by tab."""
-        return dict(self._figures)
-
-    def ipywidget(self) -> Any:
-        """The lab as an ipywidgets widget (through jupyter_bokeh)."""
-        return inline_ipywidget(self.tabs)
 
     def _show(self, name: str, fig: go.Figure) -> None:
         self._figures[name] = fig

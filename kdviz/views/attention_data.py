@@ -68,9 +68,6 @@ class AttentionData:
         unit = self.run.meta["layer_map"].get("unit")
         return self.run.layer_map if unit == "attention" else []
 
-    def mapped_teacher_layer(self, student_layer: int) -> int | None:
-        return next((t for s, t in self.layer_map if s == student_layer), None)
-
     def mapped_student_layer(self, teacher_layer: int) -> int | None:
         return next((s for s, t in self.layer_map if t == teacher_layer), None)
 

@@ -188,7 +188,11 @@ def reliability_diagram(teacher: Mapping[str, Any], student: Mapping[str, Any], 
     fig.update_xaxes(range=[0, 1], title=f"confidence (max probability at T={T:g}), 15 bins (lo, hi]", row=2, col=1)
     fig.update_yaxes(range=[0, 1.02], title="accuracy", row=1, col=1)
     fig.update_yaxes(title="samples", type="log", dtick=1, row=2, col=1)
-    return theme.style(fig, f"Calibration at T={T:g}: teacher vs student", height=520)
+    theme.style(fig, f"Calibration at T={T:g}: teacher vs student", height=560)
+    # the legend gets a band of its own under the title: inside the plot any corner can hold a bin, and at the
+    # default place its three long entries ran into the title
+    return fig.update_layout(margin={"t": 120}, legend={"orientation": "h", "xanchor": "left", "x": 0, "yanchor": "bottom",
+                                                        "y": 1.03})
 
 
 # ---- class level ----------------------------------------------------------------------------------------------------

@@ -11,13 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from kdviz.errors import MissingDataError
+from kdviz.errors import InputError, MissingDataError
+from kdviz.metrics import calibration, classwise
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import correctness_masks
 from kdviz.metrics.summary import logit_summary
 from kdviz.store import LazyArray, Run
 
 SORTS = ("most divergent first", "least divergent first", "sample index")
+CLASS_VIEWS = {"agreement": "teacher × student answers", "correctness": "right / wrong", "divergence": "divergence by class",
+               "logits": "class-mean logits", "calibration": "calibration"}
+"""The class-level views of a classification run (`LogitData.by_class`), with their labels."""
 MEMO_SIZE = 32  # (measure, T) results kept per run: a dashboard's temperature stops, both directions of KL, …
 
 
@@ -117,6 +121,31 @@ class LogitData:
             return np.nanmean(np.where(mask, per_token, np.nan) if mask is not None else per_token, axis=1)
         z_t, z_s = self.require_logits()
         return lm.divergences(z_t, z_s, T, measures=[measure], alpha=alpha)[measure]
+
+    def by_class(self, kind: str, T: float = 1.0) -> Any:
+        """What a class-level view of a classification run draws (remembered per kind and T): ``"agreement"`` the
+        teacher × student argmax counts [C, C]; ``"correctness"`` the four right/wrong counts; ``"divergence"`` the
+        per-class mean of each measure at T; ``"logits"`` the class-mean teacher − student logits [C, C];
+        ``"calibration"`` both models' ECE results at T."""
+        if kind not in CLASS_VIEWS:
+            raise InputError(f"unknown class view {kind!r}; choose from {list(CLASS_VIEWS)}")
+        z_t, z_s = self.require_logits()
+        if kind != "agreement" and self.labels is None:
+            raise MissingDataError(f"the {CLASS_VIEWS[kind]} view needs labels; capture with (inputs, labels) pairs")
+        key = ("by_class", kind, float(T) if kind in ("divergence", "calibration") else None)
+        return self._remember(key, lambda: self._by_class(kind, float(T), z_t, z_s))
+
+    def _by_class(self, kind: str, T: float, z_t: np.ndarray, z_s: np.ndarray) -> Any:
+        if kind == "agreement":
+            return classwise.agreement_matrix(z_t, z_s)
+        if kind == "correctness":
+            return classwise.correctness_quadrants(z_t, z_s, self.labels)
+        if kind == "logits":
+            return classwise.class_mean_logit_difference(z_t, z_s, self.labels)
+        if kind == "calibration":
+            return {"teacher": calibration.ece(z_t, self.labels, T), "student": calibration.ece(z_s, self.labels, T)}
+        values = lm.divergences(z_t, z_s, T, measures=["kl", "reverse_kl", "js", "tv"])
+        return {name: classwise.per_class_mean(v, self.labels, z_t.shape[1]) for name, v in values.items()}
 
     def visible(self, values: np.ndarray, *, class_index: int = -1, quadrant: str = "all", order: str = SORTS[0],
                 among: np.ndarray | None = None) -> np.ndarray:
