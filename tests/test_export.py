@@ -40,10 +40,10 @@ def test_export_of_the_demo_runs_opens_offline_with_every_page(explained_demo_ru
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", html)  # plotly.js is inlined, nothing else is loaded
     log, plots, drawn = open_offline(out, "export-demo.png")
     assert log["blocked"] == [] and log["console_errors"] == [] and log["dialogs"] == []
-    # every explorer's figures(): overview 1 (summary card), logits 3 (summary, histogram, drill-down), attention 1 for the
-    # CNN (attention-transfer overlay) or 3 (grid, pair, layer map), features 5, attribution 5 (4 for charlm: no class
-    # logits, so no scatter). digits-cnn 15, digits-vit 17, charlm 16
-    assert plots == drawn == 48
+    # every explorer's figures(): overview 1 (summary card), logits 4 (summary, histogram, drill-down, class view; charlm
+    # 3: no classes), attention 1 for the CNN (attention-transfer overlay) or 3 (grid, pair, layer map), features 5,
+    # attribution 5 (4 for charlm: no class logits, so no scatter). digits-cnn 16, digits-vit 18, charlm 16
+    assert plots == drawn == 50
     for name in explained_demo_runs:
         assert f"<h2>{name}</h2>" in html
     assert html.count("class='kd-missing'") == 3  # the three runs have no training history, and say how to record it
@@ -61,7 +61,7 @@ def test_export_escapes_run_text_and_filters_pages(tmp_path):
     html = out.read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in html and "<h2>x<b></h2>" not in html and "<h2>x&lt;b&gt;</h2>" in html
     log, plots, drawn = open_offline(out)
-    assert log["dialogs"] == [] and log["console_errors"] == [] and plots == drawn == 4  # overview 1, logits 3
+    assert log["dialogs"] == [] and log["console_errors"] == [] and plots == drawn == 5  # overview 1, logits 4
     assert main(["export", str(run.path), str(out), "--pages", "everything"]) == 2
     assert main(["export", str(run.path), str(out), "--sample", "60"]) == 2
     assert torch.equal(torch.tensor(run.labels[:]), digits.y_test[:60])  # export never writes into the run
