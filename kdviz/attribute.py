@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz import remote
+from kdviz import layout, remote
 from kdviz._version import __version__
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
@@ -112,7 +112,7 @@ def attribute(
     seconds = dict.fromkeys(settings.methods, 0.0)
     shapes: dict[str, Any] = {}
     bar = tqdm(total=len(wanted), unit="sample", desc=f"kdviz attribute {'+'.join(settings.methods)}", disable=not progress)
-    with GroupWriter(run.path, f"attribution/{target_name}") as writer, probes[0], probes[1], bar:
+    with GroupWriter(run.path, layout.attribution(target_name)) as writer, probes[0], probes[1], bar:
         offset = 0
         for batch in iter_batches(data, batch_size, labels):
             rows = wanted[(wanted >= offset) & (wanted < offset + batch.size)]
@@ -423,15 +423,15 @@ def _select(batch: Batch, rows: torch.Tensor) -> Batch:
 def _check_matches_run(run: Run, batch: Batch, rows: np.ndarray) -> None:
     """The batch must be the run's samples ``rows``: same labels, token ids or input thumbnails."""
     problem = None
-    labelled = batch.labels is not None and run.has("inputs/labels") and run.task == "classification"
+    labelled = batch.labels is not None and run.has_labels and run.task == "classification"
     if labelled and not np.array_equal(batch.labels.cpu().numpy(), run.labels[rows]):
         problem = "labels"
     main = batch.main_tensor("input_ids")
-    if problem is None and not main.is_floating_point() and main.ndim == 2 and run.has("inputs/token_ids"):
-        if not np.array_equal(main.cpu().numpy(), run.array("inputs/token_ids")[rows]):
+    if problem is None and not main.is_floating_point() and main.ndim == 2 and run.token_ids is not None:
+        if not np.array_equal(main.cpu().numpy(), run.token_ids[rows]):
             problem = "token ids"
-    elif problem is None and main.is_floating_point() and main.ndim in (3, 4) and run.has("inputs/thumbnails"):
-        difference = np.abs(thumbnails(main).astype(np.int16) - run.array("inputs/thumbnails")[rows].astype(np.int16))
+    elif problem is None and main.is_floating_point() and main.ndim in (3, 4) and run.thumbnails is not None:
+        difference = np.abs(thumbnails(main).astype(np.int16) - run.thumbnails[rows].astype(np.int16))
         if difference.max() > 1:
             problem = "input images"
     if problem:

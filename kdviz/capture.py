@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz import distributed as distributed_module
-from kdviz import remote
+from kdviz import layout, remote
 from kdviz.adapters import hf
 from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
@@ -260,9 +260,9 @@ class CaptureSession:
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
             for i, attn in enumerate(out.attentions):
-                records[f"{role}/attn/{i}"] = _np(attn)
-            records.update({f"{role}/feat/{name}": _np(v) for name, v in out.features.items()})
-            records.update({f"{role}/spatial/{name}": _np(v) for name, v in out.spatial.items()})
+                records[layout.attention(role, i)] = _np(attn)
+            records.update({layout.features(role, name): _np(v) for name, v in out.features.items()})
+            records.update({layout.spatial(role, name): _np(v) for name, v in out.spatial.items()})
         return records
 
     def _input_records(self, batch: Batch, task: str) -> dict[str, np.ndarray]:
@@ -274,15 +274,15 @@ class CaptureSession:
                     f"a batch has {main.shape[1]} tokens but the first had {self.seq_len}; pad every batch to one "
                     "length, for example tokenizer(..., padding='max_length', max_length=N)"
                 )
-            records["inputs/token_ids"] = _np(main).astype(np.int32)
+            records[layout.TOKEN_IDS] = _np(main).astype(np.int32)
             mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
-            records["inputs/attention_mask"] = _np(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
+            records[layout.ATTENTION_MASK] = _np(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
             if self.decode is not None:
                 self.decoded_tokens.extend([self.decode(int(i)) for i in row] for row in main.tolist())
             if self.seq_len is None:
                 self.seq_len = main.shape[1]
         elif main.is_floating_point() and main.ndim in (3, 4):
-            records["inputs/thumbnails"] = thumbnails(main)
+            records[layout.THUMBNAILS] = thumbnails(main)
         labelled = batch.labels is not None
         if not self.captured:
             self.labelled = labelled
@@ -294,7 +294,7 @@ class CaptureSession:
         if labelled and task == "classification":
             if batch.labels.ndim != 1 or len(batch.labels) != batch.size:
                 raise InputError(f"classification labels must have shape [{batch.size}], got {tuple(batch.labels.shape)}")
-            records["inputs/labels"] = _np(batch.labels).astype(np.int64)
+            records[layout.LABELS] = _np(batch.labels).astype(np.int64)
             self.has_labels = True
         return records
 
@@ -302,7 +302,7 @@ class CaptureSession:
         if batch.labels is not None:
             check_labels(batch.labels, outputs[0].logits.shape[-1], self.offset, "class", ignore_index=None)
         for role, out in zip(ROLES, outputs, strict=True):
-            records[f"{role}/logits"] = _np(out.logits.float())
+            records[layout.logits(role)] = _np(out.logits.float())
             if batch.labels is not None:
                 correct, total = logit_metrics.correct_count(out.logits, batch.labels)
                 self.counts[role]["correct"] += correct
@@ -312,15 +312,15 @@ class CaptureSession:
         z_t, z_s = outputs[0].logits, outputs[1].logits
         targets = self._targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1])
         stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
-        records["pair/tokens/kl"] = _np(stats["kl"]).astype(np.float32)
-        records["pair/tokens/reverse_kl"] = _np(stats["reverse_kl"]).astype(np.float32)
+        records[layout.pair_token_stat("kl")] = _np(stats["kl"]).astype(np.float32)
+        records[layout.pair_token_stat("reverse_kl")] = _np(stats["reverse_kl"]).astype(np.float32)
         for role in ROLES:
             for stat in ("entropy", "topk_ids", "topk_probs", "true_prob"):
                 value = stats.get(f"{role}_{stat}")
                 if value is not None:
-                    records[f"{role}/tokens/{stat}"] = _np(value).astype(np.int32 if stat == "topk_ids" else np.float32)
+                    records[layout.token_stat(role, stat)] = _np(value).astype(np.int32 if stat == "topk_ids" else np.float32)
         if targets is not None:
-            records["inputs/labels"] = _np(targets).astype(np.int64)
+            records[layout.LABELS] = _np(targets).astype(np.int64)
             self.has_labels = True
             valid = targets >= 0
             for role, z in zip(ROLES, (z_t, z_s), strict=True):
@@ -335,7 +335,7 @@ class CaptureSession:
         if keep:
             self.kept_indices.extend(offset + i for i in keep)
             for role, z in zip(ROLES, (z_t, z_s), strict=True):
-                records[f"{role}/logits"] = _np(z[keep].float())
+                records[layout.logits(role)] = _np(z[keep].float())
 
     def _targets(self, batch: Batch, shape: torch.Size, device: torch.device, vocab_size: int) -> torch.Tensor | None:
         """Per-position target token ids [B, T] (−100 where none), from labels or the next input token."""
@@ -548,13 +548,13 @@ def live_cka(
     def accumulate() -> None:
         nonlocal accumulator, names
         for records in session:
-            feats = {role: {k.split("/feat/", 1)[1]: v for k, v in records.items() if k.startswith(f"{role}/feat/")}
+            feats = {role: {name: v for k, v in records.items() if (name := layout.feature_name(k, role)) is not None}
                      for role in ROLES}
             if accumulator is None:
                 names = (list(feats["teacher"]), list(feats["student"]))
                 accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
             add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
-                             conv=conv, tokens=tokens, mask=records.get("inputs/attention_mask"))
+                             conv=conv, tokens=tokens, mask=records.get(layout.ATTENTION_MASK))
         if accumulator is None and shard.distributed:
             raise InputError(f"rank {shard.rank} got no batches; use a smaller batch_size or fewer processes")
 

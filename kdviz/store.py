@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from kdviz import integrity, remote, temporaries
+from kdviz import integrity, layout, remote, temporaries
 from kdviz._version import __version__
 from kdviz.errors import (
     CorruptRunError,
@@ -147,7 +147,7 @@ class ModelSide:
     @property
     def logits(self) -> LazyArray:
         """[N, C] logits for classification, or the [K, T, V] subset kept with ``keep_full_logits``."""
-        key = f"{self.role}/logits"
+        key = layout.logits(self.role)
         if not self._run.has(key):
             raise MissingDataError(
                 f"this run stores no full {self.role} logits: vocabulary-sized outputs are summarised per token "
@@ -174,27 +174,27 @@ class ModelSide:
                     f"{self.role} attention layer {layer} is out of range: the run has {len(layers)} layers (0..{len(layers) - 1})"
                 )
             index %= len(layers)
-        return self._run.array(f"{self.role}/attn/{index}")
+        return self._run.array(layout.attention(self.role, index))
 
     def features(self, name: str) -> LazyArray:
         """[N, ...] output of one hooked module, as captured (conv maps stay [N, C, H, W])."""
-        return self._named(name, "feat", self.feature_names, "features")
+        return self._named(layout.features(self.role, name), name, self.feature_names, "features")
 
     def spatial(self, name: str) -> LazyArray:
         """[N, h, w] attention-transfer map of one CNN feature: channel mean of |A|^p, L2-normalised."""
-        return self._named(name, "spatial", self.spatial_names, "spatial attention maps")
+        return self._named(layout.spatial(self.role, name), name, self.spatial_names, "spatial attention maps")
 
     def token(self, stat: str) -> LazyArray:
         """Per-token statistic of a language model: ``entropy``, ``true_prob``, ``topk_ids``, ``topk_probs``."""
-        return self._named(stat, "tokens", self.token_stats, "per-token statistics")
+        return self._named(layout.token_stat(self.role, stat), stat, self.token_stats, "per-token statistics")
 
-    def _named(self, name: str, group: str, available: list[str], what: str) -> LazyArray:
+    def _named(self, key: str, name: str, available: list[str], what: str) -> LazyArray:
         if name not in available:
             raise MissingDataError(
                 f"no {self.role} {what} named {name!r}; this run has: {available or 'none'}. "
                 "Pass layers=[...] (module paths or glob patterns) to capture() to record features."
             )
-        return self._run.array(f"{self.role}/{group}/{name}")
+        return self._run.array(key)
 
     def __repr__(self) -> str:
         return f"<{self.role} {self.name!r}: {len(self.attention_layers)} attention layers, {len(self.feature_names)} features>"
@@ -213,7 +213,7 @@ class StoredAttribution:
         self._run = run
         self.target = target
         self.method = method
-        self.key = f"attribution/{target}/{method}"
+        self.key = f"{layout.attribution(target)}/{method}"
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.index = np.asarray(group["index"][...])
         self.classes = np.asarray(group["class"][...])
@@ -309,7 +309,7 @@ class Run:
         manifest = self.manifest
         if not manifest:
             return
-        for key in ("inputs/labels", "inputs/token_ids", *(f"{r}/logits" for r in ("teacher", "student") if self.task == "classification")):
+        for key in (layout.LABELS, layout.TOKEN_IDS, *(layout.logits(r) for r in ("teacher", "student") if self.task == "classification")):
             entry = manifest.get(key)
             if entry is not None and entry["shape"][:1] != [self.n_samples]:
                 raise CorruptRunError(f"run {self.name!r} says it holds {self.n_samples} samples, but {key!r} was written "
@@ -418,11 +418,38 @@ class Run:
 
     @property
     def labels(self) -> LazyArray:
-        return self.array("inputs/labels")
+        """[N] class indices, or [N, T] next-token ids with −100 where unlabelled."""
+        return self.array(layout.LABELS)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.has(layout.LABELS)
+
+    @property
+    def token_ids(self) -> LazyArray | None:
+        """[N, T] input token ids of a text run (None for other inputs)."""
+        return self.array(layout.TOKEN_IDS) if self.has(layout.TOKEN_IDS) else None
+
+    @property
+    def attention_mask(self) -> LazyArray | None:
+        """[N, T] 1 on real tokens, 0 on padding, for text runs (None for other inputs)."""
+        return self.array(layout.ATTENTION_MASK) if self.has(layout.ATTENTION_MASK) else None
+
+    @property
+    def thumbnails(self) -> LazyArray | None:
+        """[N, h, w] or [N, h, w, 3] uint8 previews of image inputs (None for other inputs)."""
+        return self.array(layout.THUMBNAILS) if self.has(layout.THUMBNAILS) else None
+
+    def pair_token_stat(self, stat: str) -> LazyArray:
+        """[N, T] per-token divergence between the models of a language-model run: ``kl`` or ``reverse_kl`` (T = 1)."""
+        key = layout.pair_token_stat(stat)
+        if not self.has(key):
+            raise MissingDataError(f"run {self.name!r} stores no per-token {stat!r}; language-model runs store kl and reverse_kl")
+        return self.array(key)
 
     def read_cache(self, name: str) -> dict[str, Any] | None:
         """A derived result stored under ``cache/<name>`` by `write_cache`: its arrays plus ``attrs``; None if absent."""
-        key = f"cache/{name}"
+        key = layout.cache(name)
         if not self.has(key):
             return None
         group = self._root[key]
@@ -436,7 +463,7 @@ class Run:
         The only write to an existing run; the dashboard never calls it (it serves runs read-only).
         """
         writable = self._open_root("a")
-        key = f"cache/{name}"
+        key = layout.cache(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if key in writable:
@@ -454,10 +481,10 @@ class Run:
 
     def attribution_targets(self) -> dict[str, list[str]]:
         """``{target: [method, ...]}`` of the attributions stored in this run; empty when `kdviz.attribute` never ran."""
-        if not self.has("attribution"):
+        if not self.has(layout.ATTRIBUTION):
             return {}
         found: dict[str, list[str]] = {}
-        for target, group in sorted(self._root["attribution"].groups()):
+        for target, group in sorted(self._root[layout.ATTRIBUTION].groups()):
             methods = sorted(name for name, _ in group.groups() if not name.startswith("."))
             if methods and not target.startswith("."):
                 found[target] = methods
@@ -472,7 +499,7 @@ class Run:
                 f"run {self.name!r} has no {method!r} attributions for target {target!r} (stored: {have}); "
                 f"compute them with kdviz.attribute(teacher, student, data, run=run, methods=[{method!r}], target=...)"
             )
-        return StoredAttribution(self, target, method, self._root[f"attribution/{target}/{method}"])
+        return StoredAttribution(self, target, method, self._root[f"{layout.attribution(target)}/{method}"])
 
     # ---- training history (kdviz.distill) -------------------------------------------------------
     @property
@@ -509,13 +536,13 @@ class Run:
         return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"
 
 
-HISTORY = "history"
-HISTORY_ROLES = ("student/", "pair/")  # what a snapshot records; the teacher and the inputs do not change
+HISTORY = layout.HISTORY
+HISTORY_ROLES = layout.SNAPSHOT_PREFIXES  # what a snapshot records; the teacher and the inputs do not change
 
 
 def history_key(step: int) -> str:
     """``history/00000120``: zero-padded, so the groups list in step order."""
-    return f"{HISTORY}/{int(step):08d}"
+    return layout.snapshot(step)
 
 
 class RunAtStep(Run):

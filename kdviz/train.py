@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz import remote
+from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, iter_batches, take_rows, to_device
 from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
@@ -197,7 +197,7 @@ class Recorder:
         self.batch_size = batch_size
         self.class_names = class_names
         self.device = resolve_device(device)
-        self.writer = GroupWriter(self.path, "history", require_run=False)
+        self.writer = GroupWriter(self.path, layout.HISTORY, require_run=False)
         self.attrs: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> Recorder:
@@ -217,7 +217,7 @@ class Recorder:
         name = history_key(step).split("/", 1)[1]
         session = CaptureSession(self._probes(), self.probe, batch_size=self.batch_size, progress=False)
         for records in session:
-            self.writer.append_batch({f"{name}/{key}": rows for key, rows in records.items() if key.startswith(("student/", "pair/"))})
+            self.writer.append_batch({f"{name}/{key}": rows for key, rows in records.items() if key.startswith(layout.SNAPSHOT_PREFIXES)})
         counts = session.counts["student"]
         self.attrs[name] = {
             "step": int(step), "epoch": int(epoch), "losses": {k: float(v) for k, v in losses.items()},

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -65,3 +66,25 @@ def test_the_circle_finder_finds_a_circle(tmp_path, monkeypatch):
     (package / "c.py").write_text("from circled import a\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_circles(grimp.build_graph("circled")) == [["circled.a", "circled.b"]]
+
+
+# a run's array names: only kdviz/layout.py spells them, and the store floor builds them from it
+LAYOUT_KEY = re.compile(r"""["'](inputs|teacher|student|pair|attribution|history|cache)/"""
+                        r"""|\{(role|self\.role)\}/(logits|attn|feat|spatial|tokens)""")
+STORE_FLOOR = {"layout.py", "store.py", "integrity.py", "parts.py", "remote.py"}
+
+
+def test_no_layout_string_outside_the_store():
+    found = []
+    for path in sorted((ROOT / "kdviz").rglob("*.py")):
+        if path.relative_to(ROOT / "kdviz").as_posix() in STORE_FLOOR:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if LAYOUT_KEY.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == [], "name arrays through kdviz.layout or the Run accessors:\n" + "\n".join(found)
+
+
+def test_the_layout_check_sees_a_key():
+    assert LAYOUT_KEY.search('run.array("inputs/attention_mask")') and LAYOUT_KEY.search('f"{role}/attn/{i}"')
+    assert not LAYOUT_KEY.search("run.attention_mask")

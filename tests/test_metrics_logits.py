@@ -244,8 +244,10 @@ def test_rank_agreement_matches_scipy():
 
 
 # ---- calibration ----
-def reference_ece(probs, labels, n_bins=15):
-    conf, pred = probs.max(1), probs.argmax(1)
+def reference_ece(probs, labels, n_bins=15, logits=None):
+    """ECE from probabilities [N, C]; the predicted class is the argmax of the ``logits`` when given (the same class
+    mathematically, but exact where the probabilities round two different logits to one value)."""
+    conf, pred = probs.max(1), (probs if logits is None else logits).argmax(1)
     total, worst = 0.0, 0.0
     for b in range(n_bins):
         lo, hi = b / n_bins, (b + 1) / n_bins
@@ -264,11 +266,20 @@ def reference_ece(probs, labels, n_bins=15):
 def test_ece_matches_reference(data, T):
     z, y = data
     result = calibration.ece(z, y, T)
-    expected_ece, expected_mce = reference_ece(softmax(z / T, -1), y)
+    expected_ece, expected_mce = reference_ece(softmax(z / T, -1), y, logits=z)
     assert result["ece"] == pytest.approx(expected_ece, abs=1e-12)
     assert result["mce"] == pytest.approx(expected_mce, abs=1e-12)
     assert result["count"].sum() == len(y)
     assert 0 <= result["ece"] <= result["mce"] + 1e-12
+
+
+def test_ece_predicts_the_argmax_of_the_logits_even_below_softmax_resolution():
+    # found by hypothesis: −2.2e-16 against 0 is lost in log-softmax at T=3, where the tie went to class 0
+    z = np.array([[-2.220446049250313e-16, 0.0, 0.0, 0.0]] * 5)
+    y = np.zeros(5, dtype=np.int64)
+    result = calibration.ece(z, y, 3.0)
+    assert result["ece"] == pytest.approx(reference_ece(softmax(z / 3.0, -1), y, logits=z)[0], abs=1e-12)
+    assert result["ece"] == pytest.approx(0.25, abs=1e-12)  # class 1 is predicted, with confidence 1/4: all wrong
 
 
 def test_ece_bins_are_left_open_right_closed():

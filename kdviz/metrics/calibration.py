@@ -31,8 +31,10 @@ def ece(z: Any, labels: Any, T: float = 1.0, n_bins: int = N_BINS) -> dict[str, 
     if y.shape[0] != logits.shape[0]:
         raise InputError(f"labels has {y.shape[0]} entries but the logits have {logits.shape[0]} samples")
     logp = log_probs(logits.double(), T)
-    confidence, prediction = logp.max(dim=1)
-    confidence = confidence.exp().cpu().numpy()
+    # the prediction is the argmax of the logits themselves: in log-softmax a gap below float64 resolution next to the
+    # log-normaliser (say −2e-16 against 0) vanishes into a tie, and the tie would go to the wrong class
+    prediction = logits.argmax(dim=1)
+    confidence = logp.gather(1, prediction[:, None])[:, 0].exp().cpu().numpy()
     correct = (prediction.cpu() == y).double().numpy()
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)  # (lo, hi] bins

@@ -308,7 +308,7 @@ def cka_matrix(
         hit = run.read_cache(key)
         if hit is not None:
             return {**{k: v for k, v in hit.items() if k != "attrs"}, **hit["attrs"]}
-    mask_array = run.array("inputs/attention_mask") if run.has("inputs/attention_mask") else None
+    mask_array = run.attention_mask
     accumulator = MinibatchCKA(len(t_names), len(s_names), unbiased=unbiased)
     n = run.n_samples
     starts = range(0, n, batch_size)

@@ -92,9 +92,9 @@ class AttentionData:
 
     def mask(self, sample: int | slice) -> np.ndarray | None:
         """[T] (or [n, T]) bool, True for real tokens; None when the run has no padding mask."""
-        if not self.run.has("inputs/attention_mask"):
+        if self.run.attention_mask is None:
             return None
-        return self.run.array("inputs/attention_mask")[sample].astype(bool)
+        return self.run.attention_mask[sample].astype(bool)
 
     def tokens(self, sample: int) -> list[str] | None:
         """Token strings of one sample, shown with visible whitespace; for a ViT "CLS" and patch "row,col" names."""
@@ -105,14 +105,14 @@ class AttentionData:
         if self.run.tokens is not None:
             return [display_token(t) for t in self.run.tokens[sample]]
         vocab = self.run.meta.get("vocab")
-        if vocab and self.run.has("inputs/token_ids"):
+        if vocab and self.run.token_ids is not None:
             return [display_token(vocab[int(i)]) if 0 <= int(i) < len(vocab) else f"#{int(i)}"
-                    for i in self.run.array("inputs/token_ids")[sample]]
+                    for i in self.run.token_ids[sample]]
         return None
 
     def image(self, sample: int) -> np.ndarray | None:
         """[h, w] or [h, w, 3] uint8 thumbnail of the input image, when the run stored one."""
-        return self.run.array("inputs/thumbnails")[sample] if self.run.has("inputs/thumbnails") else None
+        return self.run.thumbnails[sample] if self.run.thumbnails is not None else None
 
     def _sample_summaries(self, role: str, sample: int, summary: str) -> np.ndarray:
         """[L, H] one `metrics.attention.SUMMARIES` value of every head on one sample."""

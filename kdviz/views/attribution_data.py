@@ -57,10 +57,10 @@ class AttributionData:
     def mask(self, method: str, target: str, rows: slice | np.ndarray | None = None) -> np.ndarray | None:
         """[M, T] real-token mask of the explained samples of a text run (None for images)."""
         stored = self.stored(method, target)
-        if stored.attrs.get("map_kind") != "tokens" or not self.run.has("inputs/attention_mask"):
+        if stored.attrs.get("map_kind") != "tokens" or self.run.attention_mask is None:
             return None
         index = stored.index if rows is None else stored.index[rows]
-        return self.run.array("inputs/attention_mask")[np.sort(index)].astype(bool)
+        return self.run.attention_mask[np.sort(index)].astype(bool)
 
     # ---- agreement ----
     def agreement(self, method: str, target: str, metric: str) -> np.ndarray:
@@ -87,7 +87,7 @@ class AttributionData:
         return self._logits[role]
 
     def labels(self) -> np.ndarray | None:
-        return self.run.labels[:] if self.run.has("inputs/labels") and self.run.task == "classification" else None
+        return self.run.labels[:] if self.run.has_labels and self.run.task == "classification" else None
 
     def fidelity(self, method: str, target: str, metric: str, threshold: float = ag.DEFAULT_THRESHOLD) -> dict[str, np.ndarray]:
         """`metrics.attribution_agreement.fidelity_table` of the explained samples (classification runs)."""
@@ -109,7 +109,7 @@ class AttributionData:
         return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
 
     def image(self, sample: int) -> np.ndarray | None:
-        return self.run.array("inputs/thumbnails")[sample] if self.run.has("inputs/thumbnails") else None
+        return self.run.thumbnails[sample] if self.run.thumbnails is not None else None
 
     def tokens(self, sample: int) -> list[str] | None:
         tokens = self.run.tokens

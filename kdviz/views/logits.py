@@ -145,8 +145,8 @@ def agreement_matrix(matrix: Any, class_names: Sequence[str] | None = None) -> g
                    text=np.where(counts > 0, counts.astype(str), ""), texttemplate="%{text}" if len(counts) <= 20 else None,
                    hovertemplate="teacher says %{y}, student says %{x}: %{z} samples<extra></extra>")
     )
-    fig.update_xaxes(title="student's prediction", type="category", side="bottom")
-    fig.update_yaxes(title="teacher's prediction", type="category", autorange="reversed", scaleanchor="x")
+    fig.update_xaxes(title="student's prediction", type="category", side="bottom", showgrid=False)
+    fig.update_yaxes(title="teacher's prediction", type="category", autorange="reversed", scaleanchor="x", showgrid=False)
     agree = np.trace(counts) / total if total else float("nan")
     return theme.style(fig, f"Where the student agrees with the teacher (top-1 agreement {agree:.1%})", height=480, legend=False)
 
@@ -230,7 +230,7 @@ def class_mean_logit_difference(diff: Any, class_names: Sequence[str] | None = N
         hovertemplate="true class %{y}, logit %{x}<br>teacher − student = %{z:.3f}<extra></extra>",
     ))
     fig.update_xaxes(title="logit of class", type="category")
-    fig.update_yaxes(title="true class", type="category", autorange="reversed", scaleanchor="x")
+    fig.update_yaxes(title="true class", type="category", autorange="reversed", scaleanchor="x", showgrid=False)
     return theme.style(fig, "Class-mean logits: teacher − student (blue: teacher higher, orange: student higher)",
                        height=520, legend=False)
 

@@ -59,15 +59,15 @@ class LogitData:
 
     @classmethod
     def from_run(cls, run: Run) -> LogitData:
-        labels = run.labels[:] if run.has("inputs/labels") else None
-        thumbnails = run.array("inputs/thumbnails") if run.has("inputs/thumbnails") else None
+        labels = run.labels[:] if run.has_labels else None
+        thumbnails = run.thumbnails
         if run.task == "classification":
             return cls(run, run.task, run.teacher.logits[:], run.student.logits[:], labels, run.class_names, thumbnails)
-        stats: dict[str, np.ndarray] = {name: run.array(f"pair/tokens/{name}")[:] for name in ("kl", "reverse_kl")}
+        stats: dict[str, np.ndarray] = {name: run.pair_token_stat(name)[:] for name in ("kl", "reverse_kl")}
         for side in (run.teacher, run.student):
             for stat in side.token_stats:
                 stats[f"{side.role}_{stat}"] = side.token(stat)[:]
-        stats["mask"] = run.array("inputs/attention_mask")[:].astype(bool) if run.has("inputs/attention_mask") else None
+        stats["mask"] = run.attention_mask[:].astype(bool) if run.attention_mask is not None else None
         return cls(run, run.task, None, None, labels, None, thumbnails, run.tokens, stats)
 
     @property
@@ -182,11 +182,11 @@ def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *,
     side = run.teacher if role == "teacher" else run.student
     if isinstance(rows, slice):
         data = side.features(name)[rows]
-        mask = run.array("inputs/attention_mask")[rows] if run.has("inputs/attention_mask") else None
+        mask = run.attention_mask[rows] if run.attention_mask is not None else None
     else:
         index = np.sort(np.asarray(rows))
         data = side.features(name)[index]
-        mask = run.array("inputs/attention_mask")[index] if run.has("inputs/attention_mask") else None
+        mask = run.attention_mask[index] if run.attention_mask is not None else None
     return pool_features(data, conv=conv, tokens=tokens, mask=mask).double().numpy()
 
 
@@ -199,7 +199,7 @@ def feature_layer_map(run: Run) -> list[tuple[int, int]] | None:
 
 def first_labels(run: Run, samples: int) -> np.ndarray | None:
     """[samples] labels of the first samples of a classification run (None otherwise), to colour projections by class."""
-    return run.labels[:samples] if run.task == "classification" and run.has("inputs/labels") else None
+    return run.labels[:samples] if run.task == "classification" and run.has_labels else None
 
 
 def alignment_scores(run: Run, result: dict[str, Any], pairs: list[tuple[int, int]], *, samples: int,

@@ -54,14 +54,14 @@ def _step_series(run: Run) -> dict[str, float]:
         z_t, z_s = run.teacher.logits[:], run.student.logits[:]
         out = {"kl": lm.dataset_mean(lm.kl(z_t, z_s, 1.0)),
                "agreement": float(np.mean(lm.topk_agreement(z_t, z_s, 1)["top1"]))}
-        if run.has("inputs/labels"):
+        if run.has_labels:
             y = run.labels[:]
             out.update(ce=float(np.mean(lm.cross_entropy(z_s, y))), accuracy=lm.accuracy(z_s, y),
                        teacher_accuracy=lm.accuracy(z_t, y), ece=ece(z_s, y)["ece"], teacher_ece=ece(z_t, y)["ece"])
         return out
-    mask = run.array("inputs/attention_mask")[:].astype(bool) if run.has("inputs/attention_mask") else None
-    out = {"kl": lm.dataset_mean(np.where(mask, run.array("pair/tokens/kl")[:], np.nan) if mask is not None
-                                 else run.array("pair/tokens/kl")[:])}
+    mask = run.attention_mask[:].astype(bool) if run.attention_mask is not None else None
+    kl = run.pair_token_stat("kl")[:]
+    out = {"kl": lm.dataset_mean(np.where(mask, kl, np.nan) if mask is not None else kl)}
     top_t, top_s = run.teacher.token("topk_ids")[:, :, 0], run.student.token("topk_ids")[:, :, 0]
     out["agreement"] = float(np.mean((top_t == top_s)[mask] if mask is not None else top_t == top_s))
     if "true_prob" in run.student.token_stats:

@@ -1,0 +1,68 @@
+"""The names of a run's arrays (schema 2), in one place: capture writes under them and `kdviz.store` reads them.
+Nothing else spells a key out; readers use `Run`'s and `ModelSide`'s accessors.
+
+``inputs/…`` hold what went in, ``{teacher,student}/…`` what each model gave, ``pair/…`` what was measured between
+them, ``attribution/<target>/<method>/…`` the stored attributions, ``history/<step>/…`` a distillation's snapshots
+and ``cache/<name>/…`` derived results (CKA).
+"""
+
+from __future__ import annotations
+
+LABELS = "inputs/labels"  # [N] class indices, or [N, T] next-token ids with −100 where unlabelled
+TOKEN_IDS = "inputs/token_ids"  # [N, T] int32
+ATTENTION_MASK = "inputs/attention_mask"  # [N, T] uint8, 1 on real tokens
+THUMBNAILS = "inputs/thumbnails"  # [N, h, w] or [N, h, w, 3] uint8 previews of image inputs
+ATTRIBUTION = "attribution"
+CACHE = "cache"
+HISTORY = "history"
+SNAPSHOT_PREFIXES = ("student/", "pair/")  # what a training snapshot records; the teacher and the inputs do not change
+
+
+def logits(role: str) -> str:
+    """[N, C] logits (or the [K, T, V] kept with keep_full_logits) of ``role``."""
+    return f"{role}/logits"
+
+
+def attention(role: str, index: int) -> str:
+    """[N, H, T, T] attention probabilities of ``role``'s captured layer ``index``."""
+    return f"{role}/attn/{index}"
+
+
+def features(role: str, name: str) -> str:
+    """[N, ...] output of ``role``'s hooked module ``name``."""
+    return f"{role}/feat/{name}"
+
+
+def feature_name(key: str, role: str) -> str | None:
+    """The module name of a `features` key of ``role``, or None for any other key."""
+    prefix = f"{role}/feat/"
+    return key[len(prefix):] if key.startswith(prefix) else None
+
+
+def spatial(role: str, name: str) -> str:
+    """[N, h, w] attention-transfer map of ``role``'s conv feature ``name``."""
+    return f"{role}/spatial/{name}"
+
+
+def token_stat(role: str, stat: str) -> str:
+    """[N, T, …] per-token statistic of ``role`` (entropy, true_prob, topk_ids, topk_probs)."""
+    return f"{role}/tokens/{stat}"
+
+
+def pair_token_stat(stat: str) -> str:
+    """[N, T] per-token divergence between the models (kl, reverse_kl) at T = 1."""
+    return f"pair/tokens/{stat}"
+
+
+def attribution(target: str) -> str:
+    """The group of the attributions that explain ``target``."""
+    return f"{ATTRIBUTION}/{target}"
+
+
+def cache(name: str) -> str:
+    return f"{CACHE}/{name}"
+
+
+def snapshot(step: int) -> str:
+    """``history/00000120``, the group of the training snapshot at ``step``: zero-padded, so groups list in step order."""
+    return f"{HISTORY}/{int(step):08d}"
