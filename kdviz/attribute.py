@@ -24,8 +24,6 @@ from tqdm.auto import tqdm
 
 from kdviz import layout, remote
 from kdviz._version import __version__
-from kdviz.adapters import hf
-from kdviz.adapters.layout import token_grid
 from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.probe import ModelProbe
 from kdviz.batching import Batch, iter_batches, main_input_key, take_rows, to_device
@@ -242,7 +240,7 @@ def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, cl
     internal = settings.internal_batch_size or max(AUTO_PATH_POINTS, 2 * len(classes))
     common = {"extra": call.extra, "n_steps": settings.n_steps, "internal_batch_size": internal, "return_delta": True}
     if call.tokens:
-        baseline_ids = _baseline_ids(probe.model, call.main, inputs, settings.baseline)
+        baseline_ids = _baseline_ids(probe, call.main, inputs, settings.baseline)
         maps, delta = am.embedding_attribution(method, call.forward, call.main, classes, call.embedding,
                                                baseline_ids=baseline_ids, **common)
         info = {"kind": kind, "layer": _name_of(probe.model, call.embedding)}
@@ -254,7 +252,7 @@ def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, cl
 
 def _attention_x_gradient(probe: ModelProbe, inputs: Any, call: ModelCall, classes: torch.Tensor,
                           positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if not probe.is_hf and probe.attention_source == "none":
+    if probe.attention_source == "none":
         raise MissingDataError(
             f"the {probe.role} gives no attention maps (no Hugging Face attentions and no timm-style attention blocks); "
             "attention_x_gradient is for transformers"
@@ -265,7 +263,7 @@ def _attention_x_gradient(probe: ModelProbe, inputs: Any, call: ModelCall, class
         score = logits.gather(1, classes[:, None])[:, 0]
         relevance, heads = am.attention_gradient(score, out.attentions)
     tokens = relevance.shape[-1]
-    grid = token_grid(probe.model, tokens, tuple(call.main.shape)) if not call.tokens else None
+    grid = probe.family.token_grid(probe.model, tokens, tuple(call.main.shape)) if not call.tokens else None
     if grid is not None and call.main.ndim == 4:
         query = 0 if grid["prefix"] else -1
         row = am.relevance_row(relevance, torch.full((len(score),), query, device=score.device))
@@ -303,7 +301,7 @@ def model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None = 
     the attributed input, the other inputs, and for token ids the embedding module (``embedding`` names it)."""
     model, role = probe.model, probe.role
     if isinstance(inputs, dict):
-        main_key = main_input_key(inputs, getattr(model, "main_input_name", None))
+        main_key = main_input_key(inputs, probe.family.main_input_name(model))
         extra_keys = [k for k, v in inputs.items() if k != main_key and isinstance(v, torch.Tensor)]
         main, extra = inputs[main_key], [inputs[k] for k in extra_keys]
     else:
@@ -311,14 +309,13 @@ def model_call(probe: ModelProbe, inputs: Any, positions: torch.Tensor | None = 
     if positions is not None:
         extra.append(positions)
     tokens = not main.is_floating_point()
-    embedding_module = _embedding(model, embedding, role) if tokens else None
+    embedding_module = _embedding(probe, embedding) if tokens else None
     if not tokens:
         main = main.detach().clone()
 
     def forward(x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(extra_keys, rest[: len(extra_keys)], strict=True))
-        if probe.is_hf:
-            kwargs["return_dict"] = True
+        kwargs.update(probe.family.call_options(model))
         output = model(x) if main_key is None else model(**{main_key: x}, **kwargs)
         logits = extract_logits(output, role)
         return _at_positions(logits, rest[len(extra_keys)] if logits.ndim == 3 else None)
@@ -455,12 +452,11 @@ def _last_conv(model: nn.Module, role: str) -> str:
     return convs[-1]
 
 
-def _embedding(model: nn.Module, name: str | None, role: str) -> nn.Module:
+def _embedding(probe: ModelProbe, name: str | None) -> nn.Module:
+    model, role = probe.model, probe.role
     if name is not None:
         return _module(model, name, role)
-    if hf.is_hf_model(model):
-        return model.get_input_embeddings()
-    found = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    found = probe.family.input_embeddings(model)
     if found is None:
         raise InputError(f"the {role} takes token ids but has no nn.Embedding; name its embedding module with embedding=")
     return found
@@ -470,10 +466,10 @@ def _name_of(model: nn.Module, module: nn.Module | None) -> str | None:
     return next((name for name, m in model.named_modules() if m is module), None)
 
 
-def _baseline_ids(model: nn.Module, ids: torch.Tensor, inputs: Any, baseline: Any) -> torch.Tensor:
+def _baseline_ids(probe: ModelProbe, ids: torch.Tensor, inputs: Any, baseline: Any) -> torch.Tensor:
     """Token ids of the integrated-gradients baseline: ``baseline`` (a token id) or the pad id at every real token."""
     if baseline is None:
-        baseline = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+        baseline = probe.family.pad_token_id(probe.model)
     if not isinstance(baseline, int | np.integer):
         raise InputError(f"the baseline of a text model is a token id (an int), got {type(baseline).__name__}")
     mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None

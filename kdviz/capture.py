@@ -18,8 +18,6 @@ from tqdm.auto import tqdm
 
 from kdviz import distributed as distributed_module
 from kdviz import layout, remote
-from kdviz.adapters import hf
-from kdviz.adapters.layout import token_grid
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, count_samples, iter_batches, to_device
 from kdviz.errors import CaptureError, InputError
@@ -248,7 +246,7 @@ class CaptureSession:
         if self.task is None:
             self.task = task
             self.n_classes = int(z_t.shape[-1])
-            main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
+            main = batch.main_tensor(self.main_input_name)
             for role, out in zip(ROLES, outputs, strict=True):
                 self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
@@ -265,9 +263,14 @@ class CaptureSession:
             records.update({layout.spatial(role, name): _np(v) for name, v in out.spatial.items()})
         return records
 
+    @property
+    def main_input_name(self) -> str | None:
+        """The key of the recorded input in dict batches, as the teacher's family names it (None: guessed)."""
+        return self.probes[0].family.main_input_name(self.probes[0].model)
+
     def _input_records(self, batch: Batch, task: str) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
-        main = batch.main_tensor(getattr(self.probes[0].model, "main_input_name", None))
+        main = batch.main_tensor(self.main_input_name)
         if not main.is_floating_point() and main.ndim == 2:
             if self.seq_len is not None and main.shape[1] != self.seq_len:
                 raise InputError(
@@ -341,7 +344,7 @@ class CaptureSession:
         """Per-position target token ids [B, T] (−100 where none), from labels or the next input token."""
         next_token = self.next_token
         if next_token is None:
-            next_token = hf.is_causal_lm(self.probes[0].model) or not self.probes[0].is_hf
+            next_token = self.probes[0].family.predicts_next_token(self.probes[0].model)
         source = batch.labels
         if source is None and next_token:
             main = batch.main_tensor("input_ids")
@@ -384,7 +387,7 @@ class CaptureSession:
         probe = self.probes[ROLES.index(role)]
         n_tokens = int(out.attentions[0].shape[-1]) if out.attentions else None
         self.structure[role] = {
-            "token_grid": token_grid(probe.model, n_tokens, input_shape) if n_tokens else None,
+            "token_grid": probe.family.token_grid(probe.model, n_tokens, input_shape) if n_tokens else None,
             "attention_layers": probe.attention_names[: len(out.attentions)],
             "heads": [int(a.shape[1]) for a in out.attentions],
             "feature_names": list(out.features),

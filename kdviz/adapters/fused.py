@@ -15,8 +15,13 @@ Masks and causal attention inside the block are not seen by the recompute, so th
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+from kdviz.adapters.family import AttentionTap, ModelFamily
+from kdviz.errors import CaptureError
 
 
 def find_fused_attention(model: nn.Module) -> list[str]:
@@ -94,3 +99,25 @@ class FusedAttentionHooks:
         for block, flag in self._flags:
             block.fused_attn = flag
         self._flags = []
+
+
+class FusedAttention(ModelFamily):
+    """Plain modules with timm/ViT-style attention blocks (a ``qkv`` Linear and ``num_heads``): attention
+    probabilities by the eager switch or the qkv recompute of `FusedAttentionHooks`."""
+
+    name = "fused-attention"
+
+    def claims(self, model: nn.Module) -> bool:
+        return bool(find_fused_attention(model))
+
+    def tap_attentions(self, model: nn.Module, role: str, stack: contextlib.ExitStack, *, keep_graph: bool) -> AttentionTap:
+        names = find_fused_attention(model)
+        hooks = FusedAttentionHooks(model, names, keep_graph=keep_graph)
+        stack.callback(hooks.remove)
+        if keep_graph and hooks.source != "timm-eager-switch":
+            raise CaptureError(
+                f"the {role}'s attention blocks recompute their probabilities outside the model's graph (no fused_attn "
+                "flag and attn_drop module), so gradients with respect to them cannot be taken; give the blocks timm's "
+                "eager path or leave out attention_x_gradient"
+            )
+        return AttentionTap(hooks.source, names=names, collector=hooks)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
+import torch
 from torch import nn
 
+from kdviz.adapters.family import AttentionTap, ModelFamily
 from kdviz.errors import CaptureError
 
 
@@ -56,3 +59,55 @@ def layer_names(model: nn.Module, count: int) -> list[str]:
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return [f"{name}.{i}" for i in range(count)]
     return [f"layer.{i}" for i in range(count)]
+
+
+class HuggingFace(ModelFamily):
+    """``transformers`` models: called with keyword inputs and ``return_dict``; attentions from ``output_attentions``
+    under eager attention (switched for the capture when the model uses sdpa or flash); every layer's hidden state
+    when no layers are named; ``main_input_name``, ``get_input_embeddings``, ``pad_token_id`` from the model."""
+
+    name = "huggingface"
+
+    def claims(self, model: nn.Module) -> bool:
+        return is_hf_model(model)
+
+    def tap_attentions(self, model: nn.Module, role: str, stack: contextlib.ExitStack, *, keep_graph: bool) -> AttentionTap:
+        return AttentionTap("output_attentions", stack.enter_context(eager_attention(model, role)))
+
+    def gives_hidden_states(self, model: nn.Module) -> bool:
+        return True
+
+    def call(self, model: nn.Module, inputs: Any, *, attentions: bool, hidden_states: bool) -> Any:
+        kwargs = dict(inputs) if isinstance(inputs, dict) else {model.main_input_name: inputs}
+        return model(**kwargs, output_attentions=attentions, output_hidden_states=hidden_states, return_dict=True)
+
+    def call_options(self, model: nn.Module) -> dict[str, Any]:
+        return {"return_dict": True}
+
+    def attentions_of(self, output: Any, tap: AttentionTap, role: str, model: nn.Module, *,
+                      keep_graph: bool) -> list[torch.Tensor]:
+        maps = getattr(output, "attentions", None)
+        if not maps or any(a is None for a in maps):
+            raise CaptureError(
+                f"the {role} returned no attention weights (attention implementation: {attention_implementation(model)}); "
+                "load it with attn_implementation='eager' or pass attentions=False"
+            )
+        if not tap.names:
+            tap.names = layer_names(model, len(maps))
+        return list(maps) if keep_graph else [a.detach().to(torch.float16) for a in maps]
+
+    def hidden_states_of(self, output: Any) -> dict[str, torch.Tensor]:
+        states = getattr(output, "hidden_states", None) or ()
+        return {f"hidden.{i}": h.detach().float() for i, h in enumerate(states)}
+
+    def main_input_name(self, model: nn.Module) -> str | None:
+        return getattr(model, "main_input_name", None)
+
+    def input_embeddings(self, model: nn.Module) -> nn.Module | None:
+        return model.get_input_embeddings()
+
+    def pad_token_id(self, model: nn.Module) -> int:
+        return getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+
+    def predicts_next_token(self, model: nn.Module) -> bool:
+        return is_causal_lm(model)

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdviz.adapters import fused, hf
+from kdviz.adapters.family import AttentionTap
 from kdviz.adapters.hooks import FeatureHooks, resolve_modules
 from kdviz.adapters.outputs import extract_logits
+from kdviz.adapters.registry import family_of
 from kdviz.errors import CaptureError
 from kdviz.metrics.attention import spatial_attention
 
@@ -30,9 +31,10 @@ class ProbeOutput:
 class ModelProbe:
     """Runs one model (teacher or student) over batches and pulls out its internals.
 
-    Use as a context manager: on entry the model is put in eval mode, moved to ``device``, switched to eager
-    attention if it is a Hugging Face model using sdpa/flash, and hooked; on exit (normal or by exception) the
-    hooks are removed and the mode, device and attention implementation are restored.
+    Use as a context manager: on entry the model is put in eval mode, moved to ``device``, its attention made
+    readable by its family (`kdviz.adapters.registry`: Hugging Face switches sdpa/flash to eager, timm-style blocks
+    are hooked), and hooked for features; on exit (normal or by exception) the hooks are removed and the mode,
+    device and attention implementation are restored.
     With ``keep_graph`` (attribution, training losses), attentions and features are returned as the model computed
     them, inside its autograd graph (not detached, not cast), so gradients with respect to them can be taken.
     ``eval_mode=False`` leaves the model's train/eval mode to the caller (the student while it is trained).
@@ -61,15 +63,12 @@ class ModelProbe:
         self.name = name or type(model).__name__
         self.keep_graph = keep_graph
         self.eval_mode = eval_mode
-        self.is_hf = hf.is_hf_model(model)
+        self.family = family_of(model)
         self.layer_patterns = list(layers) if layers is not None else None
-        self.hidden_states = self.is_hf and layers is None
-        self.attention_source = "none"
-        self.switched_from: str | None = None
+        self.hidden_states = self.family.gives_hidden_states(model) and layers is None
+        self.tap = AttentionTap()
         self._stack = contextlib.ExitStack()
         self._features: FeatureHooks | None = None
-        self._fused: fused.FusedAttentionHooks | None = None
-        self._attention_names: list[str] = []
 
     # ---- lifecycle ----
     def __enter__(self) -> ModelProbe:
@@ -91,22 +90,8 @@ class ModelProbe:
         if original_device is not None and original_device != self.device:
             model.to(self.device)
             stack.callback(model.to, original_device)
-        if self.want_attentions and self.is_hf:
-            self.switched_from = stack.enter_context(hf.eager_attention(model, self.role))
-            self.attention_source = "output_attentions"
-        elif self.want_attentions:
-            names = fused.find_fused_attention(model)
-            if names:
-                self._fused = fused.FusedAttentionHooks(model, names, keep_graph=self.keep_graph)
-                stack.callback(self._fused.remove)
-                if self.keep_graph and self._fused.source != "timm-eager-switch":
-                    raise CaptureError(
-                        f"the {self.role}'s attention blocks recompute their probabilities outside the model's graph "
-                        "(no fused_attn flag and attn_drop module), so gradients with respect to them cannot be taken; "
-                        "give the blocks timm's eager path or leave out attention_x_gradient"
-                    )
-                self._attention_names = names
-                self.attention_source = self._fused.source
+        if self.want_attentions:
+            self.tap = self.family.tap_attentions(model, self.role, stack, keep_graph=self.keep_graph)
         if self.layer_patterns:
             names = resolve_modules(model, self.layer_patterns, self.role)
             self._features = FeatureHooks(model, names, self.role, keep_graph=self.keep_graph)
@@ -118,18 +103,13 @@ class ModelProbe:
     # ---- one batch ----
     def forward(self, inputs: torch.Tensor | dict[str, Any]) -> ProbeOutput:
         """Run the model on one batch (already on the device) and collect what was asked for."""
-        if self.is_hf:
-            kwargs = dict(inputs) if isinstance(inputs, dict) else {self.model.main_input_name: inputs}
-            output = self.model(
-                **kwargs, output_attentions=self.want_attentions, output_hidden_states=self.hidden_states, return_dict=True
-            )
-        else:
-            output = self.model(**inputs) if isinstance(inputs, dict) else self.model(inputs)
+        family, model = self.family, self.model
+        output = family.call(model, inputs, attentions=self.want_attentions, hidden_states=self.hidden_states)
         result = ProbeOutput(logits=extract_logits(output, self.role))
-        if self.is_hf:
-            self._read_hf_outputs(output, result)
-        elif self._fused is not None:
-            result.attentions = self._fused.collect()
+        if self.want_attentions:
+            result.attentions = family.attentions_of(output, self.tap, self.role, model, keep_graph=self.keep_graph)
+        if self.hidden_states:
+            result.features.update(family.hidden_states_of(output))
         if self._features is not None:
             result.features.update(self._features.collect())
         if self.spatial_p:
@@ -138,24 +118,19 @@ class ModelProbe:
             }
         return result
 
-    def _read_hf_outputs(self, output: Any, result: ProbeOutput) -> None:
-        if self.want_attentions:
-            maps = getattr(output, "attentions", None)
-            if not maps or any(a is None for a in maps):
-                raise CaptureError(
-                    f"the {self.role} returned no attention weights (attention implementation: "
-                    f"{hf.attention_implementation(self.model)}); load it with attn_implementation='eager' or pass attentions=False"
-                )
-            result.attentions = list(maps) if self.keep_graph else [a.detach().to(torch.float16) for a in maps]
-            if not self._attention_names:
-                self._attention_names = hf.layer_names(self.model, len(maps))
-        if self.hidden_states:
-            states = getattr(output, "hidden_states", None) or ()
-            result.features.update({f"hidden.{i}": h.detach().float() for i, h in enumerate(states)})
-
     @property
     def attention_names(self) -> list[str]:
-        return list(self._attention_names)
+        return list(self.tap.names)
+
+    @property
+    def attention_source(self) -> str:
+        """How the attention probabilities are read (``"none"`` when the model gives none)."""
+        return self.tap.source
+
+    @property
+    def switched_from(self) -> str | None:
+        """The attention implementation switched away from for the capture, if any."""
+        return self.tap.switched_from
 
     def describe(self) -> dict[str, Any]:
         """The model's entry in ``meta.json`` (structure fields are added by capture after the first batch)."""
