@@ -88,3 +88,18 @@ def test_no_layout_string_outside_the_store():
 def test_the_layout_check_sees_a_key():
     assert LAYOUT_KEY.search('run.array("inputs/attention_mask")') and LAYOUT_KEY.search('f"{role}/attn/{i}"')
     assert not LAYOUT_KEY.search("run.attention_mask")
+
+
+COLOUR = re.compile(r"#[0-9a-fA-F]{6}\b|rgba?\(\s*\d")
+
+
+def test_colours_come_from_the_theme():
+    found = []
+    for path in sorted((ROOT / "kdviz").rglob("*.py")):
+        if path.name == "theme.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if COLOUR.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == [], "take colours from kdviz.views.theme:\n" + "\n".join(found)
+    assert COLOUR.search('"#2563a8"') and COLOUR.search("rgba(0,0,0,.12)") and not COLOUR.search("theme.rgba(theme.INK, 0.2)")

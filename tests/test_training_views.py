@@ -57,7 +57,7 @@ def test_curves_and_the_teacher_hacking_plot_draw_those_series(cnn_run):
     data = TrainingData.from_run(cnn_run)
     fig = views.training_curves(data, selected_step=10)
     by_name = {trace.name: trace for trace in fig.data}
-    np.testing.assert_allclose(np.asarray(by_name["KL(teacher ‖ student)"].y), data.series["kl"])
+    np.testing.assert_allclose(np.asarray(by_name["KL(teacher ‖ student), T = 1"].y), data.series["kl"])
     assert {"loss kd/kd", "loss total", "CKA layer3 ↔ layer3", "teacher ECE"} <= set(by_name)
     hacking = views.teacher_hacking_view(data)
     np.testing.assert_allclose(np.asarray(hacking.data[0].x), data.series["kl"])

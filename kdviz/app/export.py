@@ -119,7 +119,7 @@ def _run_section(library: RunLibrary, run: Run, sample: int, pages: Sequence[str
 CSS = f"""
 body {{ font-family: {theme.FONT_FAMILY}; background: {theme.BACKGROUND}; color: {theme.INK}; margin: 24px; }}
 .kd-run {{ background: {theme.CARD}; border-radius: 8px; padding: 12px 20px; margin-bottom: 24px;
-           box-shadow: 0 1px 3px rgba(0,0,0,.12); }}
+           box-shadow: {theme.SHADOW}; }}
 pre {{ font-size: 12px; color: {theme.NEUTRAL}; white-space: pre-wrap; }}
 .kd-missing {{ color: {theme.NEUTRAL}; font-style: italic; }}
 """

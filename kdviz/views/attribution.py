@@ -217,7 +217,7 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
                            xanchor="right" if right else "left", yanchor="top" if top else "bottom",
                            text=f"<b>{name}</b><br>{info['count']} sample{'' if info['count'] == 1 else 's'}{accuracy}",
                            align="right" if right else "left",
-                           font={"size": 11, "color": theme.HIGHLIGHT}, bgcolor="rgba(255,255,255,0.8)")
+                           font={"size": 11, "color": theme.HIGHLIGHT}, bgcolor=theme.rgba(theme.CARD, 0.8))
     fig.update_xaxes(title=f"{ag.AGREEMENT_METRICS[metric]} of the two {METHOD_LABELS.get(method, method)} maps",
                      range=[lo - 0.03, hi + 0.03])
     fig.update_yaxes(title="student's margin for the teacher's class<br>(log-prob gap to its runner-up)")
@@ -248,7 +248,7 @@ def class_agreement_bars(data: AttributionData, method: str | None = None, targe
     defined = values[_defined(values)]
     if len(defined):
         fig.add_hline(y=float(defined.mean()), line={"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5},
-                      annotation={"text": f"all samples {defined.mean():.2f}", "bgcolor": "rgba(255,255,255,0.8)"},
+                      annotation={"text": f"all samples {defined.mean():.2f}", "bgcolor": theme.rgba(theme.CARD, 0.8)},
                       annotation_position="top right")
     fig.add_hline(y=CHANCE[metric], line={"color": theme.NEUTRAL, "dash": "dot", "width": 1})
     low = np.nanmin(summary["mean"][present] - 1.96 * np.nan_to_num(summary["sem"][present])) if len(present) else 0.0

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from kdviz.views import theme
 
-METHOD_COLOURS = {"KD": theme.TEACHER, "DKD": theme.STUDENT, "AT β=1000": "#9ae6b4", "AT β=100": "#2f855a", "Hint": "#b83280"}
+METHOD_COLOURS = dict(zip(("KD", "DKD", "AT β=1000", "AT β=100", "Hint"), theme.CATEGORICAL, strict=False))  # methods, not models
 
 
 
@@ -66,7 +66,7 @@ def assistant_figure(results: Mapping[str, Any]) -> go.Figure:
     names = list(results["accuracy"])
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
                         subplot_titles=("accuracy on held-out digits", "each link: KL(its teacher ‖ student), nats"))
-    colours = [theme.TEACHER, "#6b8fc4", theme.STUDENT, "#f0a35e"]
+    colours = [theme.TEACHER, theme.ASSISTANT, theme.STUDENT, theme.STUDENT_LIGHT]
     fig.add_trace(go.Bar(x=[f"{n}<br>{results['parameters'][n] / 1000:.1f}k params" for n in names],
                          y=[results["accuracy"][n] for n in names], marker={"color": colours},
                          text=[f"{results['accuracy'][n]:.1%}" for n in names], textposition="outside",
@@ -91,7 +91,7 @@ def loss_comparison_figure(results: Mapping[str, Any]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("at the end of training", "KL(teacher ‖ student) on held-out digits, nats"))
     for key, label, colour in (("accuracy", "accuracy", theme.TEACHER), ("agreement", "top-1 agreement", theme.STUDENT),
-                               ("cka_layer3", "CKA layer3 (debiased)", "#2f855a")):
+                               ("cka_layer3", "CKA layer3 (debiased)", theme.CATEGORICAL[0])):
         values = [results["methods"][m][key] for m in methods]
         fig.add_trace(go.Bar(x=methods, y=values, name=label, marker={"color": colour},
                              hovertemplate=f"%{{x}}<br>{label} %{{y:.4f}}<extra></extra>"), row=1, col=1)

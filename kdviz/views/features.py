@@ -97,8 +97,8 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
         edges = np.flatnonzero(np.diff(sorted_labels)) + 0.5
         for col in (1, 2, 3):
             for edge in edges:
-                fig.add_hline(y=edge, line={"color": "rgba(0,0,0,0.25)", "width": 0.5}, row=1, col=col)
-                fig.add_vline(x=edge, line={"color": "rgba(0,0,0,0.25)", "width": 0.5}, row=1, col=col)
+                fig.add_hline(y=edge, line={"color": theme.rgba(theme.INK, 0.25), "width": 0.5}, row=1, col=col)
+                fig.add_vline(x=edge, line={"color": theme.rgba(theme.INK, 0.25), "width": 0.5}, row=1, col=col)
     for col in (1, 2, 3):
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
@@ -134,14 +134,14 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
     pt, ps = points[: len(a)], points[len(a):]
     y = np.asarray(labels) if labels is not None else np.zeros(len(a), dtype=int)
     names = [escape_label(c) for c in class_names] if class_names is not None else [str(c) for c in np.unique(y)]
-    palette = ["#2563a8", "#d9730d", "#2f9e44", "#c92a2a", "#7048e8", "#8d6e63", "#d6336c", "#5f6b7a", "#a9a800", "#15aabf"]
+    palette = theme.CATEGORICAL  # classes; the marker shape says teacher or student
     fig = go.Figure()
     step = max(1, len(a) // link)
     xs, ys = [], []
     for i in range(0, len(a), step):
         xs += [pt[i, 0], ps[i, 0], None]
         ys += [pt[i, 1], ps[i, 1], None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(95,107,122,0.25)", "width": 1},
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": theme.rgba(theme.NEUTRAL, 0.25), "width": 1},
                              name="same sample", hoverinfo="skip"))
     for c in np.unique(y):
         mask = y == c

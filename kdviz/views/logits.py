@@ -118,7 +118,7 @@ def sample_drilldown(
         fig.add_shape(type="rect", x0=0.5, x1=len(order) - 0.5, xref=xref, y0=0, y1=1, yref=yref, fillcolor=theme.SHADE,
                       line_width=0, layer="below")
         fig.add_shape(type="rect", x0=-0.5, x1=0.5, xref=xref, y0=0, y1=1, yref=yref,
-                      line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor="rgba(0,0,0,0)")
+                      line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor=theme.TRANSPARENT)
         fig.add_annotation(x=0.7, xref=xref, xanchor="left", y=1.02, yref="paper", showarrow=False,
                            text=f"non-target mass (dark knowledge): teacher {rest_t:.1%} · student {rest_s:.1%}",
                            font={"color": theme.NEUTRAL})
@@ -338,7 +338,7 @@ def summary_card(summary: Mapping[str, Any]) -> go.Figure:
                 "align": ["left", "right", "right", "right"], "line_color": "white",
                 "font": {"color": [theme.NEUTRAL, theme.TEACHER, theme.STUDENT, theme.HIGHLIGHT], "size": 14}},
         cells={"values": list(zip(*rows, strict=True)), "align": ["left", "right", "right", "right"], "fill_color": "white",
-               "line_color": "#eef0f3", "height": 30, "font": {"size": 14}},
+               "line_color": theme.RULE, "height": 30, "font": {"size": 14}},
     ))
     n = summary.get("n")
     fig = theme.style(fig, f"Summary ({n:,} samples)" if n else "Summary", height=120 + 32 * len(rows), legend=False)

@@ -16,14 +16,14 @@ from kdviz.views import theme
 
 CARD_CSS = f"""
 .kd-card {{ background: {theme.CARD}; border-radius: 8px; padding: 14px 18px; margin: 6px;
-            box-shadow: 0 1px 3px rgba(0,0,0,.12); font-family: {theme.FONT_FAMILY}; min-width: 260px; }}
+            box-shadow: {theme.SHADOW}; font-family: {theme.FONT_FAMILY}; min-width: 260px; }}
 .kd-card h3 {{ margin: 0 0 6px 0; font-size: 15px; }}
 .kd-metric {{ font-size: 28px; font-weight: 600; margin: 4px 0; }}
 .kd-sub {{ color: {theme.NEUTRAL}; font-size: 13px; line-height: 1.5; }}
 .kd-table td {{ padding: 2px 12px 2px 0; font-size: 13px; font-family: {theme.FONT_FAMILY}; vertical-align: top; }}
 .kd-table td:first-child {{ color: {theme.NEUTRAL}; }}
 .kd-compare {{ border-collapse: collapse; font-family: {theme.FONT_FAMILY}; font-size: 13px; background: {theme.CARD}; }}
-.kd-compare th, .kd-compare td {{ padding: 6px 14px; text-align: right; border-bottom: 1px solid #eef0f3; }}
+.kd-compare th, .kd-compare td {{ padding: 6px 14px; text-align: right; border-bottom: 1px solid {theme.RULE}; }}
 .kd-compare th {{ color: {theme.NEUTRAL}; font-weight: 600; }}
 .kd-compare td:nth-child(-n+2), .kd-compare th:nth-child(-n+2) {{ text-align: left; }}
 """
@@ -102,7 +102,7 @@ def comparison_table(rows: list[tuple[Run, dict[str, Any]]], current: str) -> st
     best = [max((row[c][1] for row in table if row[c][1] is not None), default=None) for c in range(len(columns))]
     body = ""
     for (run, _), row in zip(rows, table, strict=True):
-        style = " style='background:#eef4fb'" if run.name == current else ""
+        style = f" style='background:{theme.SELECTED_ROW}'" if run.name == current else ""
         tds = "".join(f"<td>{'<b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}{escape(text)}"
                       f"{'</b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}</td>"
                       for c, (text, value) in enumerate(row))

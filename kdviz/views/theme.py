@@ -22,6 +22,15 @@ FONT_FAMILY = "Inter, 'Helvetica Neue', Arial, sans-serif"
 FONT_SIZE = 13
 
 ROLE_COLOURS = {"teacher": TEACHER, "student": STUDENT}
+ASSISTANT = "#6b8fc4"  # a teacher assistant: a lighter teacher blue (it teaches the student)
+STUDENT_LIGHT = "#f0a35e"  # a second student beside the first
+# Categories that are neither model (classes, loss terms, methods): no teacher blue or student orange among them,
+# so a colour never suggests a model it is not about.
+CATEGORICAL = ["#2f9e44", "#c92a2a", "#7048e8", "#8d6e63", "#d6336c", "#a9a800", "#15aabf", "#495057", "#087f5b", "#862e9c"]
+RULE = "#eef0f3"  # hairlines between table rows
+SELECTED_ROW = "#eef4fb"  # the row of the run shown
+SHADOW = "0 1px 3px rgba(0,0,0,.12)"  # cards
+TRANSPARENT = "rgba(0, 0, 0, 0)"
 
 # Low → high divergence: white to deep red, so text drawn on top stays readable at the low end.
 DIVERGENCE_SCALE = [[0.0, "#ffffff"], [0.15, "#fde9c9"], [0.4, "#f9b46b"], [0.7, "#e4572e"], [1.0, "#8c1c13"]]

@@ -16,7 +16,7 @@ from kdviz.views.layers import short_name
 from kdviz.views.text import escape_label
 from kdviz.views.training_data import TrainingData
 
-LOSS_COLOURS = ["#2563a8", "#d9730d", "#2f855a", "#b83280", "#6b46c1", "#c05621", "#4a5568"]
+LOSS_COLOURS = theme.CATEGORICAL  # loss terms are about the pair, not one model
 
 
 def _line(fig: go.Figure, x: np.ndarray, y: np.ndarray, name: str, colour: str, *, row: int, col: int, dash: str | None = None,
@@ -33,15 +33,17 @@ def training_curves(data: TrainingData, *, selected_step: int | None = None) -> 
     steps, series = data.steps, data.series
     has_cka = bool(data.cka)
     rows = 3 if has_cka else 2
-    titles = ["distance to the teacher and to the labels (nats, T = 1)", "agreement and accuracy",
-              "calibration: ECE (15 bins)", "loss components (epoch means before the snapshot)"]
+    # short titles: each sits over half the width (the long forms ran into each other)
+    titles = ["KL to teacher, CE to labels (nats)", "agreement and accuracy", "calibration (ECE, 15 bins)",
+              "loss terms (epoch means)"]
     if has_cka:
         titles.append("debiased CKA along the layer map")
     fig = make_subplots(rows=rows, cols=2, subplot_titles=titles, vertical_spacing=0.16 if has_cka else 0.22, horizontal_spacing=0.1)
-    _line(fig, steps, series["kl"], "KL(teacher ‖ student)", theme.TEACHER, row=1, col=1, unit=" nats")
+    # measures of the pair are drawn in ink, the student's own in student orange, the teacher's in teacher blue
+    _line(fig, steps, series["kl"], "KL(teacher ‖ student), T = 1", theme.HIGHLIGHT, row=1, col=1, unit=" nats")
     if "ce" in series:
-        _line(fig, steps, series["ce"], "CE(labels, student)", theme.NEUTRAL, row=1, col=1, dash="dot", unit=" nats")
-    _line(fig, steps, series["agreement"], "top-1 agreement", theme.TEACHER, row=1, col=2)
+        _line(fig, steps, series["ce"], "CE(labels, student)", theme.STUDENT, row=1, col=1, dash="dot", unit=" nats")
+    _line(fig, steps, series["agreement"], "top-1 agreement", theme.HIGHLIGHT, row=1, col=2)
     if "accuracy" in series:
         _line(fig, steps, series["accuracy"], "student accuracy", theme.STUDENT, row=1, col=2, dash="dot")
         _line(fig, steps, series["teacher_accuracy"], "teacher accuracy", theme.MUTED, row=1, col=2, dash="dash")
