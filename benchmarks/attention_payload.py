@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, write_result
 
 import kdviz
+from kdviz.readers.attention import AttentionData
 from kdviz.views import attention as views
-from kdviz.views.attention_data import AttentionData
 
 MB = 1_000_000
 

@@ -532,7 +532,7 @@ def live_cka(
     The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
     Under torchrun (``distributed`` as in `capture`) each process takes every world-th batch and the accumulators
     are summed with ``all_reduce``, so every rank gets the result for the whole data.
-    Returns what `metrics.features.cka_matrix` returns for a run (batches follow the same rules).
+    Returns what `readers.features.cka_matrix` returns for a run (batches follow the same rules).
     """
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 

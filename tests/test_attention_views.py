@@ -15,8 +15,8 @@ import kdviz
 from kdviz.adapters.layout import token_grid
 from kdviz.errors import InputError, MissingDataError
 from kdviz.metrics import attention as am
+from kdviz.readers.attention import AttentionData
 from kdviz.views import attention as views
-from kdviz.views.attention_data import AttentionData
 from kdviz.widgets import AttentionExplorer
 
 

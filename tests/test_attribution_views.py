@@ -12,8 +12,8 @@ from kdviz.demo.data import load_digits
 from kdviz.demo.weights import load_pair
 from kdviz.errors import MissingDataError
 from kdviz.metrics import attribution_agreement as ag
+from kdviz.readers.attribution import AttributionData
 from kdviz.views import attribution as views
-from kdviz.views.attribution_data import AttributionData
 from kdviz.widgets import AttributionExplorer
 
 N = 60

@@ -11,6 +11,7 @@ import kdviz
 from kdviz.errors import InputError, MissingDataError
 from kdviz.metrics import features as fm
 from kdviz.metrics import relations
+from kdviz.readers.features import cka_matrix
 from kdviz.views import features as views
 from kdviz.widgets import AlignmentExplorer
 
@@ -18,7 +19,7 @@ from kdviz.widgets import AlignmentExplorer
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-vit", "charlm"])
 def test_cka_matrix_of_the_demo_runs_matches_a_direct_minibatch_computation(demo_runs, name):
     run = demo_runs[name]
-    result = fm.cka_matrix(run, cache=False, batch_size=128)
+    result = cka_matrix(run, cache=False, batch_size=128)
     assert result["cross"].shape == (len(run.teacher.feature_names), len(run.student.feature_names))
     # independent recomputation for one pair: pooled features, batches of 128, the same estimator
     t_name, s_name = run.teacher.feature_names[-1], run.student.feature_names[-1]
@@ -39,9 +40,9 @@ def test_cka_matrix_of_the_demo_runs_matches_a_direct_minibatch_computation(demo
 
 def test_cka_matrix_is_cached_in_the_run(demo_runs):
     run = demo_runs["digits-cnn"]
-    first = fm.cka_matrix(run, conv="pool")
+    first = cka_matrix(run, conv="pool")
     assert any(key.startswith("cache/cka-unbiased-pool") for key in kdviz.Run.open(run.path).array_keys())
-    again = fm.cka_matrix(kdviz.Run.open(run.path), conv="pool")  # a new process-like open reads the cache
+    again = cka_matrix(kdviz.Run.open(run.path), conv="pool")  # a new process-like open reads the cache
     np.testing.assert_array_equal(first["cross"], again["cross"])
     assert again["teacher_layers"] == first["teacher_layers"]
 
@@ -53,8 +54,8 @@ def test_token_pooling_modes(tmp_path):
     mask[:, 7:] = 0
     run = kdviz.capture(teacher, student, {"input_ids": ids, "attention_mask": mask}, path=tmp_path / "b.kdviz",
                         attentions=False, progress=False)
-    mean = fm.cka_matrix(run, tokens="mean", cache=False)
-    per_token = fm.cka_matrix(run, tokens="tokens", cache=False)
+    mean = cka_matrix(run, tokens="mean", cache=False)
+    per_token = cka_matrix(run, tokens="tokens", cache=False)
     assert mean["n"] == 12 and per_token["n"] == 12 * 7  # only the valid tokens are samples
     pooled = fm.pool_features(run.teacher.features("hidden.1")[:], mask=mask.numpy())
     np.testing.assert_allclose(pooled[0].numpy(), run.teacher.features("hidden.1")[0, :7].mean(0), rtol=1e-5)
@@ -101,7 +102,7 @@ def test_alignment_explorer_needs_features(tmp_path):
     with pytest.raises(MissingDataError, match="layers="):
         AlignmentExplorer(run)
     with pytest.raises(InputError, match="layers="):
-        fm.cka_matrix(run)
+        cka_matrix(run)
 
 
 def test_live_cka_from_the_models_equals_cka_of_the_stored_run(demo_runs):
@@ -113,6 +114,6 @@ def test_live_cka_from_the_models_equals_cka_of_the_stored_run(demo_runs):
     digits = load_digits()
     live = live_cka(teacher, student, (digits.x_test, digits.y_test), layers=["layer1", "layer2", "layer3"], batch_size=100,
                     progress=False, device="cpu")
-    stored = fm.cka_matrix(demo_runs["digits-cnn"], batch_size=100, cache=False)
+    stored = cka_matrix(demo_runs["digits-cnn"], batch_size=100, cache=False)
     assert live["teacher_layers"] == stored["teacher_layers"] and live["n"] == stored["n"] == 500
     np.testing.assert_allclose(live["cross"], stored["cross"], atol=1e-6)

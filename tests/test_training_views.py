@@ -14,8 +14,8 @@ from kdviz.demo.weights import load_pair
 from kdviz.errors import InputError, MissingDataError
 from kdviz.losses import KD
 from kdviz.metrics import logits as lm
+from kdviz.readers.training import TrainingData
 from kdviz.views import training as views
-from kdviz.views.training_data import TrainingData
 from kdviz.widgets import AlignmentExplorer, AttentionExplorer, LogitExplorer, TrainingExplorer
 
 

@@ -11,8 +11,8 @@ import pytest
 from kdviz.metrics import calibration, classwise
 from kdviz.metrics import logits as lm
 from kdviz.metrics.summary import logit_summary
+from kdviz.readers.logits import LogitData
 from kdviz.views import logits as views
-from kdviz.views.run_data import LogitData
 
 XSS = "<script>alert(1)</script>"
 
@@ -61,7 +61,7 @@ def test_logit_data_remembers_values_per_measure_and_temperature(demo_runs):
     assert data.summary(4.0)["kl_T"] == pytest.approx(logit_summary(data.z_t, data.z_s, data.labels, 4.0)["kl_T"])
     for T in np.linspace(0.5, 20, 40):  # bounded: old temperatures are dropped
         data.per_sample("kl", float(T))
-    assert len(data._memo) <= 32
+    assert len(data.memo) <= data.memo.size == 32
 
 
 def test_drilldown_marks_target_and_dark_knowledge(cnn):
@@ -144,3 +144,23 @@ def test_every_view_wears_the_whole_plotly_white_template(cnn):
                 views.summary_card(cnn.summary(1.0))):
         assert fig.layout.template.to_plotly_json() == white
         assert json.loads(fig.to_json())["layout"]["template"]["layout"]["plot_bgcolor"] == "white"
+
+
+def test_every_reader_keeps_one_bounded_read_only_memo(demo_runs, explained_demo_runs):
+    from kdviz.readers.attention import AttentionData
+    from kdviz.readers.attribution import AttributionData
+    from kdviz.readers.memo import Memo
+
+    vit = demo_runs["digits-vit"]
+    attention = AttentionData.from_run(vit, max_samples=32)
+    first = attention.pair_divergence(0, 0)
+    assert attention.pair_divergence(0, 0) is first and not first.flags.writeable
+    assert isinstance(attention.memo, Memo) and isinstance(LogitData.from_run(vit).memo, Memo)
+    attribution = AttributionData.from_run(explained_demo_runs["digits-cnn"])
+    method, target = attribution.default_selection()
+    values = attribution.agreement(method, target, "spearman")
+    assert attribution.agreement(method, target, "spearman") is values and not values.flags.writeable
+    memo = Memo(2)
+    for key in "abc":
+        memo.get(key, lambda key=key: key * 2)
+    assert len(memo) == 2 and memo.get("a", lambda: "recomputed") == "recomputed"  # the oldest was dropped

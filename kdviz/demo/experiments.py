@@ -23,9 +23,9 @@ from kdviz.demo.weights import load_pair
 from kdviz.losses import CE, DKD, KD, AttentionTransfer, DistillLoss, Hint
 from kdviz.metrics import features as fm
 from kdviz.metrics import logits as lm
+from kdviz.readers.training import TrainingData
 from kdviz.train import distill
 from kdviz.views import experiments as views
-from kdviz.views.training_data import TrainingData
 
 SEED = 0
 STUDENT = (8, 16, 16)  # 3.8k parameters, as the demo student

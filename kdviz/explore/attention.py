@@ -11,8 +11,8 @@ import param
 
 from kdviz.errors import MissingDataError
 from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
+from kdviz.readers.attention import ROLES
 from kdviz.views import attention as views
-from kdviz.views.attention_data import ROLES
 
 BOTTOM_VIEWS = {"layer map": "layers", "head match": "heads", "rollout": "rollout"}
 FULL_DETAIL = 128  # tokens shown unpooled in the pair view; longer inputs get a token window

@@ -15,8 +15,8 @@ import param
 
 from kdviz.explore.base import Explorer, clicked_point, heading, plot
 from kdviz.metrics import attribution_agreement as ag
+from kdviz.readers.attribution import AttributionData
 from kdviz.views import attribution as views
-from kdviz.views.attribution_data import AttributionData
 
 ORDERS = ("least agreement first", "most agreement first", "sample index")
 LIST_ROWS = 60

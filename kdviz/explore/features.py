@@ -12,9 +12,9 @@ import param
 from kdviz.errors import MissingDataError
 from kdviz.explore.base import Explorer, clicked_point, heading, plot
 from kdviz.metrics.features import suggest_layer_map
+from kdviz.readers.features import alignment_scores, feature_layer_map, first_labels, pooled_features
 from kdviz.views import features as views
 from kdviz.views.layers import short_name
-from kdviz.views.run_data import alignment_scores, feature_layer_map, first_labels, pooled_features
 
 RELATION_SAMPLES = 200  # the projection and relation matrices use the first samples of the run
 

@@ -16,17 +16,17 @@ from typing import Any
 
 from kdviz import remote
 from kdviz.errors import InputError, KdvizError
-from kdviz.metrics import features as fm
+from kdviz.readers.attention import AttentionData
+from kdviz.readers.attribution import AttributionData
+from kdviz.readers.features import cka_matrix
+from kdviz.readers.logits import LogitData
+from kdviz.readers.training import TrainingData
 from kdviz.store import Run, iter_run_paths
-from kdviz.views.attention_data import AttentionData
-from kdviz.views.attribution_data import AttributionData
-from kdviz.views.run_data import LogitData
-from kdviz.views.training_data import TrainingData
 
 # what each page reads from a run; `RunLibrary.data(kind, ...)` builds and caches it
 LOADERS: dict[str, Callable[[Run], Any]] = {
     "logits": LogitData.from_run,
-    "attribution": AttributionData,
+    "attribution": AttributionData.from_run,
     "training": TrainingData.from_run,
 }
 
@@ -96,16 +96,16 @@ class RunLibrary:
         """The attention reader of a run over its first ``max_samples`` samples, with head divergence ``measure``."""
         run = self.run(name, step)
         return self.cached(f"attention-{max_samples}-{measure}", name, step,
-                           lambda: AttentionData(run, max_samples=max_samples, measure=measure))
+                           lambda: AttentionData.from_run(run, max_samples=max_samples, measure=measure))
 
     def cka(self, name: str, step: int | None = None, *, unbiased: bool = True, conv: str = "flatten",
             tokens: str = "mean") -> dict[str, Any]:
-        """`metrics.features.cka_matrix` of a run with these options, read from the run's cache or computed (and
+        """`readers.features.cka_matrix` of a run with these options, read from the run's cache or computed (and
         stored in the run's cache only when this library ``writes_cache``)."""
         run = self.run(name, step)
         cache = True if self.writes_cache else "read"
         return self.cached(f"cka-{unbiased}-{conv}-{tokens}", name, step,
-                            lambda: fm.cka_matrix(run, unbiased=unbiased, conv=conv, tokens=tokens, cache=cache))
+                            lambda: cka_matrix(run, unbiased=unbiased, conv=conv, tokens=tokens, cache=cache))
 
     def cached(self, kind: str, name: str, step: int | None, build: Callable[[], Any]) -> Any:
         key = (kind, name, step)

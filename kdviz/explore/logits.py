@@ -17,8 +17,8 @@ from kdviz.errors import InputError
 from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
+from kdviz.readers.logits import CLASS_VIEWS, SORTS, LogitData
 from kdviz.views import logits as views
-from kdviz.views.run_data import CLASS_VIEWS, SORTS, LogitData
 
 LIST_ROWS = 40
 

@@ -9,8 +9,8 @@ import panel as pn
 
 from kdviz.errors import MissingDataError
 from kdviz.explore.base import Explorer, clicked_point, heading, plot
+from kdviz.readers.training import TrainingData
 from kdviz.views import training as views
-from kdviz.views.training_data import TrainingData
 
 
 class TrainingExplorer(Explorer):

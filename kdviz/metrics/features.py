@@ -9,8 +9,6 @@ as it is, never clamped. Biased linear CKA is inflated when the width is much la
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -272,60 +270,6 @@ def pool_features(x: Any, *, conv: str = "flatten", tokens: str = "mean", mask: 
         weights = valid.to(f.dtype).unsqueeze(-1)
         return (f * weights).sum(1) / weights.sum(1).clamp_min(1)
     return f.reshape(f.shape[0], -1)
-
-
-def cka_matrix(
-    run: Any,
-    *,
-    teacher_layers: Sequence[str] | None = None,
-    student_layers: Sequence[str] | None = None,
-    unbiased: bool = True,
-    conv: str = "flatten",
-    tokens: str = "mean",
-    batch_size: int = 256,
-    cache: bool | str = True,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """CKA between every captured teacher layer and student layer of a run (and within each model), streamed by batch.
-
-    Reads the stored features ``batch_size`` samples at a time into `MinibatchCKA`, so memory depends on the batch,
-    not on N. Pooling as in `pool_features`; token pooling uses the run's attention mask. With ``cache``, the result
-    is stored in the run (``cache/cka-…``) and read back next time; ``cache="read"`` reads a stored result but never
-    writes (the dashboard serves runs read-only). Returns ``cross`` [L_t, L_s], ``teacher``,
-    ``student``, the layer names, ``n`` (samples or tokens used) and ``n_batches``.
-    """
-    t_names = list(teacher_layers or run.teacher.feature_names)
-    s_names = list(student_layers or run.student.feature_names)
-    if not t_names or not s_names:
-        raise InputError("this run has no captured features; capture with layers=[...] (module paths or globs)")
-    layers_digest = hashlib.sha1(json.dumps([t_names, s_names]).encode()).hexdigest()[:12]  # stable across processes
-    key = f"cka-{'unbiased' if unbiased else 'biased'}-{conv}-{tokens}-{batch_size}-{layers_digest}"
-    if cache not in (True, False, "read"):
-        raise InputError(f"cache must be True, False or 'read', not {cache!r}")
-    if cache is True and getattr(run, "remote", False):
-        cache = "read"  # a run on object storage is published: kdviz reads its cache but never writes into it
-    if cache:
-        hit = run.read_cache(key)
-        if hit is not None:
-            return {**{k: v for k, v in hit.items() if k != "attrs"}, **hit["attrs"]}
-    mask_array = run.attention_mask
-    accumulator = MinibatchCKA(len(t_names), len(s_names), unbiased=unbiased)
-    n = run.n_samples
-    starts = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="CKA", unit="batch")
-    for start in starts:
-        stop = min(n, start + batch_size)
-        add_pooled_batch(accumulator, [run.teacher.features(name)[start:stop] for name in t_names],
-                         [run.student.features(name)[start:stop] for name in s_names], conv=conv, tokens=tokens,
-                         mask=mask_array[start:stop] if mask_array is not None else None)
-    result = cka_result(accumulator, t_names, s_names, conv=conv, tokens=tokens)
-    if cache is True:
-        run.write_cache(key, {k: result[k] for k in ("cross", "teacher", "student")},
-                        {k: v for k, v in result.items() if k not in ("cross", "teacher", "student")})
-    return result
 
 
 def add_pooled_batch(accumulator: MinibatchCKA, teacher: Sequence[Any], student: Sequence[Any], *, conv: str, tokens: str,

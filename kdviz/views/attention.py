@@ -19,11 +19,11 @@ from kdviz.errors import InputError, MissingDataError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import attention as attn
 from kdviz.metrics.features import map_total
+from kdviz.readers.attention import ROLES, AttentionData
+from kdviz.text import escape_label
 from kdviz.views import theme
-from kdviz.views.attention_data import ROLES, AttentionData
 from kdviz.views.layers import draw_layer_maps, short_name
 from kdviz.views.overlay import overlay, overlay_pair
-from kdviz.views.text import escape_label
 
 THUMBNAIL = 32  # largest thumbnail side in the head grid
 GAP = 4  # pixels between thumbnails

@@ -16,10 +16,10 @@ from plotly.subplots import make_subplots
 
 from kdviz.errors import MissingDataError
 from kdviz.metrics import attribution_agreement as ag
+from kdviz.readers.attribution import AttributionData
+from kdviz.text import display_token, escape_label
 from kdviz.views import theme
-from kdviz.views.attribution_data import AttributionData
 from kdviz.views.overlay import overlay_pair
-from kdviz.views.text import display_token, escape_label
 
 METHOD_LABELS = {"saliency": "Saliency", "integrated_gradients": "Integrated gradients", "input_x_gradient": "Input × gradient",
                  "grad_cam": "Grad-CAM", "attention_x_gradient": "Attention × gradient"}

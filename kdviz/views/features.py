@@ -14,9 +14,9 @@ from plotly.subplots import make_subplots
 
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics.features import map_total
+from kdviz.text import escape_label
 from kdviz.views import theme
 from kdviz.views.layers import draw_layer_maps, short_name
-from kdviz.views.text import escape_label
 
 
 def cka_heatmap(
@@ -26,7 +26,7 @@ def cka_heatmap(
     layer_map: Sequence[tuple[int, int]] | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """Teacher layers (rows) × student layers (columns) CKA from `metrics.features.cka_matrix`, with the suggested
+    """Teacher layers (rows) × student layers (columns) CKA from `readers.features.cka_matrix`, with the suggested
     monotone path and the run's layer map drawn on top as (student, teacher) pairs. Hover shows value and n."""
     cross = np.asarray(result["cross"])
     t_names = [short_name(n) for n in result["teacher_layers"]]

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from kdviz.text import escape_label
 from kdviz.views import theme
-from kdviz.views.text import escape_label
 
 
 def short_name(name: str, limit: int = 28) -> str:

@@ -15,11 +15,11 @@ from plotly.subplots import make_subplots
 
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
+from kdviz.text import display_token, escape_label
 from kdviz.views import theme
-from kdviz.views.text import display_token, escape_label
 
 if TYPE_CHECKING:
-    from kdviz.views.run_data import LogitData
+    from kdviz.readers.logits import LogitData
 
 
 def measure_label(measure: str, T: float, t2_scale: bool = False, *, alpha: float | None = None) -> str:

@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kdviz.errors import MissingDataError
+from kdviz.readers.training import TrainingData
+from kdviz.text import escape_label
 from kdviz.views import theme
 from kdviz.views.layers import short_name
-from kdviz.views.text import escape_label
-from kdviz.views.training_data import TrainingData
 
 LOSS_COLOURS = theme.CATEGORICAL  # loss terms are about the pair, not one model
 

@@ -8,7 +8,7 @@ aggregates stream blocks of samples.
 
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -16,10 +16,12 @@ import numpy as np
 from kdviz.errors import MissingDataError
 from kdviz.metrics import attention as attn
 from kdviz.metrics.features import suggest_layer_map
+from kdviz.readers.memo import Memo
 from kdviz.store import ModelSide, Run
-from kdviz.views.text import display_token
+from kdviz.text import display_token
 
 ROLES = ("teacher", "student")
+MEMO_SIZE = 320  # per-sample head summaries of the recently shown samples, and every layer pair's head divergence
 
 
 class AttentionData:
@@ -29,10 +31,20 @@ class AttentionData:
         self.run = run
         self.max_samples = int(min(max_samples, run.n_samples))
         self.measure = measure
-        # per-instance memo (lru_cache on methods would keep every instance alive)
-        self.sample_summaries = lru_cache(maxsize=32)(self._sample_summaries)
-        self.pair_divergence = lru_cache(maxsize=256)(self._pair_divergence)
-        self._layer_similarity: np.ndarray | None = None
+        self.memo = Memo(MEMO_SIZE)  # per-head summaries, head divergences and the layer map, shared by every session
+
+    @classmethod
+    def from_run(cls, run: Run, *, max_samples: int = 256, measure: str = "kl") -> AttentionData:
+        return cls(run, max_samples=max_samples, measure=measure)
+
+    def sample_summaries(self, role: str, sample: int, summary: str) -> np.ndarray:
+        """`_sample_summaries`, remembered."""
+        return self.memo.get(("summaries", role, int(sample), summary), lambda: self._sample_summaries(role, sample, summary))
+
+    def pair_divergence(self, teacher_layer: int, student_layer: int) -> np.ndarray:
+        """`_pair_divergence`, remembered."""
+        return self.memo.get(("pairs", int(teacher_layer), int(student_layer)),
+                             lambda: self._pair_divergence(teacher_layer, student_layer))
 
     # ---- structure ----------------------------------------------------------------------------
     def side(self, role: str) -> ModelSide:
@@ -170,15 +182,17 @@ class AttentionData:
     def layer_similarity(self) -> np.ndarray:
         """[L_t, L_s] divergence of head-averaged attention between every teacher and student layer."""
         self.require_attention()
-        if self._layer_similarity is None:
+
+        def compute() -> np.ndarray:
             n_t, n_s = len(self.layers("teacher")), len(self.layers("student"))
             acc = attn.LayerDivergence(n_t, n_s, self.measure)
             per_sample = (sum(self.heads("teacher")) + sum(self.heads("student"))) * self.n_tokens ** 2
             for block in self._blocks(per_sample):
                 acc.update([self.run.teacher.attention(i)[block] for i in range(n_t)],
                            [self.run.student.attention(j)[block] for j in range(n_s)], self.mask(block))
-            self._layer_similarity = acc.result()
-        return self._layer_similarity
+            return acc.result()
+
+        return self.memo.get(("layer_similarity",), compute)
 
     def suggested_map(self) -> list[tuple[int, int]]:
         """The monotone (student, teacher) layer map with the lowest total divergence."""

@@ -7,9 +7,12 @@ import numpy as np
 
 from kdviz.errors import InputError, MissingDataError
 from kdviz.metrics import attribution_agreement as ag
+from kdviz.readers.memo import Memo
 from kdviz.store import Run, StoredAttribution
 
 BLOCK = 512  # samples read at a time when computing agreement over a whole method
+
+MEMO_SIZE = 64  # stored groups, agreements (method × target × metric) and both models' logits
 
 
 class AttributionData:
@@ -23,16 +26,15 @@ class AttributionData:
                 f"run {self.run.name!r} has no attributions; compute them with "
                 "kdviz.attribute(teacher, student, data, run=run, methods=['saliency', 'integrated_gradients'])"
             )
-        self._stored: dict[tuple[str, str], StoredAttribution] = {}
-        self._agreement: dict[tuple[str, str, str], np.ndarray] = {}
-        self._logits: dict[str, np.ndarray | None] = {}
+        self.memo = Memo(MEMO_SIZE)  # stored groups, agreements and logits, shared by every session of this run
+
+    @classmethod
+    def from_run(cls, run: Run) -> AttributionData:
+        return cls(run)
 
     # ---- what is stored ----
     def stored(self, method: str, target: str) -> StoredAttribution:
-        key = (method, target)
-        if key not in self._stored:
-            self._stored[key] = self.run.attribution(method, target)
-        return self._stored[key]
+        return self.memo.get(("stored", method, target), lambda: self.run.attribution(method, target))
 
     def default_selection(self) -> tuple[str, str]:
         """(method, target) to show first: the teacher's prediction if stored, integrated gradients if computed."""
@@ -67,24 +69,22 @@ class AttributionData:
         """[M] per-sample agreement between the teacher's and the student's maps (`metrics.attribution_agreement`)."""
         if metric not in ag.AGREEMENT_METRICS:
             raise InputError(f"unknown agreement metric {metric!r}; choose from {list(ag.AGREEMENT_METRICS)}")
-        key = (method, target, metric)
-        if key not in self._agreement:
+        def compute() -> np.ndarray:
             stored = self.stored(method, target)
             parts = []
             for start in range(0, len(stored), BLOCK):
                 block = slice(start, start + BLOCK)
                 parts.append(ag.agreement(stored.maps("teacher")[block], stored.maps("student")[block],
                                           self.mask(method, target, block), metrics=[metric])[metric])
-            self._agreement[key] = np.concatenate(parts)
-        return self._agreement[key]
+            return np.concatenate(parts)
+
+        return self.memo.get(("agreement", method, target, metric), compute)
 
     # ---- the explained samples ----
     def logits(self, role: str) -> np.ndarray | None:
         """[N, C] logits of the run (classification), None for language-model runs."""
-        if role not in self._logits:
-            side = self.run.teacher if role == "teacher" else self.run.student
-            self._logits[role] = side.logits[:] if self.run.task == "classification" else None
-        return self._logits[role]
+        side = self.run.teacher if role == "teacher" else self.run.student
+        return self.memo.get(("logits", role), lambda: side.logits[:] if self.run.task == "classification" else None)
 
     def labels(self) -> np.ndarray | None:
         return self.run.labels[:] if self.run.has_labels and self.run.task == "classification" else None

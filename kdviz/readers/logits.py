@@ -3,8 +3,6 @@ statistics. Thumbnails stay lazy (one is read per drill-down)."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +14,7 @@ from kdviz.metrics import calibration, classwise
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import correctness_masks
 from kdviz.metrics.summary import logit_summary
+from kdviz.readers.memo import Memo
 from kdviz.store import LazyArray, Run
 
 SORTS = ("most divergent first", "least divergent first", "sample index")
@@ -38,24 +37,11 @@ class LogitData:
     thumbnails: LazyArray | None
     tokens: list[list[str]] | None = None
     token_stats: dict[str, np.ndarray] = field(default_factory=dict)
-    # results of summary and per_sample, shared by every dashboard session of this run (least recently used dropped)
-    _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
-    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    # results of summary, per_sample and by_class, shared by every dashboard session of this run
+    memo: Memo = field(default_factory=lambda: Memo(MEMO_SIZE), init=False, repr=False, compare=False)
 
     def _remember(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        with self._memo_lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
-        value = compute()  # outside the lock: two sessions may compute the same value once each, never wait on it
-        if isinstance(value, np.ndarray):
-            value.setflags(write=False)  # shared between callers: nobody may change it in place
-        with self._memo_lock:
-            self._memo[key] = value
-            self._memo.move_to_end(key)
-            while len(self._memo) > MEMO_SIZE:
-                self._memo.popitem(last=False)
-        return value
+        return self.memo.get(key, compute)
 
     @classmethod
     def from_run(cls, run: Run) -> LogitData:
@@ -172,47 +158,3 @@ class LogitData:
             label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""
             text += f"   {label}teacher {names[self.z_t[i].argmax()]}, student {names[self.z_s[i].argmax()]}"
         return text
-
-
-def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
-                    tokens: str = "mean") -> np.ndarray:
-    """[m, d] float64 CKA samples of one stored layer for the given rows, pooled as `metrics.features.pool_features`."""
-    from kdviz.metrics.features import pool_features
-
-    side = run.teacher if role == "teacher" else run.student
-    if isinstance(rows, slice):
-        data = side.features(name)[rows]
-        mask = run.attention_mask[rows] if run.attention_mask is not None else None
-    else:
-        index = np.sort(np.asarray(rows))
-        data = side.features(name)[index]
-        mask = run.attention_mask[index] if run.attention_mask is not None else None
-    return pool_features(data, conv=conv, tokens=tokens, mask=mask).double().numpy()
-
-
-def feature_layer_map(run: Run) -> list[tuple[int, int]] | None:
-    """The run's (student, teacher) layer map when its indices refer to the captured feature layers, else None."""
-    unit = run.meta["layer_map"]["unit"]
-    same_count = len(run.teacher.feature_names) == len(run.teacher.heads) and len(run.student.feature_names) == len(run.student.heads)
-    return run.layer_map if unit == "features" or same_count else None
-
-
-def first_labels(run: Run, samples: int) -> np.ndarray | None:
-    """[samples] labels of the first samples of a classification run (None otherwise), to colour projections by class."""
-    return run.labels[:samples] if run.task == "classification" and run.has_labels else None
-
-
-def alignment_scores(run: Run, result: dict[str, Any], pairs: list[tuple[int, int]], *, samples: int,
-                     conv: str = "flatten") -> list[dict[str, Any]]:
-    """Projector R² and mutual-kNN overlap for each (student, teacher) index pair of a `cka_matrix` result, over the
-    first ``samples`` samples (tokens averaged, so each sample is one point)."""
-    from kdviz.metrics import relations
-
-    scores = []
-    for student, teacher in pairs:
-        t_name, s_name = result["teacher_layers"][teacher], result["student_layers"][student]
-        x_t = pooled_features(run, "teacher", t_name, slice(0, samples), conv=conv, tokens="mean")
-        x_s = pooled_features(run, "student", s_name, slice(0, samples), conv=conv, tokens="mean")
-        scores.append({"teacher": t_name, "student": s_name, "r2": relations.projector_fit(x_s, x_t, alpha=1.0),
-                       "knn": relations.mutual_knn(x_t, x_s, k=min(10, len(x_t) - 1))})
-    return scores

@@ -15,8 +15,8 @@ from kdviz.errors import MissingDataError
 from kdviz.metrics import features as fm
 from kdviz.metrics import logits as lm
 from kdviz.metrics.calibration import ece
+from kdviz.readers.features import pooled_features
 from kdviz.store import Run
-from kdviz.views.run_data import pooled_features
 
 
 @dataclass
