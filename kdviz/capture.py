@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,11 +22,11 @@ from kdviz.batching import Batch, count_samples, iter_batches, to_device
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import logits as logit_metrics
+from kdviz.records import ROLES, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
 MAX_VOCAB_IN_META = 300_000
-ROLES = ("teacher", "student")
 
 
 def capture(
@@ -160,11 +159,9 @@ class CaptureSession:
         self.task: str | None = None
         self.structure: dict[str, dict[str, Any]] = {}
         self.decoded_tokens: list[list[str]] = []
-        self.kept_indices: list[int] = []
-        self.counts = {role: {"correct": 0, "total": 0, "nll": 0.0, "nll_count": 0} for role in ROLES}
+        self.builder: TaskRecords | None = None  # the task's record builder, chosen at the first batch
         self.seq_len: int | None = None
         self.n_classes: int | None = None
-        self.has_labels = False
         self.labelled = False
         self.description = description
         # with a shard of several ranks (capture under torchrun) this process captures every world-th batch
@@ -201,11 +198,10 @@ class CaptureSession:
     # ---- combining the sessions of several processes ----
     def state(self) -> dict[str, Any]:
         """What `meta` needs from this process's batches, for rank 0 to `absorb` (small: no arrays)."""
-        return {"counts": self.counts, "task": self.task, "n_classes": self.n_classes, "structure": self.structure,
-                "seq_len": self.seq_len, "has_labels": self.has_labels,
+        return {"records": self.builder.state() if self.builder is not None else None, "task": self.task,
+                "n_classes": self.n_classes, "structure": self.structure, "seq_len": self.seq_len,
                 "labelled": self.labelled if self.captured else None, "decoded_tokens": self.decoded_tokens,
-                "kept_indices": self.kept_indices, "captured": self.captured, "batch_sizes": self.batch_sizes,
-                "total": self.total_samples}
+                "captured": self.captured, "batch_sizes": self.batch_sizes, "total": self.total_samples}
 
     def absorb(self, states: list[dict[str, Any]]) -> None:
         """Become the session of the whole data from every rank's `state` (this one's included): counts summed,
@@ -223,16 +219,14 @@ class CaptureSession:
                 raise InputError(f"the ranks saw different {what} in their batches; every batch must have the same form")
         self.task, self.n_classes, self.seq_len = first["task"], first["n_classes"], first["seq_len"]
         self.structure = first["structure"]
-        self.has_labels = any(state["has_labels"] for state in active)
-        self.counts = {role: {stat: sum(state["counts"][role][stat] for state in active) for stat in self.counts[role]}
-                       for role in ROLES}
+        self.builder = self.builder or self._builder_for(self.task)
+        self.builder.absorb([state["records"] for state in active])
         tokens_by_batch: dict[int, list[list[str]]] = {}
         for state in active:
             rows = iter(state["decoded_tokens"])
             for index, size in zip(state["captured"], state["batch_sizes"], strict=True):
                 tokens_by_batch[index] = [next(rows) for _ in range(size)] if state["decoded_tokens"] else []
         self.decoded_tokens = [row for index in sorted(tokens_by_batch) for row in tokens_by_batch[index]]
-        self.kept_indices = sorted(i for state in active for i in state["kept_indices"])
         self.n_samples = first["total"]
 
     # ---- per batch ----
@@ -246,21 +240,19 @@ class CaptureSession:
         if self.task is None:
             self.task = task
             self.n_classes = int(z_t.shape[-1])
+            self.builder = self._builder_for(task)
             main = batch.main_tensor(self.main_input_name)
             for role, out in zip(ROLES, outputs, strict=True):
                 self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
-        records.update(self._input_records(batch, task))
-        if task == "classification":
-            self._classification_records(batch, outputs, records)
-        else:
-            self._token_records(batch, outputs, records, offset)
+        records.update(self._input_records(batch))
+        records.update(self.builder.records(batch, outputs, offset))
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
             for i, attn in enumerate(out.attentions):
-                records[layout.attention(role, i)] = _np(attn)
-            records.update({layout.features(role, name): _np(v) for name, v in out.features.items()})
-            records.update({layout.spatial(role, name): _np(v) for name, v in out.spatial.items()})
+                records[layout.attention(role, i)] = as_numpy(attn)
+            records.update({layout.features(role, name): as_numpy(v) for name, v in out.features.items()})
+            records.update({layout.spatial(role, name): as_numpy(v) for name, v in out.spatial.items()})
         return records
 
     @property
@@ -268,7 +260,23 @@ class CaptureSession:
         """The key of the recorded input in dict batches, as the teacher's family names it (None: guessed)."""
         return self.probes[0].family.main_input_name(self.probes[0].model)
 
-    def _input_records(self, batch: Batch, task: str) -> dict[str, np.ndarray]:
+    @property
+    def has_labels(self) -> bool:
+        return self.builder is not None and self.builder.has_labels
+
+    def quality(self, role: str) -> dict[str, float | None]:
+        """Accuracy and perplexity of one model over the batches captured (`records.TaskRecords.quality`)."""
+        return self.builder.quality(role) if self.builder is not None else {"accuracy": None, "perplexity": None}
+
+    def _builder_for(self, task: str | None) -> TaskRecords:
+        if task == "classification":
+            return ClassificationRecords()
+        next_token = self.next_token
+        if next_token is None:  # the model's family knows whether position t predicts token t + 1
+            next_token = self.probes[0].family.predicts_next_token(self.probes[0].model)
+        return TokenRecords(topk=self.topk, keep=self.keep, next_token=next_token)
+
+    def _input_records(self, batch: Batch) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
         main = batch.main_tensor(self.main_input_name)
         if not main.is_floating_point() and main.ndim == 2:
@@ -277,9 +285,9 @@ class CaptureSession:
                     f"a batch has {main.shape[1]} tokens but the first had {self.seq_len}; pad every batch to one "
                     "length, for example tokenizer(..., padding='max_length', max_length=N)"
                 )
-            records[layout.TOKEN_IDS] = _np(main).astype(np.int32)
+            records[layout.TOKEN_IDS] = as_numpy(main).astype(np.int32)
             mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
-            records[layout.ATTENTION_MASK] = _np(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
+            records[layout.ATTENTION_MASK] = as_numpy(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
             if self.decode is not None:
                 self.decoded_tokens.extend([self.decode(int(i)) for i in row] for row in main.tolist())
             if self.seq_len is None:
@@ -294,93 +302,13 @@ class CaptureSession:
                 f"the batch starting at sample {self.offset} {'has' if labelled else 'lacks'} labels, unlike the first batch; "
                 "give labels for every batch or for none (or pass labels= for all samples)"
             )
-        if labelled and task == "classification":
-            if batch.labels.ndim != 1 or len(batch.labels) != batch.size:
-                raise InputError(f"classification labels must have shape [{batch.size}], got {tuple(batch.labels.shape)}")
-            records[layout.LABELS] = _np(batch.labels).astype(np.int64)
-            self.has_labels = True
         return records
-
-    def _classification_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict) -> None:
-        if batch.labels is not None:
-            check_labels(batch.labels, outputs[0].logits.shape[-1], self.offset, "class", ignore_index=None)
-        for role, out in zip(ROLES, outputs, strict=True):
-            records[layout.logits(role)] = _np(out.logits.float())
-            if batch.labels is not None:
-                correct, total = logit_metrics.correct_count(out.logits, batch.labels)
-                self.counts[role]["correct"] += correct
-                self.counts[role]["total"] += total
-
-    def _token_records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], records: dict, offset: int) -> None:
-        z_t, z_s = outputs[0].logits, outputs[1].logits
-        targets = self._targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1])
-        stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
-        records[layout.pair_token_stat("kl")] = _np(stats["kl"]).astype(np.float32)
-        records[layout.pair_token_stat("reverse_kl")] = _np(stats["reverse_kl"]).astype(np.float32)
-        for role in ROLES:
-            for stat in ("entropy", "topk_ids", "topk_probs", "true_prob"):
-                value = stats.get(f"{role}_{stat}")
-                if value is not None:
-                    records[layout.token_stat(role, stat)] = _np(value).astype(np.int32 if stat == "topk_ids" else np.float32)
-        if targets is not None:
-            records[layout.LABELS] = _np(targets).astype(np.int64)
-            self.has_labels = True
-            valid = targets >= 0
-            for role, z in zip(ROLES, (z_t, z_s), strict=True):
-                correct, total = logit_metrics.correct_count(z, targets)
-                nll, count = logit_metrics.nll_sum(stats[f"{role}_true_prob"], valid)
-                counts = self.counts[role]
-                counts["correct"] += correct
-                counts["total"] += total
-                counts["nll"] += nll
-                counts["nll_count"] += count
-        keep = self._kept_rows(offset, batch.size)
-        if keep:
-            self.kept_indices.extend(offset + i for i in keep)
-            for role, z in zip(ROLES, (z_t, z_s), strict=True):
-                records[layout.logits(role)] = _np(z[keep].float())
-
-    def _targets(self, batch: Batch, shape: torch.Size, device: torch.device, vocab_size: int) -> torch.Tensor | None:
-        """Per-position target token ids [B, T] (−100 where none), from labels or the next input token."""
-        next_token = self.next_token
-        if next_token is None:
-            next_token = self.probes[0].family.predicts_next_token(self.probes[0].model)
-        source = batch.labels
-        if source is None and next_token:
-            main = batch.main_tensor("input_ids")
-            source = main if not main.is_floating_point() and main.ndim == 2 else None
-        if source is None:
-            return None
-        if batch.labels is not None:
-            check_labels(source, vocab_size, self.offset, "token", ignore_index=IGNORE_INDEX)
-        source = source.to(device).long()
-        if tuple(source.shape) != tuple(shape):
-            raise InputError(f"token labels must have shape {tuple(shape)} like the logits, got {tuple(source.shape)}")
-        targets = torch.full_like(source, -100)
-        if next_token:
-            targets[:, :-1] = source[:, 1:]
-        else:
-            targets.copy_(source)
-        mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
-        if mask is not None:
-            mask = mask.to(device).bool()
-            valid = mask.clone()
-            if next_token:
-                valid[:, :-1] &= mask[:, 1:]
-            targets = torch.where(valid, targets, torch.full_like(targets, -100))
-        return targets
 
     def _vocabulary(self) -> list[str] | None:
         """id -> token string for the whole output vocabulary, so top-k ids can be shown as text."""
         if self.decode is None or self.n_classes is None or self.n_classes > MAX_VOCAB_IN_META:
             return None
         return [self.decode(i) for i in range(self.n_classes)]
-
-    def _kept_rows(self, offset: int, size: int) -> list[int]:
-        if isinstance(self.keep, int):
-            return list(range(max(0, min(size, self.keep - offset))))
-        wanted = {int(i) for i in self.keep}
-        return [i for i in range(size) if offset + i in wanted]
 
     # ---- structure of what is captured ----
     def _record_structure(self, role: str, out: ProbeOutput, input_shape: tuple[int, ...] | None) -> None:
@@ -414,13 +342,7 @@ class CaptureSession:
         """The run's ``meta.json`` content, once iteration is done."""
         models = {}
         for role, probe in zip(ROLES, self.probes, strict=True):
-            counts = self.counts[role]
-            models[role] = {
-                **probe.describe(),
-                **self.structure[role],
-                "accuracy": counts["correct"] / counts["total"] if counts["total"] else None,
-                "perplexity": math.exp(counts["nll"] / counts["nll_count"]) if counts["nll_count"] else None,
-            }
+            models[role] = {**probe.describe(), **self.structure[role], **self.quality(role)}
         if self.task == "tokens":
             for model in models.values():
                 model["token_stats"] = ["entropy", "topk_ids", "topk_probs"] + (["true_prob"] if self.has_labels else [])
@@ -448,8 +370,7 @@ class CaptureSession:
                 "attentions": attentions,
                 "attention_dtype": "float16",
                 "spatial_p": spatial_p,
-                "topk": self.topk if self.task == "tokens" else None,
-                "full_logits_index": self.kept_indices if self.task == "tokens" else None,
+                **(self.builder.settings() if self.builder is not None else {"topk": None, "full_logits_index": None}),
                 "next_token": self.next_token,
                 "device": str(device),
                 "torch_version": torch.__version__,
@@ -474,10 +395,6 @@ def thumbnails(images: torch.Tensor, max_size: int = THUMBNAIL_MAX) -> np.ndarra
     out = (x * 255).round().clamp(0, 255).to(torch.uint8)
     out = out[:, 0] if out.shape[1] == 1 else out.permute(0, 2, 3, 1)
     return out.cpu().numpy()
-
-
-def _np(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
 
 
 def split_layers(layers: Any) -> tuple[list[str] | None, list[str] | None]:
@@ -571,23 +488,3 @@ def live_cka(
     return cka_result(accumulator, names[0], names[1], conv=conv, tokens=tokens)
 
 
-IGNORE_INDEX = -100  # PyTorch's and Hugging Face's "no label here"
-
-
-def check_labels(labels: torch.Tensor, n_classes: int, offset: int, kind: str, *, ignore_index: int | None) -> None:
-    """Refuse labels that cannot be stored truthfully: non-integers, and values outside [0, ``n_classes``) other than
-    ``ignore_index``; the message names the first bad sample (``offset`` is the batch's first sample)."""
-    labels = torch.as_tensor(labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise InputError(f"{kind} labels must be integer ids, got {labels.dtype} (the batch starting at sample {offset}); "
-                         "convert class indices with labels.long(), after checking they are whole numbers")
-    bad = (labels < 0) | (labels >= n_classes)
-    if ignore_index is not None:
-        bad &= labels != ignore_index
-    if bool(bad.any()):
-        position = tuple(int(i) for i in torch.nonzero(bad)[0])
-        value = int(labels[position])
-        allowed = f"0..{n_classes - 1}" + (f" or {ignore_index} (ignored)" if ignore_index is not None else "")
-        where = f"sample {offset + position[0]}" + (f", position {position[1]}" if len(position) > 1 else "")
-        raise InputError(f"{kind} label {value} at {where} is outside {allowed}: the models have {n_classes} outputs; "
-                         "fix the labels, or check that the data and the models belong together")

@@ -218,11 +218,10 @@ class Recorder:
         session = CaptureSession(self._probes(), self.probe, batch_size=self.batch_size, progress=False)
         for records in session:
             self.writer.append_batch({f"{name}/{key}": rows for key, rows in records.items() if key.startswith(layout.SNAPSHOT_PREFIXES)})
-        counts = session.counts["student"]
+        quality = session.quality("student")
         self.attrs[name] = {
             "step": int(step), "epoch": int(epoch), "losses": {k: float(v) for k, v in losses.items()},
-            "student_accuracy": counts["correct"] / counts["total"] if counts["total"] else None,
-            "student_perplexity": float(torch.tensor(counts["nll"] / counts["nll_count"]).exp()) if counts["nll_count"] else None,
+            "student_accuracy": quality["accuracy"], "student_perplexity": quality["perplexity"],
         }
 
     def finish(self, training: Mapping[str, Any]) -> Run:

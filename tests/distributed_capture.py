@@ -113,7 +113,7 @@ def main() -> None:
                         "1 byte makes every chunk one sample, so rank 0 assembles every array by moving chunk files)")
     args = parser.parse_args()
     if args.chunk_bytes is not None:
-        kdviz.store.CHUNK_TARGET_BYTES = args.chunk_bytes
+        kdviz.store.format.CHUNK_TARGET_BYTES = args.chunk_bytes  # where the writers read it
     dist.init_process_group("gloo")
     try:
         if args.scenario is not None:

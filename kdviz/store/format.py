@@ -1,0 +1,73 @@
+"""The on-disk format of a run: its schema version, chunk size and meta file, and reading ``meta.json`` and
+``manifest.json`` with their checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from kdviz import integrity, remote
+from kdviz._version import __version__
+from kdviz.errors import (
+    CorruptRunError,
+    SchemaTooNewError,
+)
+from kdviz.meta_schema import validate_meta
+
+SCHEMA_VERSION = 2  # 2: checksummed chunks and manifest.json (`kdviz.integrity`); 1 is still read
+META_FILE = remote.META_FILE
+READ_ERRORS = (ValueError, RuntimeError, OSError, EOFError)  # what zarr and its codecs raise for damaged bytes
+CHUNK_TARGET_BYTES = 2 * 1024 * 1024
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        text = meta_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptRunError(f"{str(meta_path)!r} is not valid JSON ({exc}); the run is damaged, capture it again") from exc
+    return _parse_meta(text, meta_path)
+
+
+def _open_checked(path: Path) -> zarr.Group:
+    """A local run's root, read through a `kdviz.integrity.CheckedLocalStore` (an absent chunk raises)."""
+    store = integrity.CheckedLocalStore(str(path), read_only=True, run_name=path.name.removesuffix(".kdviz"))
+    return zarr.open_group(store=store, mode="r", zarr_format=3)
+
+
+def _read_manifest(path: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    manifest_path = path / integrity.MANIFEST_FILE
+    if not manifest_path.is_file():
+        if meta["schema_version"] >= 2:
+            raise CorruptRunError(f"run {str(path)!r} has no {integrity.MANIFEST_FILE}; {integrity.FIX}")
+        return None
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptRunError(f"{str(manifest_path)!r} cannot be read ({exc}); {integrity.FIX}") from exc
+    return integrity.parse_manifest(text, str(manifest_path))
+
+
+def _parse_meta(text: str, meta_path: Path | str) -> dict[str, Any]:
+    """Check and return a run's metadata (``meta_path`` names it in errors)."""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptRunError(f"{str(meta_path)!r} is not valid JSON ({exc}); the run is damaged, capture it again") from exc
+    if not isinstance(meta, dict) or "schema_version" not in meta:
+        raise CorruptRunError(f"{str(meta_path)!r} has no schema_version; it was not written by kdviz, capture the run again")
+    version = meta["schema_version"]
+    if not isinstance(version, int):
+        raise CorruptRunError(f"{str(meta_path)!r} has a non-integer schema_version {version!r}; capture the run again")
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"the run at {str(meta_path).removesuffix('/' + META_FILE)!r} uses schema {version}, "
+            f"written by kdviz {meta.get('kdviz_version', '?')}; "
+            f"this kdviz {__version__} reads schema {SCHEMA_VERSION} at most: upgrade kdviz (pip install -U kdviz)"
+        )
+    return validate_meta(meta, repr(str(meta_path)))
+
+
+# ---- writing --------------------------------------------------------------------------------------
