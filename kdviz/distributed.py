@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 
 from kdviz import remote
-from kdviz.errors import CaptureError, InputError, RunExistsError
+from kdviz.errors import CaptureError, InputError
 from kdviz.parts import merge_parts, parts_dir
-from kdviz.store import RunWriter
+from kdviz.store import RunWriter, refuse_existing
 
 T = TypeVar("T")
 
@@ -121,8 +121,7 @@ def attempt(action: Callable[[], T]) -> tuple[T | None, BaseException | None]:
 def prepare(final_path: Path, overwrite: bool, shard: Shard) -> None:
     """Every rank checks the (shared) destination, so an existing run raises `RunExistsError` everywhere with no
     collective; then rank 0 clears stale parts before any rank writes, and every rank learns the outcome."""
-    if final_path.exists() and not overwrite:
-        raise RunExistsError(f"a run already exists at {str(final_path)!r}; pass overwrite=True or choose another path")
+    refuse_existing(final_path, overwrite)
 
     def clear() -> None:
         if shard.rank == 0:

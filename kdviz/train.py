@@ -24,9 +24,9 @@ from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, iter_batches, take_rows, to_device
 from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
-from kdviz.errors import InputError, RunExistsError
+from kdviz.errors import InputError
 from kdviz.losses import KD, DistillLoss, Needs, StepOutputs
-from kdviz.store import GroupWriter, Run, history_key, move_into_place
+from kdviz.store import GroupWriter, Run, history_key, move_into_place, refuse_existing
 
 
 def distill(
@@ -70,8 +70,8 @@ def distill(
     if record is not None and remote.is_url(record):
         raise InputError(f"training history is recorded into a local run, not {os.fspath(record)!r} on object storage: "
                          "record locally, then publish the run with `kdviz upload`")
-    if record is not None and Path(record).expanduser().exists() and not overwrite:
-        raise RunExistsError(f"a run already exists at {str(record)!r}; pass overwrite=True or choose another path")
+    if record is not None:
+        refuse_existing(record, overwrite)
     target_device = resolve_device(device)
     needs = Needs()
     for loss in losses:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from kdviz.errors import RunExistsError
-from kdviz.store import Run
+from kdviz.store import Run, refuse_existing
 from kdviz.train import Recorder
 
 
@@ -23,8 +21,7 @@ class RecordingSession:
 
     def __init__(self, teacher: nn.Module, probe: Any, record: str | os.PathLike, *, layers: Sequence[str] | None = None,
                  batch_size: int = 32, class_names: Sequence[str] | None = None, overwrite: bool = False) -> None:
-        if Path(record).expanduser().exists() and not overwrite:
-            raise RunExistsError(f"a run already exists at {str(record)!r}; pass overwrite=True or choose another path")
+        refuse_existing(record, overwrite)
         self.teacher, self.probe, self.record = teacher, probe, record
         self.layers, self.batch_size, self.class_names = layers, batch_size, class_names
         self.recorder: Recorder | None = None

@@ -97,8 +97,7 @@ class RunWriter:
             self._staging = Path(tempfile.mkdtemp(prefix="kdviz-upload-"))
             path = self._staging / remote.url_name(self.url)
         self.path = Path(path).expanduser().absolute()
-        if self.path.exists() and not overwrite:
-            raise RunExistsError(f"a run already exists at {str(self.path)!r}; pass overwrite=True or choose another path")
+        refuse_existing(self.path, overwrite)
         self.overwrite = overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._start(self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"), queue_size)
@@ -267,6 +266,13 @@ class GroupWriter(RunWriter):
         shutil.rmtree(self.tmp_path, ignore_errors=True)
         self._close()
         return keys
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """Raise `RunExistsError` when something is at ``path`` and ``overwrite`` is off: the one check before a new run
+    is written there (capture, distributed capture, distillation and trainer callbacks all ask it)."""
+    if not overwrite and Path(path).expanduser().exists():
+        raise RunExistsError(f"a run already exists at {str(path)!r}; pass overwrite=True or choose another path")
 
 
 def move_into_place(source: Path, final: Path) -> None:
