@@ -12,7 +12,7 @@ from kdviz.errors import KdvizError
 from kdviz.explore.base import Explorer
 from kdviz.store import Run
 from kdviz.views import theme
-from kdviz.views.overview import CARD_CSS, comparison_table, model_card, pair_card, same_teacher, settings_table
+from kdviz.views.overview import CARD_CSS, comparison_table, model_card, pair_card, settings_table
 
 
 def overview_panel(run: Run, summary: dict[str, Any] | None = None) -> pn.viewable.Viewable:
@@ -26,9 +26,16 @@ def overview_panel(run: Run, summary: dict[str, Any] | None = None) -> pn.viewab
     return pn.Column(
         pn.pane.HTML(f"<h2 style='font-family:{theme.FONT_FAMILY};margin:4px 6px'>{escape(run.name)}</h2>"),
         pn.Row(*(pn.pane.HTML(card, stylesheets=[CARD_CSS]) for card in cards)),
-        pn.pane.HTML(settings_table(run), stylesheets=[CARD_CSS], margin=(6, 12)),
+        pn.pane.HTML(settings_table(run.meta), stylesheets=[CARD_CSS], margin=(6, 12)),
         name=run.name,
     )
+
+
+def same_teacher(runs: list[Run], run: Run) -> list[Run]:
+    """The served runs that distil the same teacher as ``run`` on the same task and data size (``run`` included)."""
+    def key(r: Run) -> tuple:
+        return r.meta["teacher"]["name"], r.meta["teacher"]["n_params"], r.task, r.n_samples
+    return [r for r in runs if key(r) == key(run)]
 
 
 class OverviewExplorer(Explorer):
@@ -52,7 +59,7 @@ class OverviewExplorer(Explorer):
             self._figures["summary"] = summary_card(summary)
         parts = [overview_panel(run, summary)]
         others = same_teacher([self.library.run(name) for name in self.library.names], self.library.run(self.selection.run))
-        rows = [(r, self.summary(r.name)) for r in others]
-        if len(others) > 1 and all(summary for _, summary in rows):
+        rows = [(r.name, r.meta, self.summary(r.name)) for r in others]
+        if len(others) > 1 and all(summary for _, _, summary in rows):
             parts.append(pn.pane.HTML(comparison_table(rows, self.selection.run), stylesheets=[CARD_CSS], margin=(6, 12)))
         return parts

@@ -10,7 +10,6 @@ from html import escape
 from typing import Any
 
 from kdviz.layer_map import describe_layer_map
-from kdviz.store import Run
 from kdviz.summary import format_count
 from kdviz.views import theme
 
@@ -76,21 +75,15 @@ def pair_card(summary: dict[str, Any]) -> str:
     )
 
 
-def same_teacher(runs: list[Run], run: Run) -> list[Run]:
-    """The served runs that distil the same teacher as ``run`` on the same task and data size (``run`` included)."""
-    def key(r: Run) -> tuple:
-        return r.meta["teacher"]["name"], r.meta["teacher"]["n_params"], r.task, r.n_samples
-    return [r for r in runs if key(r) == key(run)]
-
-
-def comparison_table(rows: list[tuple[Run, dict[str, Any]]], current: str) -> str:
-    """Students of one teacher side by side: size, accuracy (or perplexity), agreement, KL, ECE; the best bold."""
-    tokens = rows[0][0].task == "tokens"
+def comparison_table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], current: str) -> str:
+    """Students of one teacher side by side, from (run name, ``meta.json``, logit summary) rows: size, accuracy (or
+    perplexity), agreement, KL, ECE; the best of each column bold."""
+    tokens = rows[0][1]["task"] == "tokens"
     columns = ["run", "student", "parameters", "perplexity" if tokens else "accuracy", "top-1 agreement", "mean KL (T = 1)", "ECE"]
-    def cells(run: Run, summary: dict[str, Any]) -> list[tuple[str, float | None]]:
-        model = run.meta["student"]
+    def cells(name: str, meta: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, float | None]]:
+        model = meta["student"]
         quality = model.get("perplexity") if tokens else summary.get("student_accuracy")
-        return [(run.name, None), (model["name"], None), (format_count(model["n_params"]), -model["n_params"]),
+        return [(name, None), (model["name"], None), (format_count(model["n_params"]), -model["n_params"]),
                 (f"{quality:.2f}" if tokens and quality is not None else f"{100 * quality:.1f}%" if quality is not None else "—",
                  None if quality is None else (-quality if tokens else quality)),
                 (f"{100 * summary['top1_agreement']:.1f}%" if summary.get("top1_agreement") is not None else "—",
@@ -98,11 +91,11 @@ def comparison_table(rows: list[tuple[Run, dict[str, Any]]], current: str) -> st
                 (f"{summary['kl_T1']:.4f}", -summary["kl_T1"]),
                 (f"{summary['student_ece']:.3f}" if summary.get("student_ece") is not None else "—",
                  None if summary.get("student_ece") is None else -summary["student_ece"])]
-    table = [cells(run, summary) for run, summary in rows]
+    table = [cells(name, meta, summary) for name, meta, summary in rows]
     best = [max((row[c][1] for row in table if row[c][1] is not None), default=None) for c in range(len(columns))]
     body = ""
-    for (run, _), row in zip(rows, table, strict=True):
-        style = f" style='background:{theme.SELECTED_ROW}'" if run.name == current else ""
+    for (name, _, _), row in zip(rows, table, strict=True):
+        style = f" style='background:{theme.SELECTED_ROW}'" if name == current else ""
         tds = "".join(f"<td>{'<b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}{escape(text)}"
                       f"{'</b>' if best[c] is not None and value == best[c] and len(rows) > 1 else ''}</td>"
                       for c, (text, value) in enumerate(row))
@@ -114,15 +107,15 @@ def comparison_table(rows: list[tuple[Run, dict[str, Any]]], current: str) -> st
             "better)</div>")
 
 
-def settings_table(run: Run) -> str:
-    meta = run.meta
+def settings_table(meta: dict[str, Any]) -> str:
+    """A run's task, size ratio, layer map, classes and capture settings, from its ``meta.json``."""
     rows = [
         ("task", f"{meta['task']}, {meta['n_samples']} samples"),
         ("size ratio", f"teacher has {meta['teacher']['n_params'] / max(1, meta['student']['n_params']):.1f}× the student's parameters"),
         ("layer map", f"{meta['layer_map']['spec']} over {meta['layer_map']['unit']}: {describe_layer_map(meta['layer_map']['pairs'])}"),
     ]
-    if run.class_names:
-        rows.append(("classes", ", ".join(run.class_names)))
+    if meta.get("class_names"):
+        rows.append(("classes", ", ".join(meta["class_names"])))
     rows += [(f"capture: {k}", plain(v)) for k, v in meta.get("capture", {}).items() if v is not None and k != "full_logits_index"]
     rows += [(str(k), plain(v)) for k, v in (meta.get("extra") or {}).items()]
     rows.append(("written by", f"kdviz {meta.get('kdviz_version', '?')} on {meta.get('created', '?')}"))
