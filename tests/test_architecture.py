@@ -104,3 +104,15 @@ def test_colours_come_from_the_theme():
                 found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == [], "take colours from kdviz.views.theme:\n" + "\n".join(found)
     assert COLOUR.search('"#2563a8"') and COLOUR.search("rgba(0,0,0,.12)") and not COLOUR.search("theme.rgba(theme.INK, 0.2)")
+
+
+def test_every_top_level_module_sits_on_a_floor():
+    """The layers contract checks only the modules it names, so a new module must be given its floor."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+    layers = next(contract["layers"] for contract in config if contract["type"] == "layers")
+    named = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+    modules = {f"kdviz.{path.stem}" for path in (ROOT / "kdviz").glob("*.py") if path.stem != "__init__"}
+    packages = {f"kdviz.{path.parent.name}" for path in (ROOT / "kdviz").glob("*/__init__.py")}
+    assert sorted((modules | packages) - named) == [], "add the module to a floor in pyproject.toml's layers"

@@ -8,6 +8,8 @@ only for allowed hosts and the dashboard's own routes (`kdviz.app.guard`).
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 
 from kdviz.app.guard import RequestGuard
@@ -43,6 +45,7 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
         print(f"kdviz: not serving {name}: {reason}", flush=True)
     print(f"kdviz: serving {len(library.names)} run(s) ({', '.join(library.names)}) at http://{shown}:{port}{procs}", flush=True)
     guard = RequestGuard([*([address] if address else []), *origins])
+    parent = os.getpid()
     server = pn.serve(
         {"/": app},
         port=port,
@@ -58,9 +61,29 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
         # 17 s frees them sooner, which bounds the memory that sessions awaiting cleanup hold under load
         check_unused_sessions_milliseconds=5000,
     )
+    if os.getpid() != parent:  # a forked server process (num_procs > 1): it must not outlive `kdviz serve`
+        end_with_parent(parent)
     guard.install(server._tornado)  # in each process: with num_procs > 1, Bokeh has forked by now
     server.start()
     server.io_loop.start()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(parent: int) -> None:
+    """Have the kernel send this forked server process SIGTERM when ``parent`` (the `kdviz serve` that forked it)
+    ends. Tornado's fork leaves the workers running when their parent is stopped: each kept a server port and its
+    runs in memory. Linux only; elsewhere the workers must be stopped with their process group."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # the parent ended before the request was made: end now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def served_session(library: RunLibrary) -> None:

@@ -31,7 +31,7 @@ class LogitExplorer(Explorer):
     watches = ("sample", "T")
 
     measure = param.Selector(default="kl", objects=list(lm.MEASURES), label="measure", doc="the per-sample measure")
-    alpha = param.Number(default=0.5, bounds=(0.05, 10.0), label="Rényi order α", doc="the order α of Rényi D_α")
+    alpha = param.Number(default=0.5, bounds=(0.1, 10.0), label="Rényi order α", doc="the order α of Rényi D_α")
     class_index = param.Integer(default=-1, label="class", doc="list only samples of this class (-1: every class)")
     correctness = param.Selector(default="all", objects=["all", *QUADRANTS], label="correct?",
                                  doc="list only samples where each model is right or wrong")
@@ -60,7 +60,7 @@ class LogitExplorer(Explorer):
         self.temperature = pn.widgets.DiscreteSlider.from_param(
             self.selection.param.T, label="temperature T", visible=not tokens, width=300, css_classes=["kd-temperature"])
         self.measure_menu = self.control("measure", options={lm.MEASURES[m]: m for m in data.measures()}, width=260)
-        self.alpha_slider = self.control("alpha", pn.widgets.FloatSlider, start=0.1, end=5.0, step=0.1, width=220,
+        self.alpha_slider = self.control("alpha", pn.widgets.FloatSlider, start=0.1, end=10.0, step=0.1, width=220,
                                          visible=self.measure == "renyi")
         class_options = {"all classes": -1, **{str(c): i for i, c in enumerate(data.class_names or [])}}
         self.class_filter = self.control("class_index", options=class_options, disabled=tokens, width=160)
