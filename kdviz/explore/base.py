@@ -218,6 +218,8 @@ class Explorer(FigureViewer):
 
     def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
         self._figures[key] = fig
+        if pane.sizing_mode == "fixed":  # a fixed pane takes the figure's own size (Bokeh needs both set)
+            pane.param.update(width=int(fig.layout.width or pane.width or 700), height=int(fig.layout.height or 450))
         pane.object = fig
 
     # ---- lifecycle ----
