@@ -99,6 +99,19 @@ def test_the_class_views_follow_the_explorer(demo_runs):
     assert "classes" not in tokens.figures()  # a language-model run has no classes to compare
 
 
+def test_a_bad_setting_or_a_missing_run_is_refused_with_the_fix(demo_runs):
+    from kdviz.errors import InputError
+
+    with pytest.raises(InputError, match=r"does not take that setting.*measure"):
+        LogitExplorer(demo_runs["digits-cnn"], measure="nonsense")
+    with pytest.raises(InputError, match="needs a run"):
+        LogitExplorer()
+    with pytest.raises(InputError, match="sample 10000 is outside"):
+        LogitExplorer(demo_runs["digits-cnn"], sample=10_000)
+    with pytest.raises(InputError, match="temperature must be positive"):
+        LogitExplorer(demo_runs["digits-cnn"], T=0.0)
+
+
 def test_an_explorer_is_an_ipywidget_too(demo_runs):
     from jupyter_bokeh.widgets import BokehModel
 

@@ -119,7 +119,10 @@ class Explorer(FigureViewer):
 
     def __init__(self, run: Run | str | os.PathLike | None = None, *, step: int | None = None, sample: int = 0,
                  library: RunLibrary | None = None, selection: Selection | None = None, **params: Any) -> None:
-        super().__init__(**params)
+        try:
+            super().__init__(**params)
+        except (ValueError, TypeError) as exc:  # param's refusal of a setting, said as kdviz says it
+            raise InputError(f"{type(self).__name__} does not take that setting: {exc}") from None
         self.standalone = library is None
         if library is None:
             library, selection = self._own_selection(run, step, sample)
