@@ -84,3 +84,16 @@ def test_export_draws_the_logit_explorer_with_the_chosen_measure(demo_runs, tmp_
     assert "nyi D_2(p_t" in html and "at T=3 (nats)" in html  # the histogram's axis: Rényi of order 2 at T=3
     assert main(["export", str(run.path), str(out), "--measure", "nonsense"]) == 2  # one line, the choices in it
     assert main(["export", str(run.path), str(out), "--measure", "renyi", "--alpha", "-1"]) == 2
+
+
+def test_a_failing_view_fails_the_export_instead_of_reading_as_missing_data(demo_runs, tmp_path, monkeypatch):
+    from kdviz.app.export import export_html
+    from kdviz.views import logits as logit_views
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a view")
+
+    monkeypatch.setattr(logit_views, "summary_card", broken)
+    with pytest.raises(RuntimeError, match="a bug in a view"):
+        export_html([demo_runs["digits-cnn"].path], tmp_path / "x.html", pages=["logits"])
+    assert not (tmp_path / "x.html").exists()

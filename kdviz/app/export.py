@@ -91,6 +91,8 @@ def explorer_figures(kind: type[Explorer], library: RunLibrary, selection: Selec
     what the run lacks."""
     explorer = kind(library=library, selection=selection, **state)
     explorer.set_shown(True)
+    if explorer.crash is not None:
+        raise explorer.crash  # a failure is never exported as if the run lacked the page
     if explorer.problem is not None:
         raise explorer.problem
     return list(explorer.figures().values())

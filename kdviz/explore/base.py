@@ -132,6 +132,7 @@ class Explorer(FigureViewer):
         self.view = pn.Column(name=self.title, sizing_mode="stretch_width")
         self._figures: dict[str, go.Figure] = {}
         self.problem: KdvizError | None = None  # why the selected run could not be shown (None: it is shown)
+        self.crash: Exception | None = None  # the exception behind a problem that is a failure, not missing data
         self.shown = False
         self.ready = False  # built for the selected run
         self.dirty = False  # built, but the selection changed while hidden
@@ -240,7 +241,7 @@ class Explorer(FigureViewer):
             self.param.unwatch(watcher)
         self._control_watchers = []
         self._figures = {}
-        self.problem = None
+        self.problem = self.crash = None
         self.ready, self.dirty = True, False
         objects = self.guarded(self.build)
         if objects is not None:
@@ -257,6 +258,7 @@ class Explorer(FigureViewer):
         except Exception as exc:  # a broken view must not take the dashboard down
             log.exception("kdviz: the %s explorer failed", self.title)
             self.problem = KdvizError(f"{type(exc).__name__}: {exc}")
+            self.crash = exc  # not a run lacking data: `kdviz export` raises it rather than print it as a note
             self.view.objects = [notice(f"{self.title}: could not be drawn", f"{type(exc).__name__}: {exc}")]
         return None
 
