@@ -74,17 +74,6 @@ def check_state(state: Mapping[str, Mapping[str, Any]]) -> None:
                 raise InputError(f"{page} {name}={value!r} is not accepted: {exc}") from None
 
 
-def selection_for(library: RunLibrary, run: Run, sample: int, T: float | None = None) -> Selection:
-    """A selection of one run of ``library`` at its last recorded step, sample ``sample`` and temperature ``T``."""
-    selection = Selection()
-    selection.param.run.objects = library.names
-    selection.choose(run.name, run.n_samples, run.steps)
-    selection.sample = sample
-    if T is not None:
-        selection.allow_temperature(T)
-    return selection
-
-
 def explorer_figures(kind: type[Explorer], library: RunLibrary, selection: Selection,
                      state: Mapping[str, Any]) -> list[go.Figure]:
     """The figures of one explorer with parameters ``state`` for ``selection``; raises the `KdvizError` that says
@@ -105,7 +94,7 @@ def _run_section(library: RunLibrary, run: Run, sample: int, pages: Sequence[str
     by_page = {kind.title.lower(): kind for kind in EXPLORERS}
     for page in pages:
         parts.append(f"<h3>{escape(page.capitalize())}</h3>")
-        selection = selection_for(library, run, sample, T)
+        selection = Selection.for_run(run, library.names, sample=sample, T=T)
         try:
             figures = explorer_figures(by_page[page], library, selection, state.get(page, {}))
         except CorruptRunError:

@@ -52,13 +52,12 @@ class AttributionExplorer(Explorer):
         self.metric_menu = self.control("metric", options={v: k for k, v in ag.AGREEMENT_METRICS.items()}, width=220)
         self.threshold_slider = self.control("threshold", pn.widgets.FloatSlider, start=0.0, end=1.0, step=0.05, width=220)
         self.order_menu = self.control("order", options=list(ORDERS), width=220)
-        self.samples = pn.widgets.Select(label="samples (click a histogram bar to list its samples)", size=10, options={},
-                                         width=560, css_classes=["kd-attribution-list"])
+        self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=10, width=560,
+                                        css_class="kd-attribution-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.note = pn.pane.Markdown("", margin=(0, 10))
         self.has_logits = data.logits("teacher") is not None
         self.panes = {key: plot() for key in ("overview", "pair", "histogram", "scatter", "classes")}
-        self.samples.param.watch(self._listed_sample_chosen, "value")
         self.show_all.on_click(lambda _event: self.show_bin(None))
         self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
         self.panes["scatter"].param.watch(self._scatter_clicked, "click_data")
@@ -114,10 +113,6 @@ class AttributionExplorer(Explorer):
             text += f"   teacher {name(int(z_t[sample].argmax()))}, student {name(int(z_s[sample].argmax()))}"
         return text
 
-    def listed(self) -> list[int]:
-        """The samples in the list now, in its order."""
-        return [int(i) for i in self.samples.options.values()]
-
     def shown_sample(self) -> int:
         """The selected sample when it was explained, else the first explained sample (said in the note)."""
         index = self.attribution.stored(self.method, self.target).index
@@ -136,11 +131,7 @@ class AttributionExplorer(Explorer):
         values = data.agreement(method, target, metric)
         index = data.stored(method, target).index
         visible = self.visible_samples()
-        rows = [int(i) for i in visible[:LIST_ROWS]]
-        rows = rows if sample in rows else [sample, *rows]  # the open sample is always listed (and selected)
-        with self.quietly():
-            self.samples.options = {self.row_label(i, values[np.searchsorted(index, i)]): i for i in rows}
-            self.samples.value = sample
+        self.list_samples(self.samples, visible, lambda i: self.row_label(i, values[np.searchsorted(index, i)]), LIST_ROWS)
         self.show_figure("pair", self.panes["pair"], views.attribution_pair(data, sample, method, target))
         self.show_figure("histogram", self.panes["histogram"],
                          views.agreement_histogram(data, method, target, metric, selected=sample))
@@ -181,7 +172,3 @@ class AttributionExplorer(Explorer):
         point = clicked_point(event.new)
         if point is not None and point.get("customdata") is not None:
             self.selection.sample = int(np.ravel(point["customdata"])[0])
-
-    def _listed_sample_chosen(self, event: Any) -> None:
-        if not self._updating and event.new is not None:
-            self.selection.sample = int(event.new)

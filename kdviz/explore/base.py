@@ -118,14 +118,15 @@ class Explorer(FigureViewer):
     standalone_controls: ClassVar[tuple[str, ...]] = ("sample",)  # the selection controls a notebook explorer shows
 
     def __init__(self, run: Run | str | os.PathLike | None = None, *, step: int | None = None, sample: int = 0,
-                 library: RunLibrary | None = None, selection: Selection | None = None, **params: Any) -> None:
+                 T: float | None = None, library: RunLibrary | None = None, selection: Selection | None = None,
+                 **params: Any) -> None:
         try:
             super().__init__(**params)
         except (ValueError, TypeError) as exc:  # param's refusal of a setting, said as kdviz says it
             raise InputError(f"{type(self).__name__} does not take that setting: {exc}") from None
         self.standalone = library is None
         if library is None:
-            library, selection = self._own_selection(run, step, sample)
+            library, selection = self._own_selection(run, step, sample, T)
         elif selection is None:
             raise InputError("an explorer given a library needs the session's selection too")
         self.library, self.selection = library, selection
@@ -146,22 +147,12 @@ class Explorer(FigureViewer):
             self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
             self._layout = pn.Column(*self._selection_controls(), self.view, sizing_mode="stretch_width")
 
-    def _own_selection(self, run: Run | str | os.PathLike | None, step: int | None,
-                       sample: int) -> tuple[RunLibrary, Selection]:
+    def _own_selection(self, run: Run | str | os.PathLike | None, step: int | None, sample: int,
+                       T: float | None) -> tuple[RunLibrary, Selection]:
         if run is None:
             raise InputError(f"{type(self).__name__} needs a run: {type(self).__name__}('runs/NAME.kdviz') or a kdviz.Run")
         opened = run if isinstance(run, Run) else Run.open(run)
-        selection = Selection()
-        selection.param.run.objects = [opened.name]
-        selection.choose(opened.name, opened.n_samples, opened.steps)
-        if step is not None:
-            if int(step) not in opened.steps:
-                raise InputError(f"step {step} was not recorded in run {opened.name!r}; recorded steps: {opened.steps}")
-            selection.step = int(step)
-        if not 0 <= int(sample) < opened.n_samples:
-            raise InputError(f"sample {sample} is outside run {opened.name!r} ({opened.n_samples} samples)")
-        selection.sample = int(sample)
-        return RunLibrary([opened], writes_cache=True), selection
+        return RunLibrary([opened], writes_cache=True), Selection.for_run(opened, step=step, sample=sample, T=T)
 
     def _selection_controls(self) -> list[Any]:
         """A notebook explorer's own step menu (runs with training history) and sample box."""
@@ -219,6 +210,30 @@ class Explorer(FigureViewer):
         widget.param.watch(to_state, "value")
         self._control_watchers.append(self.param.watch(to_widget, name))
         return widget
+
+    def sample_list(self, label: str, *, size: int, width: int, css_class: str) -> pn.widgets.Select:
+        """The list of samples; choosing one sets the shared sample (its options are set by `list_samples`)."""
+        samples = pn.widgets.Select(label=label, size=size, options={}, width=width, css_classes=[css_class])
+        samples.param.watch(self._listed_sample_chosen, "value")
+        return samples
+
+    def list_samples(self, samples: pn.widgets.Select, order: Any, label: Callable[[int], str], limit: int) -> None:
+        """List the first ``limit`` samples of ``order``, and the open sample first when it is not among them, with it
+        selected (new options fire a selection event: the shared sample stays as it is)."""
+        sample = self.selection.sample
+        rows = [int(i) for i in order[:limit]]
+        rows = rows if sample in rows else [sample, *rows]
+        with self.quietly():
+            samples.options = {label(i): i for i in rows}
+            samples.value = sample
+
+    def listed(self) -> list[int]:
+        """The samples in the list now, in its order."""
+        return [int(i) for i in self.samples.options.values()]
+
+    def _listed_sample_chosen(self, event: Any) -> None:
+        if not self._updating and event.new is not None:
+            self.selection.sample = int(event.new)
 
     def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
         self._figures[key] = fig

@@ -13,7 +13,6 @@ import numpy as np
 import panel as pn
 import param
 
-from kdviz.errors import InputError
 from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
@@ -39,21 +38,10 @@ class LogitExplorer(Explorer):
     class_view = param.Selector(default="agreement", objects=list(CLASS_VIEWS), label="by class",
                                 doc="the class-level view of a classification run")
 
-    def __init__(self, run: Any = None, *, T: float | None = None, **kwargs: Any) -> None:
-        self._wanted_T = T
-        super().__init__(run, **kwargs)
-
-    def _own_selection(self, run: Any, step: int | None, sample: int) -> Any:
-        library, selection = super()._own_selection(run, step, sample)
-        selection.allow_temperature(4.0 if self._wanted_T is None else self._wanted_T)
-        return library, selection
-
     def build(self) -> list[Any]:
         data: LogitData = self.data("logits")
         self.logit_data = data
         tokens = data.task == "tokens"
-        if self.measure not in data.measures():
-            raise InputError(f"{self.measure!r} needs full logits; this {data.task} run offers {data.measures()}")
         self.bin: np.ndarray | None = None  # the samples of a clicked histogram bar
         self.values_key: tuple[str, float, float] | None = None  # (measure, T, α) of self.values
         self.classes_key: tuple[str, float] | None = None  # (class view, T) of the class-level figure
@@ -67,12 +55,11 @@ class LogitExplorer(Explorer):
         has_labels = data.labels is not None and not tokens
         self.correctness_menu = self.control("correctness", options=["all", *QUADRANTS], disabled=not has_labels, width=220)
         self.order_menu = self.control("order", options=list(SORTS), width=200)
-        self.samples = pn.widgets.Select(label="samples (click a histogram bar to list its samples)", size=12, options={},
-                                         width=440, css_classes=["kd-sample-list"])
+        self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=12, width=440,
+                                        css_class="kd-sample-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
         self.panes["summary"].sizing_mode, self.panes["summary"].width = "fixed", 470
-        self.samples.param.watch(self._listed_sample_chosen, "value")
         self.show_all.on_click(lambda _event: self.show_bin(None))
         self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
         note = [] if not tokens else [pn.pane.Markdown(
@@ -98,9 +85,7 @@ class LogitExplorer(Explorer):
         return 1.0 if self.logit_data.task == "tokens" else float(self.selection.T)
 
     def state_changed(self, names: set[str]) -> None:
-        if "measure" in names:
-            if self.measure not in self.logit_data.measures():
-                raise InputError(f"{self.measure!r} needs full logits; this run offers {self.logit_data.measures()}")
+        if "measure" in names:  # a measure the run lacks is refused by the reader, in redraw
             self.alpha_slider.visible = self.measure == "renyi"
         if names == {"alpha"} and self.measure != "renyi":
             return  # α matters only to Rényi
@@ -121,11 +106,7 @@ class LogitExplorer(Explorer):
         self.visible = visible
         listed = visible if self.bin is None else data.visible(self.values, order=self.order, among=self.bin)
         sample = self.selection.sample
-        rows = [int(i) for i in listed[:LIST_ROWS]]
-        rows = rows if sample in rows else [sample, *rows]  # the open sample is always listed (and selected)
-        with self.quietly():  # new options fire a selection event: the shared sample stays as it is
-            self.samples.options = {data.row_label(i, measure, self.values): i for i in rows}
-            self.samples.value = sample
+        self.list_samples(self.samples, listed, lambda i: data.row_label(i, measure, self.values), LIST_ROWS)
         shown = visible.tolist().index(sample) if sample in set(visible.tolist()) else None
         unit = "samples" if data.task != "tokens" else "samples (mean over tokens)"
         self.show_figure("histogram", self.panes["histogram"], views.divergence_histogram(
@@ -156,10 +137,6 @@ class LogitExplorer(Explorer):
         """The per-token measure of a language-model drill-down (only KL and reverse KL are stored per token)."""
         return self.measure if self.logit_data.task != "tokens" or self.measure in ("kl", "reverse_kl") else "kl"
 
-    def listed(self) -> list[int]:
-        """The samples in the list now, in its order."""
-        return [int(i) for i in self.samples.options.values()]
-
     # ---- events ----
     def _histogram_clicked(self, event: Any) -> None:
         point = clicked_point(event.new)
@@ -177,7 +154,3 @@ class LogitExplorer(Explorer):
             self.selection.sample = target  # every explorer of the selection redraws for it
         else:
             self.guarded(self.redraw)
-
-    def _listed_sample_chosen(self, event: Any) -> None:
-        if not self._updating and event.new is not None:
-            self.selection.sample = int(event.new)
