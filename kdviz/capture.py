@@ -22,7 +22,7 @@ from kdviz.batching import Batch, count_samples, iter_batches, to_device
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import logits as logit_metrics
-from kdviz.records import ROLES, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
+from kdviz.records import ROLES, TOKEN_STATS, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
@@ -345,7 +345,7 @@ class CaptureSession:
             models[role] = {**probe.describe(), **self.structure[role], **self.quality(role)}
         if self.task == "tokens":
             for model in models.values():
-                model["token_stats"] = ["entropy", "topk_ids", "topk_probs"] + (["true_prob"] if self.has_labels else [])
+                model["token_stats"] = [stat for stat in TOKEN_STATS if stat != "true_prob" or self.has_labels]
         unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
         key = "heads" if unit == "attention" else "feature_names"
         pairs = resolve_layer_map(layer_map, len(models["teacher"][key]), len(models["student"][key]))

@@ -22,6 +22,8 @@ from kdviz.metrics import logits as logit_metrics
 
 ROLES = ("teacher", "student")
 IGNORE_INDEX = -100  # PyTorch's and Hugging Face's "no label here"
+PAIR_TOKEN_STATS = ("kl", "reverse_kl")
+TOKEN_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")  # stored per role
 
 
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -124,10 +126,10 @@ class TokenRecords(TaskRecords):
         z_t, z_s = outputs[0].logits, outputs[1].logits
         targets = self.targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1], offset)
         stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
-        records[layout.pair_token_stat("kl")] = as_numpy(stats["kl"]).astype(np.float32)
-        records[layout.pair_token_stat("reverse_kl")] = as_numpy(stats["reverse_kl"]).astype(np.float32)
+        for stat in PAIR_TOKEN_STATS:
+            records[layout.pair_token_stat(stat)] = as_numpy(stats[stat]).astype(np.float32)
         for role in ROLES:
-            for stat in ("entropy", "topk_ids", "topk_probs", "true_prob"):
+            for stat in TOKEN_STATS:
                 value = stats.get(f"{role}_{stat}")
                 if value is not None:
                     records[layout.token_stat(role, stat)] = as_numpy(value).astype(np.int32 if stat == "topk_ids" else np.float32)
@@ -135,11 +137,12 @@ class TokenRecords(TaskRecords):
             records[layout.LABELS] = as_numpy(targets).astype(np.int64)
             self.has_labels = True
             valid = targets >= 0
-            for role, z in zip(ROLES, (z_t, z_s), strict=True):
-                self._count(role, z, targets)
-                nll, count = logit_metrics.nll_sum(stats[f"{role}_true_prob"], valid)
-                self.counts[role]["nll"] += nll
-                self.counts[role]["nll_count"] += count
+            for role in ROLES:  # the top-1 id is the argmax, and the true token's log-probability gives the NLL
+                counts = self.counts[role]
+                counts["correct"] += int(((stats[f"{role}_topk_ids"][..., 0] == targets) & valid).sum())
+                counts["total"] += int(valid.sum())
+                counts["nll"] += float(-stats[f"{role}_true_logprob"][valid].sum())
+                counts["nll_count"] += int(valid.sum())
         keep = self.kept_rows(offset, batch.size)
         if keep:
             self.kept_indices.extend(offset + i for i in keep)

@@ -22,6 +22,7 @@ from kdviz.metrics.tempered import ArrayLike, _as_tensor, _like_input, check_pai
 from kdviz.metrics.tempered import check_finite as check_finite  # public here, as before
 from kdviz.metrics.tempered import log_probs as log_probs
 from kdviz.metrics.tempered import probabilities as probabilities
+from kdviz.metrics.vocabulary import token_statistics as token_statistics  # per-token LM summaries, chunked
 
 MEASURES: dict[str, str] = {
     "kl": "forward KL(p_t‖p_s)",
@@ -397,33 +398,3 @@ def perplexity(true_prob: ArrayLike, mask: ArrayLike) -> float:
     """exp of the mean negative log-likelihood of the true tokens over the masked positions."""
     total, count = nll_sum(true_prob, mask)
     return float(np.exp(total / count)) if count else float("nan")
-
-
-def token_statistics(
-    z_t: torch.Tensor, z_s: torch.Tensor, targets: torch.Tensor | None, topk: int = 10
-) -> dict[str, torch.Tensor]:
-    """Per-token summaries of two [B, T, V] logit tensors, so vocabulary-sized outputs need not be stored.
-
-    Returns ``kl``, ``reverse_kl``, ``teacher_entropy`` and ``student_entropy`` [B, T] (float64 sums of float32
-    log-softmax terms, to keep vocabulary-sized batches small on the GPU), and per model ``_topk_ids`` /
-    ``_topk_probs`` [B, T, k] and, when ``targets``
-    [B, T] is given (−100 or any negative marks no target), ``_true_prob`` [B, T] (0 where there is no target).
-    """
-    check_pair(z_t, z_s)
-    stats = measures_from_logits(z_t.float(), z_s.float(), ["kl", "reverse_kl", "teacher_entropy", "student_entropy"])
-    lt = torch.log_softmax(z_t.float(), dim=-1)
-    ls = torch.log_softmax(z_s.float(), dim=-1)
-    k = min(topk, z_t.shape[-1])
-    for role, logp in (("teacher", lt), ("student", ls)):
-        top_logp, top_ids = logp.topk(k, dim=-1)
-        stats[f"{role}_topk_ids"] = top_ids.to(torch.int32)
-        stats[f"{role}_topk_probs"] = top_logp.exp()
-        if targets is not None:
-            safe = targets.clamp(min=0).unsqueeze(-1)
-            true_prob = logp.gather(-1, safe).squeeze(-1).exp()
-            stats[f"{role}_true_prob"] = torch.where(targets >= 0, true_prob, torch.zeros_like(true_prob))
-    return stats
-
-
-
-

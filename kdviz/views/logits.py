@@ -242,8 +242,8 @@ def token_strip(
     *,
     measure: str = "kl",
     T: float = 1.0,
-    teacher_top: tuple[Any, Any] | None = None,
-    student_top: tuple[Any, Any] | None = None,
+    teacher_top: tuple[Any, ...] | None = None,
+    student_top: tuple[Any, ...] | None = None,
     vocab: Sequence[str] | None = None,
     per_row: int = 48,
     top: int = 5,
@@ -251,7 +251,8 @@ def token_strip(
     """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
 
     ``tokens`` [L] strings, ``values`` [L]; ``teacher_top`` / ``student_top`` = (ids [L, k], probs [L, k]) give the
-    hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings). Tokens are escaped text.
+    hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings), and an optional third item, the
+    mass outside the top-k [L], is shown after them. Tokens are escaped text.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     length = len(v)
@@ -263,14 +264,15 @@ def token_strip(
     labels = np.full((rows, per_row), "", dtype=object)
     hover = np.full((rows, per_row), "", dtype=object)
 
-    def top_text(pair: tuple[Any, Any] | None, i: int) -> str:
+    def top_text(pair: tuple[Any, ...] | None, i: int) -> str:
         if pair is None:
             return ""
         ids, probs = np.asarray(pair[0])[i][:top], np.asarray(pair[1])[i][:top]
-        return "<br>".join(
-            f"&nbsp;&nbsp;{escape_label(display_token(vocab[j] if vocab is not None and j < len(vocab) else f'#{j}'))} {p:.1%}"
-            for j, p in zip(ids, probs, strict=True)
-        )
+        lines = [f"&nbsp;&nbsp;{escape_label(display_token(vocab[j] if vocab is not None and j < len(vocab) else f'#{j}'))} {p:.1%}"
+                 for j, p in zip(ids, probs, strict=True)]
+        if len(pair) > 2 and pair[2] is not None:  # the mass outside the stored top-k, which the list above hides
+            lines.append(f"&nbsp;&nbsp;<i>outside top-{np.shape(pair[0])[-1]}</i> {float(np.asarray(pair[2])[i]):.1%}")
+        return "<br>".join(lines)
 
     for i in range(length):
         r, c = divmod(i, per_row)
@@ -301,12 +303,17 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
         stats = data.token_stats
         tokens = data.tokens[index] if data.tokens else [str(t) for t in range(stats["kl"].shape[1])]
         return token_strip(tokens, stats[measure][index], measure=measure, vocab=data.vocab(),
-                           teacher_top=(stats["teacher_topk_ids"][index], stats["teacher_topk_probs"][index]),
-                           student_top=(stats["student_topk_ids"][index], stats["student_topk_probs"][index]))
+                           teacher_top=_top_of(stats, "teacher", index), student_top=_top_of(stats, "student", index))
     z_t, z_s = data.require_logits()
     target = int(data.labels[index]) if data.labels is not None else None
     return sample_drilldown(z_t[index], z_s[index], T=T, target=target, class_names=data.class_names,
                             thumbnail=data.thumbnail(index), sample_index=index)
+
+
+def _top_of(stats: Mapping[str, Any], role: str, index: int) -> tuple[Any, Any, Any]:
+    """(top-k ids [T, k], probabilities [T, k], mass outside the top-k [T] or None in runs that predate it) of a sample."""
+    tail = stats.get(f"{role}_tail_mass")
+    return stats[f"{role}_topk_ids"][index], stats[f"{role}_topk_probs"][index], tail[index] if tail is not None else None
 
 
 # ---- summary ----------------------------------------------------------------------------------------------------------

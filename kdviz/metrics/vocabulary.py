@@ -1,0 +1,116 @@
+"""Per-token statistics of two language models at vocabulary scale, computed chunk by chunk over the tokens.
+
+A [B, T, V] float32 logit tensor at V = 152k is 0.6 GB per 1k tokens, so nothing here copies it whole: each chunk of
+token rows (about `CHUNK_BYTES` of float32 logits per model) is turned into probabilities once, and every statistic
+is read off that chunk. Elementwise work is float32; every sum over the vocabulary is accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdviz.metrics.tempered import check_pair
+
+F64 = torch.float64
+# 4 MB of float32 logits per model and chunk: its temporaries stay in the allocator, while 16 MB ones are mmapped
+# afresh each time and their page faults double the cost
+CHUNK_BYTES = 1 << 22
+BLOCK = 256  # terms summed in float32 before the float64 accumulation
+
+PAIR_STATS = ("kl", "reverse_kl")
+ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")
+
+
+def token_statistics(
+    z_t: torch.Tensor, z_s: torch.Tensor, targets: torch.Tensor | None, topk: int = 10
+) -> dict[str, torch.Tensor]:
+    """Per-token summaries of two [B, T, V] logit tensors, so vocabulary-sized outputs need not be stored.
+
+    Returns [B, T] float64 ``kl`` (KL(p_t‖p_s)) and ``reverse_kl``, and per role (``teacher_…``, ``student_…``):
+    - ``entropy`` [B, T] (nats);
+    - ``topk_ids`` [B, T, k] int32 and ``topk_probs`` [B, T, k] float32, most probable first;
+    - ``tail_mass`` [B, T]: 1 − Σ of the model's own top-k probabilities, the mass a stored top-k hides;
+    - ``shared_topk_mass`` [B, T]: the model's mass on the ids in both models' top-k;
+    - with ``targets`` [B, T] (negative: no target), ``true_prob`` [B, T] (0 where there is no target) and
+      ``true_logprob`` [B, T] (−inf there), for perplexity without underflow.
+    """
+    check_pair(z_t, z_s)
+    lead, vocab = z_t.shape[:-1], z_t.shape[-1]
+    flat_t, flat_s = z_t.reshape(-1, vocab), z_s.reshape(-1, vocab)
+    flat_targets = targets.reshape(-1).to(z_t.device) if targets is not None else None
+    k = min(topk, vocab)
+    rows = flat_t.shape[0]
+    out: dict[str, torch.Tensor] = {name: torch.empty(rows, dtype=F64, device=z_t.device) for name in PAIR_STATS}
+    for role in ("teacher", "student"):
+        for stat in ("entropy", "tail_mass", "shared_topk_mass"):
+            out[f"{role}_{stat}"] = torch.empty(rows, dtype=F64, device=z_t.device)
+        out[f"{role}_topk_ids"] = torch.empty(rows, k, dtype=torch.int32, device=z_t.device)
+        out[f"{role}_topk_probs"] = torch.empty(rows, k, dtype=torch.float32, device=z_t.device)
+        if flat_targets is not None:
+            out[f"{role}_true_prob"] = torch.empty(rows, dtype=torch.float32, device=z_t.device)
+            out[f"{role}_true_logprob"] = torch.empty(rows, dtype=F64, device=z_t.device)
+    step = max(1, CHUNK_BYTES // (4 * vocab))
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        chunk_targets = flat_targets[start:stop] if flat_targets is not None else None
+        _chunk_statistics(flat_t[start:stop].float(), flat_s[start:stop].float(), chunk_targets, k, out, start)
+    shaped: dict[str, torch.Tensor] = {}
+    for name, value in out.items():
+        shaped[name] = value.reshape(*lead, *value.shape[1:])
+    return shaped
+
+
+def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor | None, k: int,
+                      out: dict[str, torch.Tensor], start: int) -> None:
+    """Fill rows ``start…`` of ``out`` from one chunk of float32 logits [r, V] of each model.
+
+    One softmax and one top-k per model, and no second exp pass: with p' the float32 softmax and S = Σ p' (1 up to
+    its float32 normaliser's error, which dividing by S removes), lse = z_top1 − log p'_top1 + log S. With
+    a = Σ p z: H = lse − a, and KL(p_t‖p_s) = Σ p_t z_t − Σ p_t z_s − (lse_t − lse_s).
+    """
+    stop = start + zt.shape[0]
+    z = {"teacher": zt, "student": zs}
+    p = {role: torch.softmax(logits, -1) for role, logits in z.items()}
+    lse, total, top = {}, {}, {}
+    for role in ("teacher", "student"):
+        values, ids = z[role].topk(k, dim=-1)
+        total[role] = _rowsum(p[role])
+        top_p = p[role].gather(-1, ids[:, :1]).squeeze(-1).to(F64)
+        lse[role] = values[:, 0].to(F64) - torch.log(top_p) + torch.log(total[role])
+        probs = torch.exp(values.to(F64) - lse[role].unsqueeze(-1))
+        top[role] = ids
+        out[f"{role}_topk_ids"][start:stop] = ids.to(torch.int32)
+        out[f"{role}_topk_probs"][start:stop] = probs.float()
+        out[f"{role}_tail_mass"][start:stop] = (1.0 - probs.sum(-1)).clamp_min(0.0)
+        if targets is not None:
+            valid = targets >= 0
+            logp = z[role].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).to(F64) - lse[role]
+            logp = torch.where(valid, logp, torch.full_like(logp, float("-inf")))
+            out[f"{role}_true_logprob"][start:stop] = logp
+            out[f"{role}_true_prob"][start:stop] = logp.exp().float()
+    tt, ts = _rowdot(p["teacher"], zt) / total["teacher"], _rowdot(p["teacher"], zs) / total["teacher"]
+    ss, st = _rowdot(p["student"], zs) / total["student"], _rowdot(p["student"], zt) / total["student"]
+    d_lse = lse["teacher"] - lse["student"]
+    out["kl"][start:stop] = tt - ts - d_lse
+    out["reverse_kl"][start:stop] = d_lse - st + ss
+    out["teacher_entropy"][start:stop] = lse["teacher"] - tt
+    out["student_entropy"][start:stop] = lse["student"] - ss
+    # ids in both top-k lists: the teacher's that also appear among the student's
+    shared = (top["teacher"].unsqueeze(-1) == top["student"].unsqueeze(-2)).any(-1)  # [r, k] over the teacher's list
+    shared_ids = torch.where(shared, top["teacher"], torch.zeros_like(top["teacher"]))
+    for role in ("teacher", "student"):
+        mass = p[role].gather(-1, shared_ids).to(F64) / total[role].unsqueeze(-1)
+        out[f"{role}_shared_topk_mass"][start:stop] = torch.where(shared, mass, torch.zeros_like(mass)).sum(-1)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b over the last axis of two float32 [r, V] chunks: float32 within blocks of `BLOCK` terms, float64 across
+    blocks (a float64 sum of every term costs 4× as much, for no digit the float32 store keeps)."""
+    return _rowsum(a * b)
+
+
+def _rowsum(product: torch.Tensor) -> torch.Tensor:
+    """Σ over the last axis of a float32 [r, V] chunk, float32 within blocks of `BLOCK` terms and float64 across."""
+    main = product.shape[-1] // BLOCK * BLOCK
+    blocks = product[:, :main].reshape(product.shape[0], -1, BLOCK).sum(-1)
+    return blocks.sum(-1, dtype=F64) + product[:, main:].sum(-1, dtype=F64)

@@ -1,0 +1,123 @@
+"""Per-token statistics of language models at vocabulary scale (`kdviz.metrics.vocabulary`), against float64
+reference code written here, and their properties (KL ≥ 0, chunking changes nothing, a vocabulary permutation
+changes nothing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kdviz.metrics import vocabulary
+
+
+def reference(z_t: np.ndarray, z_s: np.ndarray, targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Every statistic in float64 from the textbook definitions: log p = z − logsumexp(z)."""
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        top = z.max(-1, keepdims=True)
+        return z - top - np.log(np.exp(z - top).sum(-1, keepdims=True))
+
+    lt, ls = log_softmax(z_t.astype(np.float64)), log_softmax(z_s.astype(np.float64))
+    pt, ps = np.exp(lt), np.exp(ls)
+    out = {"kl": (pt * (lt - ls)).sum(-1), "reverse_kl": (ps * (ls - lt)).sum(-1)}
+    ids = {}
+    for role, lp, p in (("teacher", lt, pt), ("student", ls, ps)):
+        order = np.argsort(-lp, axis=-1, kind="stable")[..., :k]
+        ids[role] = order
+        top = np.take_along_axis(p, order, -1)
+        out[f"{role}_entropy"] = -(p * lp).sum(-1)
+        out[f"{role}_topk_probs"] = top
+        out[f"{role}_tail_mass"] = 1.0 - top.sum(-1)
+        true = np.exp(np.take_along_axis(lp, np.maximum(targets, 0)[..., None], -1)[..., 0])
+        out[f"{role}_true_prob"] = np.where(targets >= 0, true, 0.0)
+    for role, p in (("teacher", pt), ("student", ps)):
+        mass = np.zeros(z_t.shape[:-1])
+        for index in np.ndindex(*z_t.shape[:-1]):
+            shared = set(ids["teacher"][index]) & set(ids["student"][index])
+            mass[index] = sum(p[index][i] for i in shared)
+        out[f"{role}_shared_topk_mass"] = mass
+    return out
+
+
+def random_logits(seed: int, shape: tuple[int, ...], scale: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z_t = rng.normal(size=shape) * scale
+    return z_t, z_t + rng.normal(size=shape) * scale * 0.5
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 1000])  # under, over and not a multiple of the float32 block
+def test_every_statistic_matches_the_float64_reference(vocab):
+    z_t, z_s = random_logits(0, (2, 9, vocab))
+    targets = np.random.default_rng(1).integers(0, vocab, size=(2, 9))
+    targets[1, -3:] = -100
+    k = 5
+    got = vocabulary.token_statistics(torch.tensor(z_t, dtype=torch.float32), torch.tensor(z_s, dtype=torch.float32),
+                                      torch.tensor(targets), k)
+    want = reference(z_t.astype(np.float32), z_s.astype(np.float32), targets, k)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name].double().numpy(), value, rtol=1e-5, atol=2e-6, err_msg=name)
+    ref_ids = np.argsort(-z_t.astype(np.float32), axis=-1, kind="stable")[..., :k]
+    np.testing.assert_array_equal(got["teacher_topk_ids"].numpy(), ref_ids)
+    assert got["teacher_topk_ids"].dtype == torch.int32
+    assert np.isneginf(got["student_true_logprob"][1, -1].item())
+    np.testing.assert_allclose(got["student_true_logprob"][0].exp().numpy(), want["student_true_prob"][0], rtol=1e-5)
+
+
+def test_chunking_does_not_change_the_result(monkeypatch):
+    z_t, z_s = random_logits(3, (3, 40, 513))
+    args = (torch.tensor(z_t, dtype=torch.float32), torch.tensor(z_s, dtype=torch.float32), None, 8)
+    whole = vocabulary.token_statistics(*args)
+    monkeypatch.setattr(vocabulary, "CHUNK_BYTES", 4 * 513 * 7)  # 7 rows per chunk: the last chunk is partial
+    chunked = vocabulary.token_statistics(*args)
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=0, atol=0, msg=name)
+
+
+def test_identical_models_diverge_by_exactly_zero_and_share_their_whole_top_k():
+    z, _ = random_logits(4, (2, 6, 2000))
+    z = torch.tensor(z, dtype=torch.float32)
+    stats = vocabulary.token_statistics(z, z.clone(), None, 10)
+    assert torch.all(stats["kl"] == 0) and torch.all(stats["reverse_kl"] == 0)
+    torch.testing.assert_close(stats["teacher_shared_topk_mass"], 1 - stats["teacher_tail_mass"])
+
+
+def test_bfloat16_logits_are_read_in_float32_without_a_float64_copy_of_the_vocabulary():
+    z_t, z_s = random_logits(5, (1, 8, 640))
+    bf_t, bf_s = torch.tensor(z_t).to(torch.bfloat16), torch.tensor(z_s).to(torch.bfloat16)
+    got = vocabulary.token_statistics(bf_t, bf_s, None, 4)
+    want = reference(bf_t.float().numpy(), bf_s.float().numpy(), np.zeros((1, 8), dtype=np.int64), 4)
+    np.testing.assert_allclose(got["kl"].numpy(), want["kl"], rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), vocab=st.integers(2, 600), scale=st.floats(0.01, 30.0), k=st.integers(1, 12))
+def test_properties_kl_nonnegative_masses_in_unit_interval(seed, vocab, scale, k):
+    z_t, z_s = random_logits(seed, (2, 3, vocab), scale)
+    stats = vocabulary.token_statistics(torch.tensor(z_t, dtype=torch.float32), torch.tensor(z_s, dtype=torch.float32),
+                                        None, k)
+    assert torch.all(stats["kl"] >= -1e-6) and torch.all(stats["reverse_kl"] >= -1e-6)
+    for role in ("teacher", "student"):
+        tail, shared = stats[f"{role}_tail_mass"], stats[f"{role}_shared_topk_mass"]
+        assert torch.all((tail >= 0) & (tail <= 1))
+        assert torch.all(shared >= 0) and torch.all(shared <= 1 - tail + 1e-6)  # shared ids are inside the own top-k
+        assert torch.all(stats[f"{role}_entropy"] >= -1e-6)
+        assert torch.all(stats[f"{role}_entropy"] <= np.log(vocab) + 1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), vocab=st.integers(3, 400))
+def test_a_vocabulary_permutation_changes_no_statistic_but_the_ids(seed, vocab):
+    z_t, z_s = random_logits(seed, (1, 4, vocab))
+    perm = np.random.default_rng(seed).permutation(vocab)
+    targets = np.random.default_rng(seed + 1).integers(0, vocab, size=(1, 4))
+    inverse = np.argsort(perm)
+    tensors = [torch.tensor(z, dtype=torch.float32) for z in (z_t, z_s)]
+    permuted = [torch.tensor(z[..., perm], dtype=torch.float32) for z in (z_t, z_s)]
+    plain = vocabulary.token_statistics(*tensors, torch.tensor(targets), 3)
+    moved = vocabulary.token_statistics(*permuted, torch.tensor(inverse[targets]), 3)
+    for name in ("kl", "reverse_kl", "teacher_entropy", "student_tail_mass", "teacher_shared_topk_mass", "student_true_prob"):
+        torch.testing.assert_close(moved[name].double(), plain[name].double(), rtol=1e-5, atol=1e-6, msg=name)
+    np.testing.assert_array_equal(perm[moved["teacher_topk_ids"].numpy()], plain["teacher_topk_ids"].numpy())
