@@ -21,12 +21,14 @@ from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, count_samples, iter_batches, to_device
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
+from kdviz.metrics import features as feature_metrics
 from kdviz.metrics import logits as logit_metrics
 from kdviz.records import ROLES, TOKEN_STATS, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
 MAX_VOCAB_IN_META = 300_000
+TOKEN_FEATURES = ("pooled", "tokens")
 
 
 def capture(
@@ -49,6 +51,7 @@ def capture(
     keep_full_logits: int | Sequence[int] = 0,
     topk: int = 10,
     next_token: bool | None = None,
+    token_features: str = "pooled",
     names: tuple[str, str] | None = None,
     overwrite: bool = False,
     extra_meta: Mapping[str, Any] | None = None,
@@ -69,6 +72,10 @@ def capture(
       true-token probability); ``keep_full_logits`` keeps full logits for the first K samples or given indices.
     - ``next_token``: whether the target of position t is token t + 1 (default: yes for causal LMs and
       models that are not Hugging Face ones, no otherwise).
+    - ``token_features``: token outputs [B, T, D] of hooked layers and hidden states are stored pooled by default
+      (``"pooled"``: their mean over the real tokens, and the summary token, CLS or a causal LM's last, each [B, D]),
+      which is what CKA and the feature views read; ``"tokens"`` keeps every token (T times the disk) for CKA with
+      tokens as samples.
     - Runs under ``torch.inference_mode`` on ``device`` (default: CUDA when available, else CPU); models are
       moved there and back, and their train/eval mode is restored. Memory is bounded by one batch plus the
       writer's short queue. The run appears under ``path`` only when complete (default: a new temporary dir).
@@ -99,7 +106,7 @@ def capture(
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
         topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
-        shard=shard,
+        shard=shard, token_features=token_features,
     )
 
     def make_meta() -> dict[str, Any]:
@@ -145,8 +152,13 @@ class CaptureSession:
         progress: bool = True,
         description: str = "kdviz capture",
         shard: distributed_module.Shard | None = None,
+        token_features: str = "pooled",
     ) -> None:
+        if token_features not in TOKEN_FEATURES:
+            raise InputError(f"token_features must be one of {TOKEN_FEATURES}, got {token_features!r}")
         self.probes = probes
+        self.token_features = token_features
+        self.summary_token: str | None = None  # "first" or "last", chosen at the first batch
         self.data = data
         self.batch_size = batch_size
         self.labels = labels
@@ -199,6 +211,7 @@ class CaptureSession:
     def state(self) -> dict[str, Any]:
         """What `meta` needs from this process's batches, for rank 0 to `absorb` (small: no arrays)."""
         return {"records": self.builder.state() if self.builder is not None else None, "task": self.task,
+                "summary_token": self.summary_token,
                 "n_classes": self.n_classes, "structure": self.structure, "seq_len": self.seq_len,
                 "labelled": self.labelled if self.captured else None, "decoded_tokens": self.decoded_tokens,
                 "captured": self.captured, "batch_sizes": self.batch_sizes, "total": self.total_samples}
@@ -218,6 +231,7 @@ class CaptureSession:
             if any(state[key] != first[key] for state in active):
                 raise InputError(f"the ranks saw different {what} in their batches; every batch must have the same form")
         self.task, self.n_classes, self.seq_len = first["task"], first["n_classes"], first["seq_len"]
+        self.summary_token = first["summary_token"]
         self.structure = first["structure"]
         self.builder = self.builder or self._builder_for(self.task)
         self.builder.absorb([state["records"] for state in active])
@@ -241,19 +255,49 @@ class CaptureSession:
             self.task = task
             self.n_classes = int(z_t.shape[-1])
             self.builder = self._builder_for(task)
+            self.summary_token = self._summary_token(task)
             main = batch.main_tensor(self.main_input_name)
             for role, out in zip(ROLES, outputs, strict=True):
                 self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
         records.update(self._input_records(batch))
         records.update(self.builder.records(batch, outputs, offset))
+        mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
             for i, attn in enumerate(out.attentions):
                 records[layout.attention(role, i)] = as_numpy(attn)
-            records.update({layout.features(role, name): as_numpy(v) for name, v in out.features.items()})
+            records.update(self._feature_records(role, out.features, mask))
             records.update({layout.spatial(role, name): as_numpy(v) for name, v in out.spatial.items()})
         return records
+
+    def _pools(self, value: torch.Tensor) -> bool:
+        """Whether a feature is stored pooled: token outputs [B, T, D] unless every token was asked for."""
+        return self.token_features == "pooled" and value.ndim == 3
+
+    def _feature_records(self, role: str, features: Mapping[str, torch.Tensor],
+                         mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """The stored form of one model's features: token outputs as their mean over the real tokens and their
+        summary token ([B, D] each, computed where the model ran), everything else as it came."""
+        records = {}
+        for name, value in features.items():
+            if self._pools(value):
+                valid = feature_metrics.token_mask(value, mask)
+                records[layout.features(role, name)] = as_numpy(feature_metrics.mean_over_tokens(value.float(), valid))
+                records[layout.summary_features(role, name)] = as_numpy(
+                    feature_metrics.summary_token(value, valid, self.summary_token or "first").float())
+            else:
+                records[layout.features(role, name)] = as_numpy(value)
+        return records
+
+    def _summary_token(self, task: str) -> str:
+        """The token that sums a sequence up: a language model's last when it predicts the next token, else the
+        one its family names (CLS first; the last for decoder classifiers)."""
+        if task == "tokens":
+            builder = self.builder
+            return "last" if isinstance(builder, TokenRecords) and builder.next_token else "first"
+        probe = self.probes[0]
+        return probe.family.summary_token(probe.model)
 
     @property
     def main_input_name(self) -> str | None:
@@ -319,7 +363,8 @@ class CaptureSession:
             "attention_layers": probe.attention_names[: len(out.attentions)],
             "heads": [int(a.shape[1]) for a in out.attentions],
             "feature_names": list(out.features),
-            "feature_shapes": {name: list(v.shape[1:]) for name, v in out.features.items()},
+            "feature_shapes": {name: list(v.shape[2:] if self._pools(v) else v.shape[1:]) for name, v in out.features.items()},
+            "pooled_features": [name for name, v in out.features.items() if self._pools(v)],
             "spatial_names": list(out.spatial),
         }
 
@@ -370,6 +415,8 @@ class CaptureSession:
                 "attentions": attentions,
                 "attention_dtype": "float16",
                 "spatial_p": spatial_p,
+                "token_features": self.token_features,
+                "summary_token": self.summary_token,
                 **(self.builder.settings() if self.builder is not None else {"topk": None, "full_logits_index": None}),
                 "next_token": self.next_token,
                 "device": str(device),
@@ -461,7 +508,7 @@ def live_cka(
         ModelProbe(student, "student", layers=student_layers, attentions=False, device=target_device, spatial_p=None),
     )
     session = CaptureSession(probes, data, batch_size=batch_size, progress=progress, description="kdviz live CKA",
-                             shard=shard)
+                             shard=shard, token_features="tokens")
     accumulator: MinibatchCKA | None = None
     names: tuple[list[str], list[str]] = ([], [])
 
@@ -474,7 +521,8 @@ def live_cka(
                 names = (list(feats["teacher"]), list(feats["student"]))
                 accumulator = MinibatchCKA(len(names[0]), len(names[1]), unbiased=unbiased)
             add_pooled_batch(accumulator, [feats["teacher"][k] for k in names[0]], [feats["student"][k] for k in names[1]],
-                             conv=conv, tokens=tokens, mask=records.get(layout.ATTENTION_MASK))
+                             conv=conv, tokens=tokens, mask=records.get(layout.ATTENTION_MASK),
+                             summary=session.summary_token or "first")
         if accumulator is None and shard.distributed:
             raise InputError(f"rank {shard.rank} got no batches; use a smaller batch_size or fewer processes")
 

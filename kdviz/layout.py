@@ -29,8 +29,15 @@ def attention(role: str, index: int) -> str:
 
 
 def features(role: str, name: str) -> str:
-    """[N, ...] output of ``role``'s hooked module ``name``."""
+    """[N, ...] output of ``role``'s hooked module ``name``; token outputs [N, T, D] are stored as their mean over the
+    real tokens [N, D] unless captured with ``token_features="tokens"``."""
     return f"{role}/feat/{name}"
+
+
+def summary_features(role: str, name: str) -> str:
+    """[N, D] the summary token's output of ``role``'s hooked module ``name`` (first token, or a causal LM's last),
+    kept beside the token mean when token features are pooled while capturing."""
+    return f"{role}/feat_summary/{name}"
 
 
 def feature_name(key: str, role: str) -> str | None:

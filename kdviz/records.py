@@ -27,7 +27,9 @@ TOKEN_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_ma
 
 
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
+    """The tensor on the CPU as numpy; bfloat16, which numpy lacks, becomes float32 (it converts exactly)."""
+    tensor = tensor.detach()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
 
 
 def check_labels(labels: torch.Tensor, n_classes: int, offset: int, kind: str, *, ignore_index: int | None) -> None:

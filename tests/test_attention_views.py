@@ -299,7 +299,7 @@ def test_value_relations_from_a_captured_value_projection_compare_across_models(
     teacher, student = bert_pair()
     ids = torch.randint(1, 120, (4, 10), generator=torch.Generator().manual_seed(3))
     run = kdviz.capture(teacher, student, ids, path=tmp_path / "v.kdviz", progress=False,
-                        layers=["bert.encoder.layer.*.attention.self.value"])
+                        layers=["bert.encoder.layer.*.attention.self.value"], token_features="tokens")
     name_t, name_s = run.teacher.feature_names[-1], run.student.feature_names[-1]
     assert name_t.endswith("attention.self.value")
     values_t = run.teacher.features(name_t)[:]  # [N, T, H·d] = [4, 10, 32]

@@ -9,7 +9,7 @@ from conftest import bert_pair, gpt2_pair, hook_count
 from scipy.special import log_softmax, rel_entr
 
 import kdviz
-from kdviz.errors import CaptureError
+from kdviz.errors import CaptureError, InputError
 
 
 def tokenised(n: int = 10, length: int = 12, vocab: int = 120, seed: int = 0):
@@ -49,11 +49,43 @@ def test_bert_logits_and_attentions_equal_a_direct_forward(tmp_path):
     assert run.teacher.feature_names == [f"bert.encoder.layer.{i}" for i in range(4)]
 
 
-def test_hf_hidden_states_are_the_default_features(tmp_path):
+def test_hf_hidden_states_are_the_default_features_pooled_over_the_real_tokens(tmp_path):
     teacher, student = bert_pair()
-    run = kdviz.capture(teacher, student, tokenised(), path=tmp_path / "r.kdviz", attentions=False, progress=False)
+    data = tokenised()
+    run = kdviz.capture(teacher, student, data, path=tmp_path / "r.kdviz", attentions=False, progress=False)
     assert run.teacher.feature_names == [f"hidden.{i}" for i in range(5)]  # embeddings + 4 layers
-    assert run.student.features("hidden.2").shape == (10, 12, 16)
+    assert run.student.pooled_names == run.student.feature_names
+    assert run.student.features("hidden.2").shape == (10, 16)
+    assert run.meta["capture"]["token_features"] == "pooled" and run.meta["capture"]["summary_token"] == "first"
+    with torch.no_grad():
+        hidden = student.eval()(input_ids=data["input_ids"], attention_mask=data["attention_mask"],
+                                output_hidden_states=True).hidden_states[2].double().numpy()
+    mask = data["attention_mask"].numpy().astype(np.float64)
+    mean = (hidden * mask[..., None]).sum(1) / mask.sum(1)[:, None]  # padding (samples 0, 3, 6, 9) is left out
+    np.testing.assert_allclose(run.student.features("hidden.2")[:], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.student.summary_features("hidden.2")[:], hidden[:, 0], rtol=1e-5, atol=1e-6)
+    whole = kdviz.capture(teacher, student, data, path=tmp_path / "t.kdviz", attentions=False, progress=False,
+                          token_features="tokens")
+    assert whole.student.features("hidden.2").shape == (10, 12, 16) and whole.student.pooled_names == []
+    np.testing.assert_allclose(whole.student.features("hidden.2")[:], hidden, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="token_features must be one of"):
+        kdviz.capture(teacher, student, data, path=tmp_path / "x.kdviz", progress=False, token_features="all")
+
+
+def test_a_causal_models_summary_token_is_its_last_real_one_under_left_padding(tmp_path):
+    teacher, student = gpt2_pair()
+    ids = torch.randint(0, 50, (4, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    mask[2, -2:] = 0  # right padding
+    run = kdviz.capture(teacher, student, {"input_ids": ids, "attention_mask": mask}, path=tmp_path / "g.kdviz",
+                        attentions=False, progress=False)
+    assert run.meta["capture"]["summary_token"] == "last"
+    with torch.no_grad():
+        hidden = teacher.eval()(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1].numpy()
+    last = [8, 8, 6, 8]
+    np.testing.assert_allclose(run.teacher.summary_features(run.teacher.feature_names[-1])[:],
+                               hidden[np.arange(4), last], rtol=1e-5, atol=1e-6)
 
 
 def test_sdpa_model_is_switched_to_eager_for_the_capture_and_back(tmp_path):
@@ -83,7 +115,8 @@ def test_hooked_feature_patterns_on_hf_models(tmp_path):
     run = kdviz.capture(teacher, student, tokenised(), path=tmp_path / "r.kdviz", attentions=False, progress=False,
                         layers=["bert.encoder.layer.*.output"])
     assert run.teacher.feature_names == [f"bert.encoder.layer.{i}.output" for i in range(4)]
-    assert run.student.features("bert.encoder.layer.1.output").shape == (10, 12, 16)
+    assert run.student.features("bert.encoder.layer.1.output").shape == (10, 16)  # pooled over the tokens
+    assert run.student.summary_features("bert.encoder.layer.1.output").shape == (10, 16)
 
 
 def reference_token_stats(z_t: np.ndarray, z_s: np.ndarray, targets: np.ndarray):

@@ -52,13 +52,21 @@ def test_token_pooling_modes(tmp_path):
     ids = torch.randint(1, 120, (12, 10), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[:, 7:] = 0
-    run = kdviz.capture(teacher, student, {"input_ids": ids, "attention_mask": mask}, path=tmp_path / "b.kdviz",
-                        attentions=False, progress=False)
+    data = {"input_ids": ids, "attention_mask": mask}
+    run = kdviz.capture(teacher, student, data, path=tmp_path / "b.kdviz", attentions=False, progress=False,
+                        token_features="tokens")
     mean = cka_matrix(run, tokens="mean", cache=False)
     per_token = cka_matrix(run, tokens="tokens", cache=False)
-    assert mean["n"] == 12 and per_token["n"] == 12 * 7  # only the valid tokens are samples
+    first = cka_matrix(run, tokens="summary", cache=False)
+    assert mean["n"] == 12 and per_token["n"] == 12 * 7 and first["n"] == 12  # only the valid tokens are samples
     pooled = fm.pool_features(run.teacher.features("hidden.1")[:], mask=mask.numpy())
     np.testing.assert_allclose(pooled[0].numpy(), run.teacher.features("hidden.1")[0, :7].mean(0), rtol=1e-5)
+    # pooled while capturing (the default), the same CKA comes out of a run 10 tokens smaller per sample
+    small = kdviz.capture(teacher, student, data, path=tmp_path / "p.kdviz", attentions=False, progress=False)
+    np.testing.assert_allclose(cka_matrix(small, tokens="mean", cache=False)["cross"], mean["cross"], atol=1e-6)
+    np.testing.assert_allclose(cka_matrix(small, tokens="summary", cache=False)["cross"], first["cross"], atol=1e-6)
+    with pytest.raises(InputError, match="token_features='tokens'"):
+        cka_matrix(small, tokens="tokens", cache=False)
 
 
 def test_relation_views_and_projection(demo_runs):
@@ -93,6 +101,22 @@ def test_alignment_explorer_reacts_to_controls(demo_runs):
     assert (explorer.teacher_layer, explorer.student_layer) == ("layer2", "layer2")
     assert len(explorer.pair_scores()) == 3
     assert run.has("cache")  # a notebook explorer stores the CKA it computed in the run's cache
+
+
+def test_alignment_explorer_says_when_token_features_were_pooled(tmp_path):
+    teacher, student = bert_pair()
+    ids = torch.randint(1, 120, (12, 10), generator=torch.Generator().manual_seed(1))
+    pooled = kdviz.capture(teacher, student, ids, path=tmp_path / "p.kdviz", attentions=False, progress=False)
+    explorer = AlignmentExplorer(pooled)
+    assert list(explorer.tokens_menu.options) == ["mean over tokens", "first token (CLS)"]
+    assert any("pooled while capturing" in str(getattr(part, "object", "")) for part in explorer.view.objects)
+    explorer.tokens_menu.value = "summary"
+    assert explorer.result["tokens"] == "summary"
+    whole = kdviz.capture(teacher, student, ids, path=tmp_path / "t.kdviz", attentions=False, progress=False,
+                          token_features="tokens")
+    explorer = AlignmentExplorer(whole)
+    assert "tokens as samples" in explorer.tokens_menu.options
+    assert not any("pooled while capturing" in str(getattr(part, "object", "")) for part in explorer.view.objects)
 
 
 def test_alignment_explorer_needs_features(tmp_path):

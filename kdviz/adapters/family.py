@@ -84,6 +84,10 @@ class ModelFamily:
         """Whether the logits at position t score token t + 1 (a plain language model is taken to be causal)."""
         return True
 
+    def summary_token(self, model: nn.Module) -> str:
+        """Which token sums a sequence up for a classifier: ``"first"`` (CLS) or ``"last"`` (causal attention)."""
+        return "first"
+
     def token_grid(self, model: nn.Module, n_tokens: int, input_shape: tuple[int, ...] | None) -> dict[str, Any] | None:
         """``{"prefix": P, "grid": [rows, cols]}`` when the model's tokens are P prefix tokens and an image patch grid."""
         return token_grid(model, n_tokens, input_shape)

@@ -111,3 +111,8 @@ class HuggingFace(ModelFamily):
 
     def predicts_next_token(self, model: nn.Module) -> bool:
         return is_causal_lm(model)
+
+    def summary_token(self, model: nn.Module) -> str:
+        # decoder classifiers (LlamaForSequenceClassification…) read the last real token: their attention is causal
+        causal = is_causal_lm(model) or any(getattr(m, "is_causal", False) is True for m in model.modules())
+        return "last" if causal else "first"

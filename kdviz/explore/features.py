@@ -12,7 +12,7 @@ import param
 from kdviz.errors import MissingDataError
 from kdviz.explore.base import Explorer, clicked_point, heading, plot
 from kdviz.metrics.features import suggest_layer_map
-from kdviz.readers.features import alignment_scores, feature_layer_map, first_labels, pooled_features
+from kdviz.readers.features import alignment_scores, feature_layer_map, first_labels, pooled_features, summary_position
 from kdviz.views import features as views
 from kdviz.views.layers import short_name
 
@@ -30,8 +30,8 @@ class FeatureExplorer(Explorer):
     unbiased = param.Boolean(default=True, label="measure", doc="debiased (U-centred) CKA, or the biased estimate")
     conv = param.Selector(default="flatten", objects=["flatten", "pool"], label="conv maps",
                           doc="flatten conv feature maps, or average-pool them over space")
-    tokens = param.Selector(default="mean", objects=["mean", "tokens"],
-                            label="tokens", doc="average token features per sample, or count every token as a sample")
+    tokens = param.Selector(default="mean", objects=["mean", "summary", "tokens"], label="tokens",
+                            doc="average token features per sample, take its summary token, or count every token as a sample")
     teacher_layer = param.String(default="", label="teacher layer", doc="the teacher layer of the pair shown")
     student_layer = param.String(default="", label="student layer", doc="the student layer of the pair shown")
 
@@ -47,8 +47,15 @@ class FeatureExplorer(Explorer):
         self.samples = min(self.relation_samples, run.n_samples)
         self.estimator = self.control("unbiased", options={"debiased CKA": True, "biased CKA": False}, width=180)
         self.conv_menu = self.control("conv", options={"flatten": "flatten", "average-pool": "pool"}, width=160)
-        self.tokens_menu = self.control("tokens", options={"mean over tokens": "mean", "tokens as samples": "tokens"},
-                                        width=180)
+        pooled = bool(run.teacher.pooled_names or run.student.pooled_names)
+        summary = "last token" if summary_position(run) == "last" else "first token (CLS)"
+        token_options = {"mean over tokens": "mean", summary: "summary"}
+        if not pooled:
+            token_options["tokens as samples"] = "tokens"
+        self.tokens_menu = self.control("tokens", options=token_options, width=180)
+        pooling_note = [pn.pane.Markdown(
+            f"*Token features were pooled while capturing: each sample keeps its mean over real tokens and its {summary}. "
+            "Capture with `token_features=\"tokens\"` to count every token as a sample.*", margin=(0, 10))] if pooled else []
         with self.quietly():
             self.teacher_layer, self.student_layer = run.teacher.feature_names[-1], run.student.feature_names[-1]
         self.teacher_menu = self.control("teacher_layer", options=run.teacher.feature_names, width=300)
@@ -58,7 +65,7 @@ class FeatureExplorer(Explorer):
         self.redraw()
         return [
             heading(f"Features: {run.name}"),
-            pn.Row(self.estimator, self.conv_menu, self.tokens_menu),
+            pn.Row(self.estimator, self.conv_menu, self.tokens_menu), *pooling_note,
             self.panes["cka"], self.panes["within"],
             pn.Row(self.teacher_menu, self.student_menu),
             self.panes["projection"], self.panes["relations"], self.panes["scores"],

@@ -247,16 +247,49 @@ def map_total(similarity: Any, pairs: Sequence[tuple[int, int]]) -> float:
 
 
 POOLING_CONV = ("flatten", "pool")
-POOLING_TOKENS = ("mean", "tokens")
+POOLING_TOKENS = ("mean", "summary", "tokens")
+SUMMARY_TOKENS = ("first", "last")
 
 
-def pool_features(x: Any, *, conv: str = "flatten", tokens: str = "mean", mask: Any | None = None) -> torch.Tensor:
+def token_mask(features: torch.Tensor, mask: Any | None) -> torch.Tensor:
+    """[n, T] bool: which tokens of token features [n, T, D] are real; ``mask`` [n, T] when its length matches the
+    features' (an attention mask), else every token (a vision transformer's patches and CLS)."""
+    if mask is not None:
+        valid = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        if tuple(valid.shape) == tuple(features.shape[:2]):
+            return valid.to(features.device).bool()
+    return torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+
+
+def mean_over_tokens(features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[n, D] mean of token features [n, T, D] over each sample's real tokens ``valid`` [n, T] (0 for none)."""
+    weights = valid.to(features.dtype).unsqueeze(-1)
+    return (features * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
+def summary_token(features: torch.Tensor, valid: torch.Tensor, which: str) -> torch.Tensor:
+    """[n, D] one token per sample of token features [n, T, D]: the first real token (``"first"``: CLS, the
+    encoder's summary) or the last (``"last"``: a causal LM's, the only one that has read the whole input; found
+    through ``valid`` [n, T], so left and right padding both work)."""
+    if which not in SUMMARY_TOKENS:
+        raise InputError(f"the summary token must be one of {SUMMARY_TOKENS}, got {which!r}")
+    positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+    if which == "first":
+        index = torch.where(valid, positions, valid.shape[1]).amin(1).clamp_max(valid.shape[1] - 1)
+    else:
+        index = torch.where(valid, positions, -1).amax(1).clamp_min(0)
+    return features[torch.arange(features.shape[0], device=features.device), index]
+
+
+def pool_features(x: Any, *, conv: str = "flatten", tokens: str = "mean", mask: Any | None = None,
+                  summary: str = "first") -> torch.Tensor:
     """Turn one batch of features into CKA samples [m, d].
 
     - conv maps [n, C, H, W]: ``conv="flatten"`` (default, as in Kornblith et al.) or ``"pool"`` (global average).
     - token features [n, T, D]: ``tokens="mean"`` (default: mean over the valid tokens of each sample, ``mask``
-      [n, T]) or ``"tokens"`` (every valid token is a sample of its own, so m = number of valid tokens).
-    - anything else is flattened per sample.
+      [n, T]), ``"summary"`` (one token per sample, ``summary`` = ``"first"`` or ``"last"``: `summary_token`) or
+      ``"tokens"`` (every valid token is a sample of its own, so m = number of valid tokens).
+    - anything else is flattened per sample (features pooled while capturing are already [n, D]).
     """
     f = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if conv not in POOLING_CONV or tokens not in POOLING_TOKENS:
@@ -264,16 +297,15 @@ def pool_features(x: Any, *, conv: str = "flatten", tokens: str = "mean", mask: 
     if f.ndim == 4:
         return f.mean(dim=(2, 3)) if conv == "pool" else f.reshape(f.shape[0], -1)
     if f.ndim == 3:
-        valid = torch.ones(f.shape[:2], dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask)).bool()
+        valid = token_mask(f, mask)
         if tokens == "tokens":
             return f[valid]
-        weights = valid.to(f.dtype).unsqueeze(-1)
-        return (f * weights).sum(1) / weights.sum(1).clamp_min(1)
+        return summary_token(f, valid, summary) if tokens == "summary" else mean_over_tokens(f, valid)
     return f.reshape(f.shape[0], -1)
 
 
 def add_pooled_batch(accumulator: MinibatchCKA, teacher: Sequence[Any], student: Sequence[Any], *, conv: str, tokens: str,
-                     mask: Any | None) -> bool:
+                     mask: Any | None, summary: str = "first") -> bool:
     """Pool one batch of every layer (`pool_features`) and add it; returns False for a batch the estimator must skip.
 
     A batch under 4 samples cannot enter the unbiased estimator; once earlier batches carry the estimate (an uneven
@@ -282,8 +314,8 @@ def add_pooled_batch(accumulator: MinibatchCKA, teacher: Sequence[Any], student:
     n = int(np.shape(teacher[0])[0])
     if accumulator.unbiased and n < 4 and accumulator.n_batches:
         return False
-    accumulator.update([pool_features(f, conv=conv, tokens=tokens, mask=mask) for f in teacher],
-                       [pool_features(f, conv=conv, tokens=tokens, mask=mask) for f in student])
+    accumulator.update([pool_features(f, conv=conv, tokens=tokens, mask=mask, summary=summary) for f in teacher],
+                       [pool_features(f, conv=conv, tokens=tokens, mask=mask, summary=summary) for f in student])
     return True
 
 

@@ -62,11 +62,16 @@ def cka_matrix(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="CKA", unit="batch")
+    for name in t_names:
+        stored_layer(run.teacher, name, tokens)  # a pooled run that cannot give tokens as samples says so first
+    for name in s_names:
+        stored_layer(run.student, name, tokens)
     for start in starts:
         stop = min(n, start + batch_size)
-        add_pooled_batch(accumulator, [run.teacher.features(name)[start:stop] for name in t_names],
-                         [run.student.features(name)[start:stop] for name in s_names], conv=conv, tokens=tokens,
-                         mask=mask_array[start:stop] if mask_array is not None else None)
+        rows = slice(start, stop)
+        add_pooled_batch(accumulator, [stored_layer(run.teacher, name, tokens)[rows] for name in t_names],
+                         [stored_layer(run.student, name, tokens)[rows] for name in s_names], conv=conv, tokens=tokens,
+                         mask=mask_array[start:stop] if mask_array is not None else None, summary=summary_position(run))
     result = cka_result(accumulator, t_names, s_names, conv=conv, tokens=tokens)
     if cache is True:
         run.write_cache(key, {k: result[k] for k in ("cross", "teacher", "student")},
@@ -75,18 +80,32 @@ def cka_matrix(
 
 
 
+def summary_position(run: Any) -> str:
+    """The run's summary token, ``"first"`` (CLS) or ``"last"`` (causal), as its capture chose it."""
+    return (run.meta.get("capture") or {}).get("summary_token") or "first"
+
+
+def stored_layer(side: Any, name: str, tokens: str) -> Any:
+    """The array that gives one layer's CKA samples under the ``tokens`` pooling: the features as stored, or for a
+    layer pooled while capturing its token mean (``"mean"``) or summary token (``"summary"``)."""
+    if name not in side.pooled_names:
+        return side.features(name)
+    if tokens == "tokens":
+        raise InputError(f"the {side.role} layer {name!r} was pooled while capturing, so its tokens cannot be samples; "
+                         "choose tokens='mean' or 'summary', or capture again with token_features='tokens'")
+    return side.summary_features(name) if tokens == "summary" else side.features(name)
+
+
 def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
                     tokens: str = "mean") -> np.ndarray:
     """[m, d] float64 CKA samples of one stored layer for the given rows, pooled as `metrics.features.pool_features`."""
     side = run.teacher if role == "teacher" else run.student
-    if isinstance(rows, slice):
-        data = side.features(name)[rows]
-        mask = run.attention_mask[rows] if run.attention_mask is not None else None
-    else:
-        index = np.sort(np.asarray(rows))
-        data = side.features(name)[index]
-        mask = run.attention_mask[index] if run.attention_mask is not None else None
-    return pool_features(data, conv=conv, tokens=tokens, mask=mask).double().numpy()
+    array = stored_layer(side, name, tokens)
+    if not isinstance(rows, slice):
+        rows = np.sort(np.asarray(rows))
+    data = array[rows]
+    mask = run.attention_mask[rows] if run.attention_mask is not None else None
+    return pool_features(data, conv=conv, tokens=tokens, mask=mask, summary=summary_position(run)).double().numpy()
 
 
 def feature_layer_map(run: Run) -> list[tuple[int, int]] | None:

@@ -157,6 +157,22 @@ class ModelSide:
         """[N, ...] output of one hooked module, as captured (conv maps stay [N, C, H, W])."""
         return self._named(layout.features(self.role, name), name, self.feature_names, "features")
 
+    @property
+    def pooled_names(self) -> list[str]:
+        """The feature layers whose token outputs were pooled while capturing: ``features(name)`` holds their token
+        mean [N, D] and ``summary_features(name)`` their summary token [N, D]."""
+        return list(self.description.get("pooled_features", []))
+
+    def summary_features(self, name: str) -> LazyArray:
+        """[N, D] the summary token's output of a pooled layer (`pooled_names`): the first token (CLS) or, for causal
+        language models, the last real token (the run's ``capture.summary_token``)."""
+        if name not in self.pooled_names:
+            raise MissingDataError(
+                f"the {self.role} layer {name!r} has no stored summary token: it was captured "
+                + ("token by token, so pool it from features(name)" if name in self.feature_names else "not at all")
+            )
+        return self._run.array(layout.summary_features(self.role, name))
+
     def spatial(self, name: str) -> LazyArray:
         """[N, h, w] attention-transfer map of one CNN feature: channel mean of |A|^p, L2-normalised."""
         return self._named(layout.spatial(self.role, name), name, self.spatial_names, "spatial attention maps")
