@@ -247,10 +247,11 @@ class CaptureSession:
     def _records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput]) -> dict[str, np.ndarray]:
         offset = self.offset
         z_t, z_s = outputs[0].logits, outputs[1].logits
-        for role, z in zip(ROLES, (z_t, z_s), strict=True):
-            logit_metrics.check_finite(z, f"{role} logits", offset)
         logit_metrics.check_pair(z_t, z_s)
         task = "classification" if z_t.ndim == 2 else "tokens"
+        if task == "classification":  # vocabulary-sized logits are checked through their statistics (TokenRecords)
+            for role, z in zip(ROLES, (z_t, z_s), strict=True):
+                logit_metrics.check_finite(z, f"{role} logits", offset)
         if self.task is None:
             self.task = task
             self.n_classes = int(z_t.shape[-1])

@@ -40,14 +40,8 @@ FIX = "capture the run again, or restore it from a copy (kdviz verify RUN lists 
 
 
 def checksummed(compressors: Any) -> list[Any]:
-    """The bytes-to-bytes codecs of a new array: ``compressors`` ("auto", None or a list) then crc32c last."""
-    if compressors is None:
-        return [Crc32cCodec()]
-    if compressors == "auto":
-        from zarr.codecs import ZstdCodec
-
-        return [ZstdCodec(level=0), Crc32cCodec()]
-    return [*compressors, Crc32cCodec()]
+    """The bytes-to-bytes codecs of a new array: ``compressors`` (None or a list) then crc32c last."""
+    return [*(compressors or []), Crc32cCodec()]
 
 
 # ---- the manifest -----------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ class TokenRecords(TaskRecords):
         z_t, z_s = outputs[0].logits, outputs[1].logits
         targets = self.targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1], offset)
         stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
+        for role in ROLES:  # a NaN or ±inf logit anywhere in a row makes its entropy NaN: no second pass over [B, T, V]
+            logit_metrics.check_finite(stats[f"{role}_entropy"], f"{role} logits", offset)
         for stat in PAIR_TOKEN_STATS:
             records[layout.pair_token_stat(stat)] = as_numpy(stats[stat]).astype(np.float32)
         for role in ROLES:

@@ -201,3 +201,31 @@ def test_token_batches_of_different_lengths_name_the_padding_fix(tmp_path):
     batches = [torch.randint(0, 20, (2, 6)), torch.randint(0, 20, (2, 9))]
     with pytest.raises(InputError, match="padding='max_length'"):
         kdviz.capture(Bag(), Bag(), batches, path=tmp_path / "r.kdviz", progress=False)
+
+
+class SpoiledLM(nn.Module):
+    """A plain language model whose logits at one (sample, position) hold ``value`` (NaN or ±inf) in one entry."""
+
+    def __init__(self, sample: int, position: int, value: float, vocab: int = 11) -> None:
+        super().__init__()
+        self.embed, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+        self.sample, self.position, self.value = sample, position, value
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        z = self.head(self.embed(ids)).clone()
+        start = getattr(self, "offset", 0)
+        row = self.sample - start
+        if 0 <= row < len(z):
+            z[row, self.position, 3] = self.value
+        self.offset = start + len(z)
+        return z
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_token_logit_names_the_sample_without_a_pass_over_the_vocabulary(tmp_path, value):
+    torch.manual_seed(0)
+    ids = torch.randint(0, 11, (9, 6))
+    with pytest.raises(InputError, match=r"student logits contain NaN or inf at sample index \[6\]"):
+        kdviz.capture(SpoiledLM(100, 0, 0.0), SpoiledLM(6, 2, value), ids, path=tmp_path / "r.kdviz", batch_size=4,
+                      progress=False)
+    assert not (tmp_path / "r.kdviz").exists()

@@ -66,7 +66,7 @@ def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor 
 
     One softmax and one top-k per model, and no second exp pass: with p' the float32 softmax and S = Σ p' (1 up to
     its float32 normaliser's error, which dividing by S removes), lse = z_top1 − log p'_top1 + log S. With
-    a = Σ p z: H = lse − a, and KL(p_t‖p_s) = Σ p_t z_t − Σ p_t z_s − (lse_t − lse_s).
+    a = Σ p z: H = lse − a, and KL(p_t‖p_s) = Σ p_t (z_t − z_s) − (lse_t − lse_s).
     """
     stop = start + zt.shape[0]
     z = {"teacher": zt, "student": zs}
@@ -88,13 +88,12 @@ def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor 
             logp = torch.where(valid, logp, torch.full_like(logp, float("-inf")))
             out[f"{role}_true_logprob"][start:stop] = logp
             out[f"{role}_true_prob"][start:stop] = logp.exp().float()
-    tt, ts = _rowdot(p["teacher"], zt) / total["teacher"], _rowdot(p["teacher"], zs) / total["teacher"]
-    ss, st = _rowdot(p["student"], zs) / total["student"], _rowdot(p["student"], zt) / total["student"]
+    gap = zt - zs  # summed against p as one term, not as Σ p z_t − Σ p z_s, whose cancellation costs digits
     d_lse = lse["teacher"] - lse["student"]
-    out["kl"][start:stop] = tt - ts - d_lse
-    out["reverse_kl"][start:stop] = d_lse - st + ss
-    out["teacher_entropy"][start:stop] = lse["teacher"] - tt
-    out["student_entropy"][start:stop] = lse["student"] - ss
+    out["kl"][start:stop] = _rowdot(p["teacher"], gap) / total["teacher"] - d_lse
+    out["reverse_kl"][start:stop] = d_lse - _rowdot(p["student"], gap) / total["student"]
+    out["teacher_entropy"][start:stop] = lse["teacher"] - _rowdot(p["teacher"], zt) / total["teacher"]
+    out["student_entropy"][start:stop] = lse["student"] - _rowdot(p["student"], zs) / total["student"]
     # ids in both top-k lists: the teacher's that also appear among the student's
     shared = (top["teacher"].unsqueeze(-1) == top["student"].unsqueeze(-2)).any(-1)  # [r, k] over the teacher's list
     shared_ids = torch.where(shared, top["teacher"], torch.zeros_like(top["teacher"]))

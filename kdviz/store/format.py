@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
 
 from kdviz import integrity, remote
@@ -21,6 +22,18 @@ SCHEMA_VERSION = 2  # 2: checksummed chunks and manifest.json (`kdviz.integrity`
 META_FILE = remote.META_FILE
 READ_ERRORS = (ValueError, RuntimeError, OSError, EOFError)  # what zarr and its codecs raise for damaged bytes
 CHUNK_TARGET_BYTES = 2 * 1024 * 1024
+
+
+def compressors_for(dtype: np.dtype) -> list[Any]:
+    """The compression codecs of a new array, chosen by benchmarks/run_codecs.py on real-shape captures: Blosc LZ4
+    with bit-shuffle for floats (attention maps to 0.69× in 0.36× the raw write time, per-token statistics to
+    0.4–0.9×), zstd level 0 for integers (token ids to 0.37×). Both also shrink a run's last, padded chunk to its
+    data, which raw storage writes in full."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if np.issubdtype(dtype, np.floating):
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)]
+    return [ZstdCodec(level=0)]
 
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:

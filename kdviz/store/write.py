@@ -45,7 +45,7 @@ class _StreamedArray:
             shape=(0, *row_shape),
             chunks=(self.chunk_rows, *row_shape),
             dtype=first.dtype,
-            compressors=integrity.checksummed("auto" if compress else None),
+            compressors=integrity.checksummed(run_format.compressors_for(first.dtype) if compress else None),
             fill_value=0,
             config={"write_empty_chunks": True},  # skips a scan of every chunk for fill values (2× faster writes)
         )
@@ -120,8 +120,8 @@ class RunWriter:
     def configure(self, key: str, *, chunk_rows: int | None = None, compress: bool | None = None) -> None:
         """Set the chunking of ``key`` before its first rows arrive.
 
-        Default: whole samples in ~2 MB chunks; zstd for integer arrays (ids, labels, thumbnails) but not for float
-        activations, which barely compress and would take CPU time from the forward passes.
+        Default: whole samples in ~2 MB chunks, compressed as `kdviz.store.format.compressors_for` says (Blosc LZ4
+        with bit-shuffle for floats, zstd for integers).
         """
         self._settings[key] = (chunk_rows, compress)
 
@@ -207,7 +207,7 @@ class RunWriter:
         if streamed is None:
             chunk_rows, compress = self._settings.get(key, (None, None))
             if compress is None:
-                compress = not np.issubdtype(rows.dtype, np.floating)
+                compress = True
             streamed = self._arrays[key] = _StreamedArray(self._root, key, rows, chunk_rows, compress)
         streamed.append(rows)
 

@@ -1,0 +1,160 @@
+"""LLM capture: a Llama-architecture pair at 1,024 tokens, capture with default settings vs the bare forward passes.
+
+Teacher 8 layers d512 with GQA (8 query heads, 2 key/value heads), student 4 layers d256 (4/1 heads), both built from
+configs with the default sdpa attention; vocabularies of 32,000 (Llama 2) and 152,064 (Qwen2). Each case times,
+interleaved in one run: the bare forward of both models over the same batches, and ``kdviz.capture`` with its
+defaults (per-token statistics, pooled hidden states, ``attentions=False``), writes included. Reported: the ratio,
+the run's size per sequence (``du`` of the run), and with ``--memory`` the peak RSS of a capture of N and of 4N
+sequences in fresh processes (bounded by one batch, so the two should be close).
+Goals (issue 18): ratio ≤ 1.3× at both vocabularies; ≤ 512 KB per 1k-token sequence.
+
+    python benchmarks/llm_capture.py [--sequences 8] [--repeats 3] [--vocab 32000 152064] [--memory] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median, time_interleaved, write_result
+
+import kdviz
+
+TOKENS = 1024
+BATCH = 4
+
+
+def llama_pair(vocab: int, dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+
+    def build(layers: int, width: int, heads: int, kv_heads: int) -> torch.nn.Module:
+        config = LlamaConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                             num_key_value_heads=kv_heads, intermediate_size=int(width * 2.6875),
+                             max_position_embeddings=4096, attn_implementation="sdpa")
+        return LlamaForCausalLM(config).to(dtype).eval()
+
+    return build(8, 512, 8, 2), build(4, 256, 4, 1)
+
+
+def token_batches(vocab: int, sequences: int) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, vocab, (sequences, TOKENS), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def run_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def array_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk per stored array (zarr keeps an array's chunks under ``<key>/c/``), largest first."""
+    sizes: dict[str, int] = {}
+    for f in path.rglob("*"):
+        if f.is_file():
+            parts = f.relative_to(path).parts
+            key = "/".join(parts[: parts.index("c")]) if "c" in parts else "/".join(parts[:-1]) or parts[0]
+            sizes[key] = sizes.get(key, 0) + f.stat().st_size
+    return dict(sorted(sizes.items(), key=lambda item: -item[1]))
+
+
+def measure(vocab: int, sequences: int, repeats: int, device: str, dtype: torch.dtype) -> dict:
+    teacher, student = llama_pair(vocab, dtype)
+    teacher.to(device)
+    student.to(device)
+    data = token_batches(vocab, sequences)
+    batches = [{k: v[i : i + BATCH].to(device) for k, v in data.items()} for i in range(0, sequences, BATCH)]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for inputs in batches:
+                for model in (teacher, student):
+                    model(**inputs)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    workdir = Path(tempfile.mkdtemp(prefix="kdviz-bench-"))
+    written: list[Path] = []
+
+    def capture() -> None:
+        written.append(workdir / f"run{len(written)}.kdviz")
+        kdviz.capture(teacher, student, data, attentions=False, batch_size=BATCH, path=written[-1], progress=False,
+                      device=device)
+        if len(written) > 2:  # keep the disk small; deleting is not part of a capture's cost
+            shutil.rmtree(written[-3], ignore_errors=True)
+
+    try:
+        times = time_interleaved({"bare": bare, "capture": capture}, repeats=repeats)
+        size = run_size(written[-1])
+        arrays = array_sizes(written[-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = median(times["bare"])
+    result = {
+        "vocab": vocab, "sequences": sequences, "tokens": TOKENS, "batch_size": BATCH, "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "params_m": [round(sum(p.numel() for p in m.parameters()) / 1e6, 1) for m in (teacher, student)],
+        "seconds_median": {k: median(v) for k, v in times.items()}, "seconds_all": times,
+        "ratio": median(times["capture"]) / base, "ratio_best": min(times["capture"]) / min(times["bare"]),
+        "run_bytes": size, "kb_per_sequence": size / sequences / 1024, "arrays": arrays,
+    }
+    print(f"Llama-style 8L d512 GQA 8/2 → 4L d256, vocab {vocab:,}, {sequences} × {TOKENS} tokens on {device} "
+          f"({result['dtype']})")
+    print(f"  bare forward {base:7.2f} s   capture {median(times['capture']):7.2f} s   ratio {result['ratio']:.2f}× "
+          f"[best-of {result['ratio_best']:.2f}×]  (goal ≤ 1.30×)")
+    print(f"  run size {size / 1e6:.2f} MB = {result['kb_per_sequence']:.0f} KB per sequence  (goal ≤ 512 KB); largest: "
+          + ", ".join(f"{key} {value / sequences / 1024:.0f} KB" for key, value in list(arrays.items())[:4]))
+    return result
+
+
+def peak_rss(vocab: int, sequences: int) -> float:
+    """Peak RSS in MB of a fresh process that builds the pair and captures ``sequences`` sequences."""
+    code = f"""
+import resource, sys, tempfile
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from llm_capture import llama_pair, token_batches, BATCH
+import kdviz
+teacher, student = llama_pair({vocab})
+data = token_batches({vocab}, {sequences})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kdviz.capture(teacher, student, data, attentions=False, batch_size=BATCH, path=tempfile.mkdtemp() + "/r.kdviz",
+              progress=False, device="cpu")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 152064])
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS at N and 4N sequences")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bfloat16", action="store_true", help="bfloat16 weights (the GPU figure)")
+    args = parser.parse_args()
+    dtype = torch.bfloat16 if args.bfloat16 else torch.float32
+    cases = [measure(vocab, args.sequences, args.repeats, args.device, dtype) for vocab in args.vocab]
+    memory = []
+    if args.memory:
+        for vocab in args.vocab:
+            small, large = peak_rss(vocab, args.sequences), peak_rss(vocab, 4 * args.sequences)
+            memory.append({"vocab": vocab, "sequences": [args.sequences, 4 * args.sequences], "peak_rss_mb": [small, large]})
+            print(f"  vocab {vocab:,}: peak RSS {small:.0f} MB at {args.sequences} sequences, {large:.0f} MB at "
+                  f"{4 * args.sequences} (ratio {large / small:.2f}; bounded by one batch when ≈ 1)")
+    path = write_result("llm_capture", {"repeats": args.repeats, "cases": cases, "memory": memory})
+    print(f"wrote {path}")
+    print(json.dumps({c["vocab"]: round(c["ratio"], 2) for c in cases}))
+
+
+if __name__ == "__main__":
+    main()
