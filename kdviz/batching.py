@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdviz import samples
 from kdviz.errors import InputError
 
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
@@ -40,7 +41,7 @@ def main_input_key(inputs: Mapping[str, Any], preferred: str | None = None) -> s
 
 def count_samples(data: Any) -> int | None:
     """The number of samples when it can be known without iterating, else None."""
-    if isinstance(data, torch.Tensor | np.ndarray):
+    if isinstance(data, torch.Tensor | np.ndarray) or samples.is_sample_collection(data):
         return len(data)
     if _is_input_label_pair(data):
         return len(data[1])
@@ -53,13 +54,14 @@ def count_samples(data: Any) -> int | None:
     return None
 
 
-def iter_batches(data: Any, batch_size: int, labels: Any = None) -> Iterator[Batch]:
-    """Yield `Batch`es from ``data``; ``labels`` (length N, in data order) overrides labels found in batches."""
+def iter_batches(data: Any, batch_size: int, labels: Any = None, *, pad_id: int = 0) -> Iterator[Batch]:
+    """Yield `Batch`es from ``data``; ``labels`` (length N, in data order) overrides labels found in batches.
+    Data given sample by sample (`kdviz.samples`) is batched here, token ids padded with ``pad_id``."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     given = None if labels is None else torch.as_tensor(np.asarray(labels))
     offset = 0
-    for inputs, batch_labels in _raw_batches(data, batch_size):
+    for inputs, batch_labels in _raw_batches(data, batch_size, pad_id):
         size = _batch_size_of(inputs)
         if given is not None:
             if offset + size > len(given):
@@ -71,7 +73,30 @@ def iter_batches(data: Any, batch_size: int, labels: Any = None) -> Iterator[Bat
         raise InputError(f"labels= has {len(given)} entries but the data had {offset} samples; pass one label per sample")
 
 
-def _raw_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, torch.Tensor | None]]:
+def token_length(data: Any, batch_size: int, main_key: str | None = None) -> int | None:
+    """The longest batch of token ids [B, T] that ``data`` gives, found before capturing so that batches of
+    different lengths (dynamic padding) can be stored at one length; None for data of one shape, for inputs that
+    are not token ids, and for one-shot iterators (which cannot be read twice)."""
+    if isinstance(data, torch.Tensor | np.ndarray | Mapping) or _is_input_label_pair(data):
+        return None
+    if samples.is_sample_collection(data):
+        return samples.longest(data)
+    if not isinstance(data, Iterable) or iter(data) is data:  # an iterator: reading it here would consume it
+        return None
+    lengths = []
+    for batch in iter_batches(data, batch_size):
+        main = batch.main_tensor(main_key)
+        if main.is_floating_point() or main.ndim != 2:
+            return None
+        lengths.append(int(main.shape[1]))
+    return max(lengths, default=None)
+
+
+def _raw_batches(data: Any, batch_size: int, pad_id: int = 0) -> Iterator[tuple[Any, torch.Tensor | None]]:
+    if samples.is_sample_collection(data):
+        for batch in samples.batches_of(data, batch_size, pad_id):
+            yield _unpack(batch)
+        return
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if isinstance(data, torch.Tensor):
@@ -90,8 +115,8 @@ def _raw_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, torch.Tensor
         return
     if not isinstance(data, Iterable):
         raise InputError(
-            f"data of type {type(data).__name__} is not supported; pass a tensor, a dict of tensors, "
-            "a DataLoader, or an iterable of batches"
+            f"data of type {type(data).__name__} is not supported; pass a tensor, a dict of tensors, a DataLoader, "
+            "an iterable of batches, a torch or Hugging Face Dataset, or a list of per-sample dicts"
         )
     for item in data:
         yield _unpack(item)
@@ -142,7 +167,8 @@ def _split_dict(batch: Mapping[str, Any]) -> tuple[dict[str, Any], torch.Tensor 
             label = torch.as_tensor(np.asarray(inputs.pop(key)))
             break
     if not any(isinstance(v, torch.Tensor) for v in inputs.values()):
-        raise InputError(f"a dict batch needs at least one tensor besides the labels; got keys {sorted(batch)}")
+        raise InputError(f"a dict batch needs at least one tensor besides the labels; got keys {sorted(batch)}; "
+                         "tokenise text first, for example tokenizer(texts, padding=True, return_tensors='pt')")
     return inputs, label
 
 

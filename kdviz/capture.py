@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from kdviz import distributed as distributed_module
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
-from kdviz.batching import Batch, count_samples, iter_batches, to_device
+from kdviz.batching import Batch, count_samples, iter_batches, to_device, token_length
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import features as feature_metrics
 from kdviz.metrics import logits as logit_metrics
-from kdviz.records import ROLES, TOKEN_STATS, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
+from kdviz.records import IGNORE_INDEX, ROLES, TOKEN_STATS, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
@@ -52,6 +52,7 @@ def capture(
     topk: int = 10,
     next_token: bool | None = None,
     token_features: str = "pooled",
+    max_length: int | None = None,
     names: tuple[str, str] | None = None,
     overwrite: bool = False,
     extra_meta: Mapping[str, Any] | None = None,
@@ -72,6 +73,10 @@ def capture(
       true-token probability); ``keep_full_logits`` keeps full logits for the first K samples or given indices.
     - ``next_token``: whether the target of position t is token t + 1 (default: yes for causal LMs and
       models that are not Hugging Face ones, no otherwise).
+    - ``data`` may also come one sample at a time: a Hugging Face ``datasets.Dataset``, a ``torch.utils.data.Dataset``
+      or a list of per-sample dicts, batched here with token ids padded per batch (as ``DataCollatorWithPadding``).
+      Batches of different lengths (dynamic padding) are stored at the longest one's length, found by reading the data
+      once before capturing, with their attention masks; a one-shot iterator needs ``max_length=`` instead.
     - ``token_features``: token outputs [B, T, D] of hooked layers and hidden states are stored pooled by default
       (``"pooled"``: their mean over the real tokens, and the summary token, CLS or a causal LM's last, each [B, D]),
       which is what CKA and the feature views read; ``"tokens"`` keeps every token (T times the disk) for CKA with
@@ -106,7 +111,7 @@ def capture(
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
         topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
-        shard=shard, token_features=token_features,
+        shard=shard, token_features=token_features, max_length=max_length,
     )
 
     def make_meta() -> dict[str, Any]:
@@ -153,12 +158,16 @@ class CaptureSession:
         description: str = "kdviz capture",
         shard: distributed_module.Shard | None = None,
         token_features: str = "pooled",
+        max_length: int | None = None,
     ) -> None:
         if token_features not in TOKEN_FEATURES:
             raise InputError(f"token_features must be one of {TOKEN_FEATURES}, got {token_features!r}")
         self.probes = probes
         self.token_features = token_features
         self.summary_token: str | None = None  # "first" or "last", chosen at the first batch
+        if max_length is not None and max_length < 1:
+            raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
+        self.max_length = max_length  # every text batch is stored at this many tokens (found at iteration start)
         self.data = data
         self.batch_size = batch_size
         self.labels = labels
@@ -189,8 +198,11 @@ class CaptureSession:
         description = self.description + (f" (rank {shard.rank} of {shard.world})" if shard.distributed else "")
         bar = tqdm(total=total, unit="sample", desc=description, disable=not self.progress or shard.rank != 0)
         offset = 0
+        pad_id = self.pad_id
+        if self.max_length is None:
+            self.max_length = token_length(self.data, self.batch_size, self.main_input_name)
         with self.probes[0], self.probes[1], bar:
-            for index, batch in enumerate(iter_batches(self.data, self.batch_size, self.labels)):
+            for index, batch in enumerate(iter_batches(self.data, self.batch_size, self.labels, pad_id=pad_id)):
                 if shard.owns(index):
                     self.offset = offset
                     with torch.inference_mode():
@@ -262,22 +274,38 @@ class CaptureSession:
                 self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
         records.update(self._input_records(batch))
-        records.update(self.builder.records(batch, outputs, offset))
+        length = self._batch_length(batch)  # tokens in this batch, when it is text; stored at self.seq_len
+        task_records = self.builder.records(batch, outputs, offset)
+        if self.task == "tokens":  # every token-task array is [B, T, …]; the labels pad with "no target"
+            task_records = {key: pad_tokens(rows, (1,), self.seq_len, IGNORE_INDEX if key == layout.LABELS else 0)
+                            for key, rows in task_records.items()}
+        records.update(task_records)
         mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
             for i, attn in enumerate(out.attentions):
-                records[layout.attention(role, i)] = as_numpy(attn)
-            records.update(self._feature_records(role, out.features, mask))
+                padded = length is not None and attn.shape[-1] == length
+                records[layout.attention(role, i)] = pad_tokens(as_numpy(attn), (2, 3), self.seq_len if padded else None)
+            records.update(self._feature_records(role, out.features, mask, length))
             records.update({layout.spatial(role, name): as_numpy(v) for name, v in out.spatial.items()})
         return records
+
+    def _batch_length(self, batch: Batch) -> int | None:
+        main = batch.main_tensor(self.main_input_name)
+        return int(main.shape[1]) if not main.is_floating_point() and main.ndim == 2 else None
+
+    @property
+    def pad_id(self) -> int:
+        """The token id that pads samples batched here (the teacher's pad token)."""
+        probe = self.probes[0]
+        return int(probe.family.pad_token_id(probe.model))
 
     def _pools(self, value: torch.Tensor) -> bool:
         """Whether a feature is stored pooled: token outputs [B, T, D] unless every token was asked for."""
         return self.token_features == "pooled" and value.ndim == 3
 
-    def _feature_records(self, role: str, features: Mapping[str, torch.Tensor],
-                         mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+    def _feature_records(self, role: str, features: Mapping[str, torch.Tensor], mask: torch.Tensor | None,
+                         length: int | None) -> dict[str, np.ndarray]:
         """The stored form of one model's features: token outputs as their mean over the real tokens and their
         summary token ([B, D] each, computed where the model ran), everything else as it came."""
         records = {}
@@ -288,7 +316,8 @@ class CaptureSession:
                 records[layout.summary_features(role, name)] = as_numpy(
                     feature_metrics.summary_token(value, valid, self.summary_token or "first").float())
             else:
-                records[layout.features(role, name)] = as_numpy(value)
+                padded = length is not None and value.ndim >= 3 and value.shape[1] == length
+                records[layout.features(role, name)] = pad_tokens(as_numpy(value), (1,), self.seq_len if padded else None)
         return records
 
     def _summary_token(self, task: str) -> str:
@@ -325,18 +354,21 @@ class CaptureSession:
         records: dict[str, np.ndarray] = {}
         main = batch.main_tensor(self.main_input_name)
         if not main.is_floating_point() and main.ndim == 2:
-            if self.seq_len is not None and main.shape[1] != self.seq_len:
-                raise InputError(
-                    f"a batch has {main.shape[1]} tokens but the first had {self.seq_len}; pad every batch to one "
-                    "length, for example tokenizer(..., padding='max_length', max_length=N)"
-                )
-            records[layout.TOKEN_IDS] = as_numpy(main).astype(np.int32)
-            mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
-            records[layout.ATTENTION_MASK] = as_numpy(mask if mask is not None else torch.ones_like(main)).astype(np.uint8)
-            if self.decode is not None:
-                self.decoded_tokens.extend([self.decode(int(i)) for i in row] for row in main.tolist())
             if self.seq_len is None:
-                self.seq_len = main.shape[1]
+                self.seq_len = max(int(main.shape[1]), self.max_length or 0)
+            if main.shape[1] > self.seq_len:
+                raise InputError(
+                    f"the batch starting at sample {self.offset} has {main.shape[1]} tokens but the run stores "
+                    f"{self.seq_len}; pass max_length= the longest batch's length (a one-shot iterator cannot be read "
+                    "ahead for it), or pad every batch to one length: tokenizer(..., padding='max_length', max_length=N)"
+                )
+            mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
+            mask = mask if mask is not None else torch.ones_like(main)
+            records[layout.TOKEN_IDS] = pad_tokens(as_numpy(main).astype(np.int32), (1,), self.seq_len, self.pad_id)
+            records[layout.ATTENTION_MASK] = pad_tokens(as_numpy(mask).astype(np.uint8), (1,), self.seq_len)
+            if self.decode is not None:
+                blank = [""] * (self.seq_len - main.shape[1])
+                self.decoded_tokens.extend([self.decode(int(i)) for i in row] + blank for row in main.tolist())
         elif main.is_floating_point() and main.ndim in (3, 4):
             records[layout.THUMBNAILS] = thumbnails(main)
         labelled = batch.labels is not None
@@ -425,6 +457,17 @@ class CaptureSession:
             },
             **({"extra": dict(extra)} if extra else {}),
         }
+
+def pad_tokens(rows: np.ndarray, axes: tuple[int, ...], length: int | None, value: float = 0) -> np.ndarray:
+    """``rows`` padded at the end of the token ``axes`` to ``length`` with ``value`` (unchanged when already that
+    long, or when ``length`` is None): batches of different lengths stored at one."""
+    if length is None or all(rows.shape[axis] >= length for axis in axes):
+        return rows
+    widths = [(0, 0)] * rows.ndim
+    for axis in axes:
+        widths[axis] = (0, length - rows.shape[axis])
+    return np.pad(rows, widths, constant_values=value)
+
 
 def thumbnails(images: torch.Tensor, max_size: int = THUMBNAIL_MAX) -> np.ndarray:
     """Display thumbnails [B, h, w] (grey) or [B, h, w, 3] uint8 from images [B, C, H, W] or [B, H, W], min-max scaled per image."""

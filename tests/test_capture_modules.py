@@ -189,7 +189,7 @@ def test_labels_in_some_batches_only_are_refused(tmp_path, cnn_pair):
         kdviz.capture(teacher, student, batches, path=tmp_path / "r.kdviz", progress=False)
 
 
-def test_token_batches_of_different_lengths_name_the_padding_fix(tmp_path):
+def test_token_batches_of_different_lengths_are_stored_at_the_longest_with_their_mask(tmp_path):
     class Bag(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -199,8 +199,12 @@ def test_token_batches_of_different_lengths_name_the_padding_fix(tmp_path):
             return self.embed(ids)
 
     batches = [torch.randint(0, 20, (2, 6)), torch.randint(0, 20, (2, 9))]
-    with pytest.raises(InputError, match="padding='max_length'"):
-        kdviz.capture(Bag(), Bag(), batches, path=tmp_path / "r.kdviz", progress=False)
+    run = kdviz.capture(Bag(), Bag(), batches, path=tmp_path / "r.kdviz", progress=False)
+    assert run.token_ids.shape == (4, 9)
+    np.testing.assert_array_equal(run.token_ids[:2, :6], batches[0].numpy())
+    np.testing.assert_array_equal(run.attention_mask[:].sum(1), [6, 6, 9, 9])
+    with pytest.raises(InputError, match="padding='max_length'"):  # an iterator cannot be read ahead for the longest
+        kdviz.capture(Bag(), Bag(), iter(batches), path=tmp_path / "i.kdviz", progress=False)
 
 
 class SpoiledLM(nn.Module):

@@ -98,7 +98,8 @@ def test_properties_kl_nonnegative_masses_in_unit_interval(seed, vocab, scale, k
     z_t, z_s = random_logits(seed, (2, 3, vocab), scale)
     stats = vocabulary.token_statistics(torch.tensor(z_t, dtype=torch.float32), torch.tensor(z_s, dtype=torch.float32),
                                         None, k)
-    assert torch.all(stats["kl"] >= -1e-6) and torch.all(stats["reverse_kl"] >= -1e-6)
+    rounding = 1e-7 * (1 + max(np.abs(z_t).max(), np.abs(z_s).max()))  # float32 sums of terms as large as the logits
+    assert torch.all(stats["kl"] >= -rounding) and torch.all(stats["reverse_kl"] >= -rounding)
     for role in ("teacher", "student"):
         tail, shared = stats[f"{role}_tail_mass"], stats[f"{role}_shared_topk_mass"]
         assert torch.all((tail >= 0) & (tail <= 1))

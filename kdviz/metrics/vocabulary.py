@@ -64,36 +64,42 @@ def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor 
                       out: dict[str, torch.Tensor], start: int) -> None:
     """Fill rows ``start…`` of ``out`` from one chunk of float32 logits [r, V] of each model.
 
-    One softmax and one top-k per model, and no second exp pass: with p' the float32 softmax and S = Σ p' (1 up to
-    its float32 normaliser's error, which dividing by S removes), lse = z_top1 − log p'_top1 + log S. With
-    a = Σ p z: H = lse − a, and KL(p_t‖p_s) = Σ p_t (z_t − z_s) − (lse_t − lse_s).
+    One softmax and one top-k per model, and no second exp pass. With p' the float32 softmax, S = Σ p' (1 up to its
+    float32 normaliser's error, which dividing by S removes) and m = the top logit, every sum is taken over terms
+    measured from the row's top, so no two large sums cancel:
+    - lse − m = log S − log p'_top (a log-probability: small);
+    - H = (lse − m) + Σ p (m − z) / S, every term ≥ 0;
+    - KL(p_t‖p_s) = Σ p_t g / S_t − c, with g = (z_t − m_t) − (z_s − m_s) and c = (lse_t − m_t) − (lse_s − m_s);
+      reverse KL = c − Σ p_s g / S_s.
     """
     stop = start + zt.shape[0]
     z = {"teacher": zt, "student": zs}
     p = {role: torch.softmax(logits, -1) for role, logits in z.items()}
-    lse, total, top = {}, {}, {}
+    above, total, top, peak = {}, {}, {}, {}  # above: lse − m [r], float64
     for role in ("teacher", "student"):
         values, ids = z[role].topk(k, dim=-1)
         total[role] = _rowsum(p[role])
         top_p = p[role].gather(-1, ids[:, :1]).squeeze(-1).to(F64)
-        lse[role] = values[:, 0].to(F64) - torch.log(top_p) + torch.log(total[role])
-        probs = torch.exp(values.to(F64) - lse[role].unsqueeze(-1))
+        above[role] = torch.log(total[role]) - torch.log(top_p)
+        peak[role] = values[:, :1]
+        lse = values[:, 0].to(F64) + above[role]
+        probs = torch.exp(values.to(F64) - lse.unsqueeze(-1))
         top[role] = ids
         out[f"{role}_topk_ids"][start:stop] = ids.to(torch.int32)
         out[f"{role}_topk_probs"][start:stop] = probs.float()
         out[f"{role}_tail_mass"][start:stop] = (1.0 - probs.sum(-1)).clamp_min(0.0)
+        out[f"{role}_entropy"][start:stop] = above[role] + _rowdot(p[role], peak[role] - z[role]) / total[role]
         if targets is not None:
             valid = targets >= 0
-            logp = z[role].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).to(F64) - lse[role]
+            logp = z[role].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).to(F64) - lse
             logp = torch.where(valid, logp, torch.full_like(logp, float("-inf")))
             out[f"{role}_true_logprob"][start:stop] = logp
             out[f"{role}_true_prob"][start:stop] = logp.exp().float()
-    gap = zt - zs  # summed against p as one term, not as Σ p z_t − Σ p z_s, whose cancellation costs digits
-    d_lse = lse["teacher"] - lse["student"]
-    out["kl"][start:stop] = _rowdot(p["teacher"], gap) / total["teacher"] - d_lse
-    out["reverse_kl"][start:stop] = d_lse - _rowdot(p["student"], gap) / total["student"]
-    out["teacher_entropy"][start:stop] = lse["teacher"] - _rowdot(p["teacher"], zt) / total["teacher"]
-    out["student_entropy"][start:stop] = lse["student"] - _rowdot(p["student"], zs) / total["student"]
+    gap = zt - zs
+    gap -= peak["teacher"] - peak["student"]  # g = (z_t − m_t) − (z_s − m_s)
+    c = above["teacher"] - above["student"]
+    out["kl"][start:stop] = _rowdot(p["teacher"], gap) / total["teacher"] - c
+    out["reverse_kl"][start:stop] = c - _rowdot(p["student"], gap) / total["student"]
     # ids in both top-k lists: the teacher's that also appear among the student's
     shared = (top["teacher"].unsqueeze(-1) == top["student"].unsqueeze(-2)).any(-1)  # [r, k] over the teacher's list
     shared_ids = torch.where(shared, top["teacher"], torch.zeros_like(top["teacher"]))
