@@ -2,9 +2,9 @@
 
 from kdviz._version import __version__
 from kdviz.attribute import attribute
-from kdviz.capture import capture
+from kdviz.capture import capture, estimate
 from kdviz.errors import KdvizError
 from kdviz.store import Run
 from kdviz.train import distill
 
-__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture", "distill"]
+__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture", "distill", "estimate"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from kdviz import distributed as distributed_module
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, count_samples, iter_batches, to_device, token_length
+from kdviz.cost import CaptureEstimate, check_free_space, from_records
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import features as feature_metrics
@@ -53,12 +56,13 @@ def capture(
     next_token: bool | None = None,
     token_features: str = "pooled",
     max_length: int | None = None,
+    dry_run: bool = False,
     names: tuple[str, str] | None = None,
     overwrite: bool = False,
     extra_meta: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     distributed: bool | None = None,
-) -> Run:
+) -> Run | CaptureEstimate:
     """Capture a teacher/student pair over ``data`` into a run at ``path`` and return it, opened lazily.
 
     - ``data``: a tensor, a dict of tensors (tokenised text), a DataLoader or any iterable of batches
@@ -77,6 +81,9 @@ def capture(
       or a list of per-sample dicts, batched here with token ids padded per batch (as ``DataCollatorWithPadding``).
       Batches of different lengths (dynamic padding) are stored at the longest one's length, found by reading the data
       once before capturing, with their attention masks; a one-shot iterator needs ``max_length=`` instead.
+    - After the first batch, a capture prints its expected size on disk and time (with ``progress``), and refuses
+      to go on when the run would not fit in the free space where it is written. ``dry_run=True`` (or
+      `estimate`) measures the first two batches, writes nothing and returns that `CaptureEstimate`.
     - ``token_features``: token outputs [B, T, D] of hooked layers and hidden states are stored pooled by default
       (``"pooled"``: their mean over the real tokens, and the summary token, CLS or a causal LM's last, each [B, D]),
       which is what CKA and the feature views read; ``"tokens"`` keeps every token (T times the disk) for CKA with
@@ -118,14 +125,45 @@ def capture(
         return session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
                             spatial_p=spatial_p, device=target_device, extra=extra_meta)
 
+    if dry_run:
+        return measure_first_batches(session)
     if shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
         distributed_module.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
         return Run.open(final_path)
     with RunWriter(final_path, overwrite=overwrite, storage_options=storage_options) as writer:
         for records in session:
+            if len(session.batch_seconds) == 1:  # before more is written: say what the run will cost, and check room
+                expected = session.estimate(records)
+                if progress:
+                    tqdm.write(str(expected), file=sys.stderr)
+                if not remote.is_url(final_path):
+                    check_free_space(expected, final_path)
             writer.append_batch(records)
         writer.commit(make_meta())
     return Run.open(final_path, storage_options=storage_options)
+
+
+def estimate(teacher: nn.Module, student: nn.Module, data: Any, **options: Any) -> CaptureEstimate:
+    """What ``capture(teacher, student, data, **options)`` would cost on disk and in time, from its first two
+    batches, without writing anything (``capture(..., dry_run=True)``)."""
+    options.pop("dry_run", None)
+    return capture(teacher, student, data, dry_run=True, **{"progress": False, **options})
+
+
+def measure_first_batches(session: CaptureSession, batches: int = 2) -> CaptureEstimate:
+    """Run the session's first ``batches`` batches (the second times a warm model) and estimate from them."""
+    iterator = iter(session)
+    first = None
+    try:
+        for records in iterator:
+            first = first if first is not None else records
+            if len(session.batch_seconds) >= batches:
+                break
+    finally:
+        iterator.close()  # the models' modes, devices and hooks are restored now, not when garbage is collected
+    if first is None:
+        raise InputError("the data yielded no samples; pass a non-empty tensor, dict or DataLoader")
+    return session.estimate(first)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -190,6 +228,7 @@ class CaptureSession:
         self.offset = 0  # index in the whole data of the current batch's first sample
         self.captured: list[int] = []  # indices of the batches this process captured
         self.batch_sizes: list[int] = []
+        self.batch_seconds: list[float] = []  # forward passes and records of each batch captured here
         self.total_samples = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -205,10 +244,12 @@ class CaptureSession:
             for index, batch in enumerate(iter_batches(self.data, self.batch_size, self.labels, pad_id=pad_id)):
                 if shard.owns(index):
                     self.offset = offset
+                    started = time.perf_counter()
                     with torch.inference_mode():
                         inputs = to_device(batch.inputs, self.probes[0].device)
                         outputs = tuple(probe.forward(inputs) for probe in self.probes)
                         records = self._records(batch, outputs)
+                    self.batch_seconds.append(time.perf_counter() - started)
                     self.captured.append(index)
                     self.batch_sizes.append(batch.size)
                     self.n_samples += batch.size
@@ -328,6 +369,12 @@ class CaptureSession:
             return "last" if isinstance(builder, TokenRecords) and builder.next_token else "first"
         probe = self.probes[0]
         return probe.family.summary_token(probe.model)
+
+    def estimate(self, records: Mapping[str, np.ndarray]) -> CaptureEstimate:
+        """The run's expected cost from the first batch's ``records`` and the batches timed so far (the last, as the
+        first includes one-time warm-up)."""
+        return from_records(records, batch_size=self.batch_sizes[0], seconds=self.batch_seconds[-1] * self.batch_sizes[0]
+                            / self.batch_sizes[-1], samples=count_samples(self.data), sampled=sum(self.batch_sizes))
 
     @property
     def main_input_name(self) -> str | None:

@@ -24,6 +24,10 @@ READ_ERRORS = (ValueError, RuntimeError, OSError, EOFError)  # what zarr and its
 CHUNK_TARGET_BYTES = 2 * 1024 * 1024
 
 
+BLOSC_FLOATS = {"cname": "lz4", "clevel": 5}  # with bit-shuffle
+ZSTD_INTEGERS = {"level": 0}
+
+
 def compressors_for(dtype: np.dtype) -> list[Any]:
     """The compression codecs of a new array, chosen by benchmarks/run_codecs.py on real-shape captures: Blosc LZ4
     with bit-shuffle for floats (attention maps to 0.69× in 0.36× the raw write time, per-token statistics to
@@ -32,8 +36,21 @@ def compressors_for(dtype: np.dtype) -> list[Any]:
     from zarr.codecs import BloscCodec, ZstdCodec
 
     if np.issubdtype(dtype, np.floating):
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)]
-    return [ZstdCodec(level=0)]
+        return [BloscCodec(**BLOSC_FLOATS, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)]
+    return [ZstdCodec(**ZSTD_INTEGERS)]
+
+
+def stored_bytes_per_row(rows: np.ndarray) -> int:
+    """The bytes one row of ``rows`` [B, ...] takes on disk under `compressors_for`, measured by encoding its first
+    row with the same codecs (numcodecs', which zarr's wrap), plus the 4-byte checksum: for capture's estimate."""
+    import numcodecs
+
+    row = np.ascontiguousarray(rows[:1])
+    if np.issubdtype(row.dtype, np.floating):
+        codec = numcodecs.Blosc(**BLOSC_FLOATS, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    else:
+        codec = numcodecs.Zstd(**ZSTD_INTEGERS)
+    return len(codec.encode(row)) + 4
 
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:
