@@ -8,7 +8,8 @@ the run's size per sequence (``du`` of the run), and with ``--memory`` the peak 
 sequences in fresh processes (bounded by one batch, so the two should be close).
 Goals (issue 18): ratio ≤ 1.3× at both vocabularies; ≤ 512 KB per 1k-token sequence.
 
-    python benchmarks/llm_capture.py [--sequences 8] [--repeats 3] [--vocab 32000 152064] [--memory] [--device cuda]
+    python benchmarks/llm_capture.py [--sequences 8] [--repeats 3] [--vocab 32000 152064] [--memory 4] [--device cuda]
+                                     [--bfloat16]
 """
 
 from __future__ import annotations
@@ -115,22 +116,25 @@ def measure(vocab: int, sequences: int, repeats: int, device: str, dtype: torch.
     return result
 
 
-def peak_rss(vocab: int, sequences: int) -> float:
-    """Peak RSS in MB of a fresh process that builds the pair and captures ``sequences`` sequences."""
+def peak_rss(vocab: int, sequences: int) -> tuple[float, float]:
+    """(peak RSS, RSS before capturing) in MB of a fresh process that builds the pair and captures ``sequences``
+    sequences. VmHWM is read from /proc: ru_maxrss would carry this parent's peak over into the child."""
     code = f"""
-import resource, sys, tempfile
+import sys, tempfile
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from llm_capture import llama_pair, token_batches, BATCH
 import kdviz
+def status(field):
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(field))
 teacher, student = llama_pair({vocab})
 data = token_batches({vocab}, {sequences})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status("VmRSS:")
 kdviz.capture(teacher, student, data, attentions=False, batch_size=BATCH, path=tempfile.mkdtemp() + "/r.kdviz",
               progress=False, device="cpu")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before / 1024)
+print(status("VmHWM:"), before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0])
+    return float(out[0]), float(out[1])
 
 
 def main() -> None:
@@ -138,7 +142,8 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 152064])
-    parser.add_argument("--memory", action="store_true", help="also measure peak RSS at N and 4N sequences")
+    parser.add_argument("--memory", type=int, default=0, metavar="N",
+                        help="also measure the peak RSS of captures of N and 4N sequences in fresh processes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bfloat16", action="store_true", help="bfloat16 weights (the GPU figure)")
     args = parser.parse_args()
@@ -147,10 +152,12 @@ def main() -> None:
     memory = []
     if args.memory:
         for vocab in args.vocab:
-            small, large = peak_rss(vocab, args.sequences), peak_rss(vocab, 4 * args.sequences)
-            memory.append({"vocab": vocab, "sequences": [args.sequences, 4 * args.sequences], "peak_rss_mb": [small, large]})
-            print(f"  vocab {vocab:,}: peak RSS {small:.0f} MB at {args.sequences} sequences, {large:.0f} MB at "
-                  f"{4 * args.sequences} (ratio {large / small:.2f}; bounded by one batch when ≈ 1)")
+            (small, base_small), (large, base_large) = peak_rss(vocab, args.memory), peak_rss(vocab, 4 * args.memory)
+            memory.append({"vocab": vocab, "sequences": [args.memory, 4 * args.memory], "peak_rss_mb": [small, large],
+                           "rss_before_capture_mb": [base_small, base_large]})
+            print(f"  vocab {vocab:,}: peak RSS {small:.0f} MB at {args.memory} sequences, {large:.0f} MB at "
+                  f"{4 * args.memory} (ratio {large / small:.2f}; bounded by one batch when ≈ 1); models and data "
+                  f"{base_small:.0f} MB before capturing")
     path = write_result("llm_capture", {"repeats": args.repeats, "cases": cases, "memory": memory})
     print(f"wrote {path}")
     print(json.dumps({c["vocab"]: round(c["ratio"], 2) for c in cases}))

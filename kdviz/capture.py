@@ -111,9 +111,9 @@ def capture(
     teacher_name, student_name = names or (None, None)
     probes = (
         ModelProbe(teacher, "teacher", layers=teacher_layers, attentions=attentions, device=target_device,
-                   spatial_p=spatial_p, name=teacher_name),
+                   spatial_p=spatial_p, name=teacher_name, head_logits=True),
         ModelProbe(student, "student", layers=student_layers, attentions=attentions, device=target_device,
-                   spatial_p=spatial_p, name=student_name),
+                   spatial_p=spatial_p, name=student_name, head_logits=True),
     )
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,

@@ -195,8 +195,18 @@ def test_long_inputs_are_pooled_and_never_sent_whole(tmp_path):
     pair = views.pair_view(data, (0, 0), (0, 0), 0)
     for trace in pair.data:
         assert max(_bdata_shape(trace.z)) <= 128
-    np.testing.assert_allclose(np.asarray(pair.data[0].z, dtype=np.float64).sum(1), 1.0, atol=2e-3)
+    raw = np.asarray(pair.data[0].customdata, dtype=np.float64)  # the attention itself, shown in the hover
+    np.testing.assert_allclose(raw.sum(1), 1.0, atol=2e-3)
+    # 128 bins are drawn on a log scale (auto), so the small levels that make up most of the map are visible
+    np.testing.assert_allclose(np.asarray(pair.data[0].z, dtype=np.float64), np.log10(np.maximum(raw, 1e-4)), atol=1e-6)
     assert "pooled into 128 bins" in pair.layout.title.text and pair.data[0].x[0] == "0–1"
+    assert "log colour scale" in pair.layout.title.text
+    linear = views.pair_view(data, (0, 0), (0, 0), 0, scale="linear")
+    np.testing.assert_allclose(np.asarray(linear.data[0].z, dtype=np.float64).sum(1), 1.0, atol=2e-3)
+    rows = np.asarray(views.pair_view(data, (0, 0), (0, 0), 0, scale="row").data[1].z, dtype=np.float64)
+    np.testing.assert_allclose(rows.max(1), 1.0, atol=1e-6)  # every query row scaled to its largest
+    with pytest.raises(InputError, match="scale must be one of"):
+        views.pair_view(data, (0, 0), (0, 0), 0, scale="sqrt")
     grid = views.head_grid(data, 0)
     assert all(np.asarray(t.z).dtype == np.uint8 for t in grid.data if t.type == "heatmap")
     full = run.teacher.attention(0)[0].astype(np.float32).nbytes * len(run.teacher.attention_layers)

@@ -84,6 +84,11 @@ class ModelFamily:
         """Whether the logits at position t score token t + 1 (a plain language model is taken to be causal)."""
         return True
 
+    def output_head(self, model: nn.Module) -> nn.Linear | None:
+        """The Linear that turns a language model's last hidden states into its logits, when it has one kdviz can run
+        itself a block of tokens at a time (None: the model's own logits are used)."""
+        return None
+
     def summary_token(self, model: nn.Module) -> str:
         """Which token sums a sequence up for a classifier: ``"first"`` (CLS) or ``"last"`` (causal attention)."""
         return "first"

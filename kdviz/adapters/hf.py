@@ -116,3 +116,7 @@ class HuggingFace(ModelFamily):
         # decoder classifiers (LlamaForSequenceClassification…) read the last real token: their attention is causal
         causal = is_causal_lm(model) or any(getattr(m, "is_causal", False) is True for m in model.modules())
         return "last" if causal else "first"
+
+    def output_head(self, model: nn.Module) -> nn.Linear | None:
+        head = model.get_output_embeddings() if is_causal_lm(model) else None
+        return head if isinstance(head, nn.Linear) else None

@@ -16,13 +16,14 @@ from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.registry import family_of
 from kdviz.errors import CaptureError
 from kdviz.metrics.attention import spatial_attention
+from kdviz.metrics.vocabulary import HeadLogits
 
 
 @dataclass
 class ProbeOutput:
     """What one forward pass gave: logits [B, C] or [B, T, V], attentions [B, H, T, T] per layer, features by name."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | HeadLogits
     attentions: list[torch.Tensor] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     spatial: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -52,6 +53,7 @@ class ModelProbe:
         name: str | None = None,
         keep_graph: bool = False,
         eval_mode: bool = True,
+        head_logits: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CaptureError(f"the {role} must be a torch.nn.Module, got {type(model).__name__}")
@@ -67,6 +69,10 @@ class ModelProbe:
         self.layer_patterns = list(layers) if layers is not None else None
         self.hidden_states = self.family.gives_hidden_states(model) and layers is None
         self.tap = AttentionTap()
+        # a language model's logits as its last hidden states and its output head (`vocabulary.HeadLogits`)
+        self.head_logits = head_logits and not keep_graph
+        self._head: nn.Linear | None = None
+        self._head_input: torch.Tensor | None = None
         self._stack = contextlib.ExitStack()
         self._features: FeatureHooks | None = None
 
@@ -92,6 +98,11 @@ class ModelProbe:
             stack.callback(model.to, original_device)
         if self.want_attentions:
             self.tap = self.family.tap_attentions(model, self.role, stack, keep_graph=self.keep_graph)
+        head = self.family.output_head(model) if self.head_logits else None
+        if head is not None:
+            self._head = head
+            self._head_hook = head.register_forward_pre_hook(self._keep_head_input)
+            stack.callback(self._head_hook.remove)
         if self.layer_patterns:
             names = resolve_modules(model, self.layer_patterns, self.role)
             self._features = FeatureHooks(model, names, self.role, keep_graph=self.keep_graph)
@@ -104,8 +115,9 @@ class ModelProbe:
     def forward(self, inputs: torch.Tensor | dict[str, Any]) -> ProbeOutput:
         """Run the model on one batch (already on the device) and collect what was asked for."""
         family, model = self.family, self.model
+        self._head_input = None
         output = family.call(model, inputs, attentions=self.want_attentions, hidden_states=self.hidden_states)
-        result = ProbeOutput(logits=extract_logits(output, self.role))
+        result = ProbeOutput(logits=self._logits(output, inputs))
         if self.want_attentions:
             result.attentions = family.attentions_of(output, self.tap, self.role, model, keep_graph=self.keep_graph)
         if self.hidden_states:
@@ -117,6 +129,29 @@ class ModelProbe:
                 name: spatial_attention(value, self.spatial_p) for name, value in result.features.items() if value.ndim == 4
             }
         return result
+
+    def _keep_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Forward pre-hook on the output head: keep its input [B, T, D] and let it compute the last position only."""
+        hidden = args[0] if args else None
+        if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3:
+            return None
+        self._head_input = hidden
+        return (hidden[:, -1:], *args[1:])
+
+    def _logits(self, output: Any, inputs: Any) -> torch.Tensor | HeadLogits:
+        """The model's logits, or `HeadLogits` when its head was deferred. The last position, which the model still
+        computed, must equal the head applied to the kept input; a model that changes logits after its head (scaling,
+        soft-capping) fails that, and is run again whole, for this batch and the next."""
+        logits = extract_logits(output, self.role)
+        if self._head_input is None:
+            return logits
+        deferred = HeadLogits(self._head_input, self._head)
+        if logits.shape[1] == 1 and torch.allclose(deferred[:, -1:].float(), logits.float(), rtol=1e-3, atol=1e-3):
+            return deferred
+        self.head_logits, self._head = False, None  # the head is not the last step: take the logits as they come
+        self._head_hook.remove()
+        self._head_input = None
+        return extract_logits(self.family.call(self.model, inputs, attentions=False, hidden_states=False), self.role)
 
     @property
     def attention_names(self) -> list[str]:

@@ -32,6 +32,8 @@ class AttentionExplorer(Explorer):
     bottom = param.Selector(default="layers", objects=list(BOTTOM_VIEWS.values()), label="below",
                             doc="the view under the head pair")
     window = param.Range(default=None, label="tokens", doc="(start, stop) of the tokens the pair view shows unpooled")
+    scale = param.Selector(default="auto", objects=list(views.PAIR_SCALES), label="colour scale",
+                           doc="the pair view's colour scale: linear, log, or each query row scaled to its largest")
 
     def __init__(self, run: Any = None, *, max_samples: int = 256, measure: str = "kl", **kwargs: Any) -> None:
         self.max_samples, self.measure = max_samples, measure
@@ -63,6 +65,8 @@ class AttentionExplorer(Explorer):
             self.window = (0, n_tokens)
         self.window_slider = self.control("window", pn.widgets.IntRangeSlider, start=0, end=n_tokens, step=1, width=520,
                                           visible=n_tokens > FULL_DETAIL)
+        self.scale_buttons = self.control("scale", pn.widgets.RadioButtonGroup, options={
+            "auto": "auto", "linear": "linear", "log": "log", "per row": "row"}, **LIGHT_BUTTONS)
         self.panes = {key: plot() for key in ("grid", "pair", "bottom")}
         self.panes["grid"].sizing_mode = "fixed"  # the grid has its own pixel geometry (square thumbnails)
         for role in ROLES:
@@ -76,7 +80,8 @@ class AttentionExplorer(Explorer):
             heading(f"Attention: {run.name}"),
             self.summary_menu, self.panes["grid"],
             pn.Row(self.layer["teacher"], self.head["teacher"], self.layer["student"], self.head["student"]),
-            self.follow_box, self.window_slider, self.panes["pair"], self.bottom_buttons, self.panes["bottom"],
+            self.follow_box, pn.Row(self.window_slider, self.scale_buttons), self.panes["pair"], self.bottom_buttons,
+            self.panes["bottom"],
         ]
 
     # ---- selection ----
@@ -126,7 +131,7 @@ class AttentionExplorer(Explorer):
             return
         if "summary" in names:
             self.draw_grid()
-        if "window" in names:
+        if names & {"window", "scale"}:
             self.draw_pair()
         if "bottom" in names:
             self.draw_bottom()
@@ -158,7 +163,8 @@ class AttentionExplorer(Explorer):
         if window == (0, n_tokens):
             window = None
         self.show_figure("pair", self.panes["pair"], views.pair_view(
-            self.attention, self.selected("teacher"), self.selected("student"), self.selection.sample, window=window))
+            self.attention, self.selected("teacher"), self.selected("student"), self.selection.sample, window=window,
+            scale=self.scale))
 
     def draw_bottom(self) -> None:
         if self.bottom == "layers":

@@ -7,6 +7,10 @@ is read off that chunk. Elementwise work is float32; every sum over the vocabula
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import torch
 
 from kdviz.metrics.tempered import check_pair
@@ -17,14 +21,60 @@ F64 = torch.float64
 CHUNK_BYTES = 1 << 22
 BLOCK = 256  # terms summed in float32 before the float64 accumulation
 
+HEAD_BLOCK_BYTES = 1 << 27  # 128 MB: token rows whose logits the output head computes at once, into one buffer
+
+
+class HeadLogits:
+    """Logits [B, T, V] not yet computed: a model's last hidden states [B, T, D] and its output head (a Linear), so
+    a language model's vocabulary-sized logits exist a block of token rows at a time and never whole (2.5 GB per
+    model for 4 × 1,024 tokens at V = 152k)."""
+
+    def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear) -> None:
+        self.hidden, self.head = hidden, head
+        self.shape = torch.Size((*hidden.shape[:-1], head.out_features))
+        self.ndim, self.device = len(self.shape), hidden.device
+        self._buffer: torch.Tensor | None = None
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        """The logits of some samples [k, T, V], computed now (the kept full logits); not through the module, whose
+        hooks are capture's."""
+        hidden = self.hidden[index]
+        return torch.nn.functional.linear(hidden.to(self.head.weight.dtype), self.head.weight, self.head.bias)
+
+    def block_rows(self) -> int:
+        return max(1, HEAD_BLOCK_BYTES // (4 * self.shape[-1]))
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Logits [stop − start, V] of the flattened token rows ``start…``, computed into a buffer kept between blocks
+        (a fresh 100 MB allocation each time would cost its page faults)."""
+        flat = self.hidden.reshape(-1, self.hidden.shape[-1])[start:stop]
+        weight = self.head.weight
+        if self._buffer is None or self._buffer.shape[0] < len(flat):
+            self._buffer = torch.empty(len(flat), weight.shape[0], dtype=weight.dtype, device=weight.device)
+        out = self._buffer[: len(flat)]
+        torch.matmul(flat.to(weight.dtype), weight.t(), out=out)
+        if self.head.bias is not None:
+            out += self.head.bias
+        return out
+
+
+def _logit_rows(z: torch.Tensor | HeadLogits, vocab: int) -> tuple[Callable[[int, int], torch.Tensor], int]:
+    """(rows(start, stop) → logits [r, V], rows per block) over the flattened tokens of a tensor or `HeadLogits`."""
+    if isinstance(z, HeadLogits):
+        return z.rows, z.block_rows()
+    flat = z.reshape(-1, vocab)
+    return (lambda start, stop: flat[start:stop]), flat.shape[0] or 1
+
+
 PAIR_STATS = ("kl", "reverse_kl")
 ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")
 
 
 def token_statistics(
-    z_t: torch.Tensor, z_s: torch.Tensor, targets: torch.Tensor | None, topk: int = 10
+    z_t: torch.Tensor | HeadLogits, z_s: torch.Tensor | HeadLogits, targets: torch.Tensor | None, topk: int = 10
 ) -> dict[str, torch.Tensor]:
-    """Per-token summaries of two [B, T, V] logit tensors, so vocabulary-sized outputs need not be stored.
+    """Per-token summaries of two [B, T, V] logit tensors (or `HeadLogits`, computed here block by block), so
+    vocabulary-sized outputs need not be stored.
 
     Returns [B, T] float64 ``kl`` (KL(p_t‖p_s)) and ``reverse_kl``, and per role (``teacher_…``, ``student_…``):
     - ``entropy`` [B, T] (nats);
@@ -36,10 +86,10 @@ def token_statistics(
     """
     check_pair(z_t, z_s)
     lead, vocab = z_t.shape[:-1], z_t.shape[-1]
-    flat_t, flat_s = z_t.reshape(-1, vocab), z_s.reshape(-1, vocab)
+    (rows_t, block_t), (rows_s, block_s) = _logit_rows(z_t, vocab), _logit_rows(z_s, vocab)
     flat_targets = targets.reshape(-1).to(z_t.device) if targets is not None else None
     k = min(topk, vocab)
-    rows = flat_t.shape[0]
+    rows = int(np.prod(lead))
     out: dict[str, torch.Tensor] = {name: torch.empty(rows, dtype=F64, device=z_t.device) for name in PAIR_STATS}
     for role in ("teacher", "student"):
         for stat in ("entropy", "tail_mass", "shared_topk_mass"):
@@ -50,10 +100,15 @@ def token_statistics(
             out[f"{role}_true_prob"] = torch.empty(rows, dtype=torch.float32, device=z_t.device)
             out[f"{role}_true_logprob"] = torch.empty(rows, dtype=F64, device=z_t.device)
     step = max(1, CHUNK_BYTES // (4 * vocab))
-    for start in range(0, rows, step):
-        stop = min(rows, start + step)
-        chunk_targets = flat_targets[start:stop] if flat_targets is not None else None
-        _chunk_statistics(flat_t[start:stop].float(), flat_s[start:stop].float(), chunk_targets, k, out, start)
+    block = max(step, min(block_t, block_s) // step * step)  # head logits are computed a block at a time
+    for block_start in range(0, rows, block):
+        block_stop = min(rows, block_start + block)
+        logits_t, logits_s = rows_t(block_start, block_stop), rows_s(block_start, block_stop)
+        for start in range(block_start, block_stop, step):
+            stop = min(block_stop, start + step)
+            chunk_targets = flat_targets[start:stop] if flat_targets is not None else None
+            local = slice(start - block_start, stop - block_start)
+            _chunk_statistics(logits_t[local].float(), logits_s[local].float(), chunk_targets, k, out, start)
     shaped: dict[str, torch.Tensor] = {}
     for name, value in out.items():
         shaped[name] = value.reshape(*lead, *value.shape[1:])

@@ -190,14 +190,44 @@ def _window(n_real: int, window: tuple[int, int] | None) -> tuple[int, int]:
     return start, stop
 
 
+PAIR_SCALES = {"auto": "linear up to 64 tokens, log beyond", "linear": "attention", "log": "log₁₀ attention",
+               "row": "attention ÷ its row's largest"}
+LOG_FLOOR = 1e-4  # the log scale's lowest level: 1/10,000 of a query's attention
+LOG_AUTO_TOKENS = 64  # beyond this many tokens shown, most of a map is tiny levels a linear scale draws white
+
+
+def scaled_maps(t_map: np.ndarray, s_map: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(teacher, student, difference, labels) drawn on one colour ``scale``:
+    - ``linear``: attention, and teacher − student;
+    - ``log``: log₁₀ of attention floored at `LOG_FLOOR`, and log₁₀(teacher ÷ student): the structure of long inputs,
+      where a linear scale shows only the few largest cells;
+    - ``row``: each query row divided by its largest value (where each query looks most, whatever its spread), and
+      the difference of those."""
+    if scale == "log":
+        t, s = np.log10(np.maximum(t_map, LOG_FLOOR)), np.log10(np.maximum(s_map, LOG_FLOOR))
+        return t, s, t - s, {"unit": "log₁₀ attention", "diff": "log₁₀ teacher<br>÷ student", "zmin": np.log10(LOG_FLOOR)}
+    if scale == "row":
+        def per_row(m: np.ndarray) -> np.ndarray:
+            return m / np.maximum(m.max(axis=1, keepdims=True), 1e-12)
+
+        t, s = per_row(t_map), per_row(s_map)
+        return t, s, t - s, {"unit": "÷ row's largest", "diff": "teacher −<br>student<br>(row-scaled)", "zmin": 0.0}
+    return t_map, s_map, t_map - s_map, {"unit": "attention", "diff": "teacher −<br>student", "zmin": 0.0}
+
+
 def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int, int], sample: int = 0, *,
-              window: tuple[int, int] | None = None, query: int | None = None, max_side: int = 128) -> go.Figure:
+              window: tuple[int, int] | None = None, query: int | None = None, max_side: int = 128,
+              scale: str = "auto") -> go.Figure:
     """Teacher head | student head | teacher − student for one sample on one shared colour scale.
 
     ``teacher``/``student`` are (layer, head). Padded tokens are cut off; inputs longer than ``max_side`` tokens are
     pooled into token bins (keys summed, queries averaged) unless ``window`` = (start, stop) selects a range. For a
     ViT, a second row draws query token ``query``'s attention (default: the CLS token) over the input image.
+    ``scale`` (`PAIR_SCALES`, `scaled_maps`): ``auto`` is linear up to `LOG_AUTO_TOKENS` tokens and log beyond; the
+    title says which is shown.
     """
+    if scale not in PAIR_SCALES:
+        raise InputError(f"scale must be one of {list(PAIR_SCALES)}, got {scale!r}")
     data.require_attention()
     (t_layer, t_head), (s_layer, s_head) = teacher, student
     for role, (layer, head) in (("teacher", teacher), ("student", student)):
@@ -225,20 +255,25 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     fig = make_subplots(rows=rows, cols=3, horizontal_spacing=0.07, vertical_spacing=0.17,
                         subplot_titles=names + (("teacher: query → image", "student: query → image", "teacher − student")
                                                 if rows == 2 else ()))
-    top = float(max(t_map.max(), s_map.max(), 1e-12))
-    diff = (t_map - s_map).astype(np.float32)
+    shown = "log" if scale == "auto" and len(starts) > LOG_AUTO_TOKENS else "linear" if scale == "auto" else scale
+    t_show, s_show, diff, names_of = scaled_maps(t_map, s_map, shown)
+    top = float(max(t_show.max(), s_show.max(), names_of["zmin"] + 1e-12))
+    diff = diff.astype(np.float32)
     spread = float(max(np.abs(diff).max(), 1e-12))
-    unit = "attention (token bin)" if pooled else "attention"
-    for col, (z, role) in enumerate(((t_map, "teacher"), (s_map, "student")), start=1):
-        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=labels, y=labels, colorscale=theme.SEQUENTIAL_SCALE, zmin=0,
-                                 zmax=top, showscale=col == 2, colorbar={"title": unit, "x": 0.635, "len": 0.9 / rows,
-                                                                           "y": 1, "yanchor": "top", "thickness": 12},
-                                 hovertemplate=f"{role}<br>query %{{y}} → key %{{x}}<br>{unit} %{{z:.4f}}<extra></extra>"),
+    unit = names_of["unit"] + ("<br>(token bin)" if pooled else "")
+    bar = {"len": 0.72 / rows, "y": 0.93 if rows == 1 else 0.96, "yanchor": "top", "thickness": 12,
+           "title": {"side": "top", "font": {"size": 12}}}  # below the subplot titles, never over them
+    for col, (z, raw, role) in enumerate(((t_show, t_map, "teacher"), (s_show, s_map, "student")), start=1):
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=labels, y=labels, customdata=raw.astype(np.float32),
+                                 colorscale=theme.SEQUENTIAL_SCALE, zmin=names_of["zmin"], zmax=top, showscale=col == 2,
+                                 colorbar={**bar, "x": 0.635, "title": {**bar["title"], "text": unit}},
+                                 hovertemplate=f"{role}<br>query %{{y}} → key %{{x}}<br>attention %{{customdata:.4g}}"
+                                               "<extra></extra>"),
                       row=1, col=col)
     fig.add_trace(go.Heatmap(z=diff, x=labels, y=labels, colorscale=theme.DIFFERENCE_SCALE, zmin=-spread, zmax=spread,
-                             colorbar={"title": "teacher −<br>student", "len": 0.9 / rows, "y": 1, "yanchor": "top",
-                                       "thickness": 12},
-                             hovertemplate="query %{y} → key %{x}<br>teacher − student %{z:.4f}<extra></extra>"), row=1, col=3)
+                             colorbar={**bar, "title": {**bar["title"], "text": names_of["diff"]}},
+                             hovertemplate=f"query %{{y}} → key %{{x}}<br>{names_of['diff'].replace('<br>', ' ')} "
+                                           "%{z:.4f}<extra></extra>"), row=1, col=3)
     for col in (1, 2, 3):
         fig.update_xaxes(title="key" if col == 2 else None, type="category", showgrid=False, constrain="domain",
                          tickfont={"size": 10}, row=1, col=col)
@@ -248,7 +283,9 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     if rows == 2:
         _query_overlay_row(fig, data, t_full, s_full, sample, layout, query)
     kl = attn.head_divergence(t_full[None, None], s_full[None, None], mask=None if mask is None else mask[None])[0, 0]
-    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query on this sample: {kl:.3f} nats"]
+    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query on this sample: {kl:.3f} nats",
+              {"linear": "linear colour scale", "log": f"log colour scale (floor {LOG_FLOOR:g})",
+               "row": "each query row scaled to its largest"}[shown]]
     if pooled:
         detail.append(f"{stop - start} tokens pooled into {len(starts)} bins (keys summed, queries averaged); "
                       "choose a token window for full detail")
