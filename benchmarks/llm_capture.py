@@ -144,11 +144,13 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 152064])
     parser.add_argument("--memory", type=int, default=0, metavar="N",
                         help="also measure the peak RSS of captures of N and 4N sequences in fresh processes")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS measurement (with --memory N)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bfloat16", action="store_true", help="bfloat16 weights (the GPU figure)")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.bfloat16 else torch.float32
-    cases = [measure(vocab, args.sequences, args.repeats, args.device, dtype) for vocab in args.vocab]
+    cases = [] if args.memory_only else [measure(vocab, args.sequences, args.repeats, args.device, dtype)
+                                         for vocab in args.vocab]
     memory = []
     if args.memory:
         for vocab in args.vocab:
@@ -158,7 +160,8 @@ def main() -> None:
             print(f"  vocab {vocab:,}: peak RSS {small:.0f} MB at {args.memory} sequences, {large:.0f} MB at "
                   f"{4 * args.memory} (ratio {large / small:.2f}; bounded by one batch when ≈ 1); models and data "
                   f"{base_small:.0f} MB before capturing")
-    path = write_result("llm_capture", {"repeats": args.repeats, "cases": cases, "memory": memory})
+    path = write_result("llm_capture_memory" if args.memory_only else "llm_capture",
+                        {"repeats": args.repeats, "cases": cases, "memory": memory})
     print(f"wrote {path}")
     print(json.dumps({c["vocab"]: round(c["ratio"], 2) for c in cases}))
 

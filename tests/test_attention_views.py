@@ -291,6 +291,9 @@ def test_attention_explorer_windows_long_inputs(tmp_path):
     windowed = explorer.figures()["pair"]
     assert explorer.window == (20, 60) and windowed is not pooled
     assert np.asarray(windowed.data[0].z).shape == (40, 40)  # 40 tokens, unpooled
+    assert "linear colour scale" in windowed.layout.title.text  # auto: 40 tokens are read on a linear scale
+    explorer.scale_buttons.value = "log"
+    assert explorer.scale == "log" and "log colour scale" in explorer.figures()["pair"].layout.title.text
 
 
 def test_attention_explorer_shows_attention_transfer_for_cnns_and_refuses_runs_without_maps(demo_runs, tmp_path, cnn_pair):

@@ -194,6 +194,9 @@ PAIR_SCALES = {"auto": "linear up to 64 tokens, log beyond", "linear": "attentio
                "row": "attention ÷ its row's largest"}
 LOG_FLOOR = 1e-4  # the log scale's lowest level: 1/10,000 of a query's attention
 LOG_AUTO_TOKENS = 64  # beyond this many tokens shown, most of a map is tiny levels a linear scale draws white
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+PAIR_SPACING = 0.15  # between the three panels: wide enough for the shared colour bar and its ticks between 2 and 3
+PAIR_BAR_X = 0.635  # just right of the student panel, clear of the difference panel's tick labels
 
 
 def scaled_maps(t_map: np.ndarray, s_map: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -205,13 +208,16 @@ def scaled_maps(t_map: np.ndarray, s_map: np.ndarray, scale: str) -> tuple[np.nd
       the difference of those."""
     if scale == "log":
         t, s = np.log10(np.maximum(t_map, LOG_FLOOR)), np.log10(np.maximum(s_map, LOG_FLOOR))
-        return t, s, t - s, {"unit": "log₁₀ attention", "diff": "log₁₀ teacher<br>÷ student", "zmin": np.log10(LOG_FLOOR)}
+        levels = list(range(int(np.log10(LOG_FLOOR)), 1))
+        return t, s, t - s, {"unit": "attention<br>(log)", "diff": "log₁₀ teacher<br>÷ student",
+                             "zmin": np.log10(LOG_FLOOR), "ticks": {"tickvals": levels, "ticktext": [
+                                 "1" if v == 0 else f"10{str(v).translate(SUPERSCRIPT)}" for v in levels]}}
     if scale == "row":
         def per_row(m: np.ndarray) -> np.ndarray:
             return m / np.maximum(m.max(axis=1, keepdims=True), 1e-12)
 
         t, s = per_row(t_map), per_row(s_map)
-        return t, s, t - s, {"unit": "÷ row's largest", "diff": "teacher −<br>student<br>(row-scaled)", "zmin": 0.0}
+        return t, s, t - s, {"unit": "÷ its row's<br>largest", "diff": "teacher −<br>student<br>(row-scaled)", "zmin": 0.0}
     return t_map, s_map, t_map - s_map, {"unit": "attention", "diff": "teacher −<br>student", "zmin": 0.0}
 
 
@@ -252,7 +258,7 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     names = (f"teacher L{t_layer} · head {t_head}",
              f"student L{s_layer} · head {s_head}" + (" (matched)" if matched else " (closest)" if closest else ""),
              "teacher − student")
-    fig = make_subplots(rows=rows, cols=3, horizontal_spacing=0.07, vertical_spacing=0.17,
+    fig = make_subplots(rows=rows, cols=3, horizontal_spacing=PAIR_SPACING, vertical_spacing=0.17,
                         subplot_titles=names + (("teacher: query → image", "student: query → image", "teacher − student")
                                                 if rows == 2 else ()))
     shown = "log" if scale == "auto" and len(starts) > LOG_AUTO_TOKENS else "linear" if scale == "auto" else scale
@@ -260,13 +266,15 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     top = float(max(t_show.max(), s_show.max(), names_of["zmin"] + 1e-12))
     diff = diff.astype(np.float32)
     spread = float(max(np.abs(diff).max(), 1e-12))
-    unit = names_of["unit"] + ("<br>(token bin)" if pooled else "")
-    bar = {"len": 0.72 / rows, "y": 0.93 if rows == 1 else 0.96, "yanchor": "top", "thickness": 12,
-           "title": {"side": "top", "font": {"size": 12}}}  # below the subplot titles, never over them
+    unit = names_of["unit"]  # pooling is said in the title
+    # centred on the (square, centred) maps and shorter than them: clear of the subplot titles and the tick labels
+    bar = {"len": 0.5 / rows, "y": 0.5 if rows == 1 else 0.79, "yanchor": "middle", "thickness": 12,
+           "title": {"side": "top", "font": {"size": 12}}}
+    shared_bar = {**bar, "x": PAIR_BAR_X, "title": {**bar["title"], "text": unit}, **names_of.get("ticks", {})}
     for col, (z, raw, role) in enumerate(((t_show, t_map, "teacher"), (s_show, s_map, "student")), start=1):
         fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=labels, y=labels, customdata=raw.astype(np.float32),
                                  colorscale=theme.SEQUENTIAL_SCALE, zmin=names_of["zmin"], zmax=top, showscale=col == 2,
-                                 colorbar={**bar, "x": 0.635, "title": {**bar["title"], "text": unit}},
+                                 colorbar=shared_bar,
                                  hovertemplate=f"{role}<br>query %{{y}} → key %{{x}}<br>attention %{{customdata:.4g}}"
                                                "<extra></extra>"),
                       row=1, col=col)
@@ -283,16 +291,18 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     if rows == 2:
         _query_overlay_row(fig, data, t_full, s_full, sample, layout, query)
     kl = attn.head_divergence(t_full[None, None], s_full[None, None], mask=None if mask is None else mask[None])[0, 0]
-    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query on this sample: {kl:.3f} nats",
-              {"linear": "linear colour scale", "log": f"log colour scale (floor {LOG_FLOOR:g})",
+    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query: {kl:.3f} nats",
+              {"linear": "linear colour scale", "log": f"log colour scale from {LOG_FLOOR:g}",
                "row": "each query row scaled to its largest"}[shown]]
+    how = []
     if pooled:
-        detail.append(f"{stop - start} tokens pooled into {len(starts)} bins (keys summed, queries averaged); "
-                      "choose a token window for full detail")
+        how.append(f"{stop - start:,} tokens pooled into {len(starts)} bins (keys summed, queries averaged); "
+                   "a token window shows each token")
     elif window is not None:
         detail.append(f"tokens {start}–{stop - 1}")
-    title = "One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
-    return _finish(fig, title, height=500 if rows == 1 else 860)
+    title = ("One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
+             + "".join(theme.subtitle(line) for line in how))
+    return _finish(fig, title, height=450 if rows == 1 else 860)
 
 
 def _grid_map(values: np.ndarray, layout: dict) -> np.ndarray:
@@ -307,7 +317,7 @@ def _query_overlay_row(fig: go.Figure, data: AttentionData, t_full: np.ndarray, 
     t_row, s_row = _grid_map(t_full[query].astype(np.float64), layout), _grid_map(s_full[query].astype(np.float64), layout)
     who = "CLS" if query == 0 and prefix else f"prefix token {query}" if query < prefix else f"patch {query - prefix}"
     overlay_pair(fig, data.image(sample), t_row, s_row, row=2, what=f"query {who}",
-                  colorbar={"title": f"attention<br>from {who}", "x": 0.635, "len": 0.42, "y": 0.0, "yanchor": "bottom",
+                  colorbar={"title": f"attention<br>from {who}", "x": PAIR_BAR_X, "len": 0.42, "y": 0.0, "yanchor": "bottom",
                             "thickness": 12})
 
 
