@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -81,7 +80,7 @@ def capture(
       or a list of per-sample dicts, batched here with token ids padded per batch (as ``DataCollatorWithPadding``).
       Batches of different lengths (dynamic padding) are stored at the longest one's length, found by reading the data
       once before capturing, with their attention masks; a one-shot iterator needs ``max_length=`` instead.
-    - After the first batch, a capture prints its expected size on disk and time (with ``progress``), and refuses
+    - After the first batch, a capture shows its expected size on disk and time on its progress bar, and refuses
       to go on when the run would not fit in the free space where it is written. ``dry_run=True`` (or
       `estimate`) measures the first two batches, writes nothing and returns that `CaptureEstimate`.
     - ``token_features``: token outputs [B, T, D] of hooked layers and hidden states are stored pooled by default
@@ -134,8 +133,7 @@ def capture(
         for records in session:
             if len(session.batch_seconds) == 1:  # before more is written: say what the run will cost, and check room
                 expected = session.estimate(records)
-                if progress:
-                    tqdm.write(str(expected), file=sys.stderr)
+                session.bar.set_postfix_str(expected.brief(), refresh=True)  # on the bar: no stray stderr line
                 if not remote.is_url(final_path):
                     check_free_space(expected, final_path)
             writer.append_batch(records)
@@ -229,13 +227,14 @@ class CaptureSession:
         self.captured: list[int] = []  # indices of the batches this process captured
         self.batch_sizes: list[int] = []
         self.batch_seconds: list[float] = []  # forward passes and records of each batch captured here
+        self.bar: Any = None  # the progress bar while iterating (capture writes the run's expected cost on it)
         self.total_samples = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         total = count_samples(self.data)
         shard = self.shard
         description = self.description + (f" (rank {shard.rank} of {shard.world})" if shard.distributed else "")
-        bar = tqdm(total=total, unit="sample", desc=description, disable=not self.progress or shard.rank != 0)
+        bar = self.bar = tqdm(total=total, unit="sample", desc=description, disable=not self.progress or shard.rank != 0)
         offset = 0
         pad_id = self.pad_id
         if self.max_length is None:

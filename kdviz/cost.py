@@ -1,6 +1,6 @@
 """What a capture will cost, known after its first batch: bytes on disk and seconds, per sample and in all.
 
-`capture` prints it before it goes on and refuses to start filling a disk that cannot hold the run;
+`capture` shows it on its progress bar before it goes on and refuses to start filling a disk that cannot hold the run;
 `kdviz.estimate(...)` (``capture(..., dry_run=True)``) returns it without writing anything.
 """
 
@@ -47,6 +47,12 @@ class CaptureEstimate:
             return f"kdviz capture: {per_sample} (the number of samples is not known ahead); largest: {largest}"
         return (f"kdviz capture: about {size(self.total_bytes)} and {duration(self.total_seconds)} for "
                 f"{self.samples:,} samples ({per_sample}); largest: {largest}")
+
+    def brief(self) -> str:
+        """The few words a progress bar has room for: ``run ≈ 1.9 GB, 42 min``."""
+        if self.samples is None:
+            return f"run ≈ {size(self.bytes_per_sample)} and {duration(self.seconds_per_sample)} per sample"
+        return f"run ≈ {size(self.total_bytes)}, {duration(self.total_seconds)}"
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython shows the sentence, not the dataclass
         printer.text(str(self))
