@@ -113,6 +113,18 @@ def test_token_strip_for_the_language_model_run(charlm):
     assert "teacher next:" in hover and "student next:" in hover
 
 
+def test_a_language_model_sample_is_read_by_sample_and_shows_the_mass_outside_the_top_k(charlm, demo_runs):
+    from kdviz.store.run import LazyArray
+
+    # opening the Logits view reads the [N, T] divergences; each model's top-k is read one sample at a time
+    assert isinstance(charlm.token_stats["teacher_topk_ids"], LazyArray)
+    assert isinstance(charlm.token_stats["kl"], np.ndarray)
+    fig = views.sample_detail(charlm, 3)
+    hover = fig.data[0].customdata[0][1]
+    tail = float(demo_runs["charlm"].teacher.token("tail_mass")[3, 1])
+    assert f"outside top-{charlm.token_stats['teacher_topk_ids'].shape[-1]}</i> {tail:.1%}" in hover
+
+
 def test_token_strip_stays_readable_for_2000_tokens_and_escapes_text():
     rng = np.random.default_rng(0)
     tokens = [XSS if i == 5 else f"w{i}" for i in range(2000)]

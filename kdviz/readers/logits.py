@@ -36,7 +36,7 @@ class LogitData:
     class_names: list[str] | None
     thumbnails: LazyArray | None
     tokens: list[list[str]] | None = None
-    token_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    token_stats: dict[str, Any] = field(default_factory=dict)  # [N, T] divergences in memory; per-model stats lazy
     # results of summary, per_sample and by_class, shared by every dashboard session of this run
     memo: Memo = field(default_factory=lambda: Memo(MEMO_SIZE), init=False, repr=False, compare=False)
 
@@ -49,10 +49,10 @@ class LogitData:
         thumbnails = run.thumbnails
         if run.task == "classification":
             return cls(run, run.task, run.teacher.logits[:], run.student.logits[:], labels, run.class_names, thumbnails)
-        stats: dict[str, np.ndarray] = {name: run.pair_token_stat(name)[:] for name in ("kl", "reverse_kl")}
-        for side in (run.teacher, run.student):
+        stats: dict[str, Any] = {name: run.pair_token_stat(name)[:] for name in ("kl", "reverse_kl")}
+        for side in (run.teacher, run.student):  # read by sample when a sample is shown: top-k of 10k × 512 is 0.4 GB
             for stat in side.token_stats:
-                stats[f"{side.role}_{stat}"] = side.token(stat)[:]
+                stats[f"{side.role}_{stat}"] = side.token(stat)
         stats["mask"] = run.attention_mask[:].astype(bool) if run.attention_mask is not None else None
         return cls(run, run.task, None, None, labels, None, thumbnails, run.tokens, stats)
 
