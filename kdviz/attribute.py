@@ -26,7 +26,7 @@ from kdviz import layout, remote
 from kdviz._version import __version__
 from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.probe import ModelProbe
-from kdviz.batching import Batch, iter_batches, main_input_key, take_rows, to_device
+from kdviz.batching import Batch, attention_mask, iter_batches, main_input_key, take_rows, to_device
 from kdviz.capture import ROLES, capture, resolve_device, thumbnails
 from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution as am
@@ -342,7 +342,7 @@ def _positions(logits: torch.Tensor, inputs: Any, position: int | None) -> torch
     if logits.ndim == 2:
         return None
     batch, length = logits.shape[:2]
-    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    mask = attention_mask(inputs)
     last = (mask.long().sum(1) - 1) if mask is not None else torch.full((batch,), length - 1, device=logits.device)
     if position is None:
         chosen = last
@@ -472,6 +472,6 @@ def _baseline_ids(probe: ModelProbe, ids: torch.Tensor, inputs: Any, baseline: A
         baseline = probe.family.pad_token_id(probe.model)
     if not isinstance(baseline, int | np.integer):
         raise InputError(f"the baseline of a text model is a token id (an int), got {type(baseline).__name__}")
-    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    mask = attention_mask(inputs)
     fill = torch.full_like(ids, int(baseline))
     return fill if mask is None else torch.where(mask.bool(), fill, ids)

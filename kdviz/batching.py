@@ -23,6 +23,11 @@ class Batch:
     labels: torch.Tensor | None
     size: int
 
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        """[B, T] 1 on real tokens, when the batch is a dict that has one."""
+        return attention_mask(self.inputs)
+
     def main_tensor(self, main_key: str | None = None) -> torch.Tensor:
         """The tensor the thumbnails / token ids come from: the tensor itself, or the model's main input."""
         if isinstance(self.inputs, torch.Tensor):
@@ -30,10 +35,15 @@ class Batch:
         return self.inputs[main_input_key(self.inputs, main_key)]
 
 
+def attention_mask(inputs: Any) -> torch.Tensor | None:
+    """The ``attention_mask`` of dict inputs [B, T], else None."""
+    return inputs.get("attention_mask") if isinstance(inputs, dict) else None
+
+
 def main_input_key(inputs: Mapping[str, Any], preferred: str | None = None) -> str:
     """Key of a dict batch's main input: ``preferred`` (a model's ``main_input_name``), else the usual names, else
     the first tensor."""
-    for key in (preferred, "input_ids", "pixel_values", "x", "inputs"):
+    for key in (preferred, *samples.MAIN_INPUT_KEYS):
         if key and isinstance(inputs.get(key), torch.Tensor):
             return key
     return next(k for k, v in inputs.items() if isinstance(v, torch.Tensor))

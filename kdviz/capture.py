@@ -25,7 +25,8 @@ from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import features as feature_metrics
 from kdviz.metrics import logits as logit_metrics
-from kdviz.records import IGNORE_INDEX, ROLES, TOKEN_STATS, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
+from kdviz.metrics.vocabulary import ROLE_STATS
+from kdviz.records import IGNORE_INDEX, ROLES, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
@@ -320,7 +321,7 @@ class CaptureSession:
             task_records = {key: pad_tokens(rows, (1,), self.seq_len, IGNORE_INDEX if key == layout.LABELS else 0)
                             for key, rows in task_records.items()}
         records.update(task_records)
-        mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
+        mask = batch.attention_mask
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
             for i, attn in enumerate(out.attentions):
@@ -399,21 +400,21 @@ class CaptureSession:
     def _input_records(self, batch: Batch) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
         main = batch.main_tensor(self.main_input_name)
-        if not main.is_floating_point() and main.ndim == 2:
+        length = self._batch_length(batch)
+        if length is not None:
             if self.seq_len is None:
-                self.seq_len = max(int(main.shape[1]), self.max_length or 0)
-            if main.shape[1] > self.seq_len:
+                self.seq_len = max(length, self.max_length or 0)
+            if length > self.seq_len:
                 raise InputError(
-                    f"the batch starting at sample {self.offset} has {main.shape[1]} tokens but the run stores "
+                    f"the batch starting at sample {self.offset} has {length} tokens but the run stores "
                     f"{self.seq_len}; pass max_length= the longest batch's length (a one-shot iterator cannot be read "
                     "ahead for it), or pad every batch to one length: tokenizer(..., padding='max_length', max_length=N)"
                 )
-            mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
-            mask = mask if mask is not None else torch.ones_like(main)
+            mask = batch.attention_mask if batch.attention_mask is not None else torch.ones_like(main)
             records[layout.TOKEN_IDS] = pad_tokens(as_numpy(main).astype(np.int32), (1,), self.seq_len, self.pad_id)
             records[layout.ATTENTION_MASK] = pad_tokens(as_numpy(mask).astype(np.uint8), (1,), self.seq_len)
             if self.decode is not None:
-                blank = [""] * (self.seq_len - main.shape[1])
+                blank = [""] * (self.seq_len - length)
                 self.decoded_tokens.extend([self.decode(int(i)) for i in row] + blank for row in main.tolist())
         elif main.is_floating_point() and main.ndim in (3, 4):
             records[layout.THUMBNAILS] = thumbnails(main)
@@ -469,7 +470,7 @@ class CaptureSession:
             models[role] = {**probe.describe(), **self.structure[role], **self.quality(role)}
         if self.task == "tokens":
             for model in models.values():
-                model["token_stats"] = [stat for stat in TOKEN_STATS if stat != "true_prob" or self.has_labels]
+                model["token_stats"] = [stat for stat in ROLE_STATS if stat != "true_prob" or self.has_labels]
         unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
         key = "heads" if unit == "attention" else "feature_names"
         pairs = resolve_layer_map(layer_map, len(models["teacher"][key]), len(models["student"][key]))

@@ -19,11 +19,10 @@ from kdviz.adapters.probe import ProbeOutput
 from kdviz.batching import Batch
 from kdviz.errors import InputError
 from kdviz.metrics import logits as logit_metrics
+from kdviz.metrics.vocabulary import PAIR_STATS, ROLE_STATS
 
 ROLES = ("teacher", "student")
 IGNORE_INDEX = -100  # PyTorch's and Hugging Face's "no label here"
-PAIR_TOKEN_STATS = ("kl", "reverse_kl")
-TOKEN_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")  # stored per role
 
 
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -130,10 +129,10 @@ class TokenRecords(TaskRecords):
         stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
         for role in ROLES:  # a NaN or ±inf logit anywhere in a row makes its entropy NaN: no second pass over [B, T, V]
             logit_metrics.check_finite(stats[f"{role}_entropy"], f"{role} logits", offset)
-        for stat in PAIR_TOKEN_STATS:
+        for stat in PAIR_STATS:
             records[layout.pair_token_stat(stat)] = as_numpy(stats[stat]).astype(np.float32)
         for role in ROLES:
-            for stat in TOKEN_STATS:
+            for stat in ROLE_STATS:
                 value = stats.get(f"{role}_{stat}")
                 if value is not None:
                     records[layout.token_stat(role, stat)] = as_numpy(value).astype(np.int32 if stat == "topk_ids" else np.float32)
@@ -141,12 +140,13 @@ class TokenRecords(TaskRecords):
             records[layout.LABELS] = as_numpy(targets).astype(np.int64)
             self.has_labels = True
             valid = targets >= 0
+            n_valid = int(valid.sum())
             for role in ROLES:  # the top-1 id is the argmax, and the true token's log-probability gives the NLL
                 counts = self.counts[role]
                 counts["correct"] += int(((stats[f"{role}_topk_ids"][..., 0] == targets) & valid).sum())
-                counts["total"] += int(valid.sum())
+                counts["total"] += n_valid
                 counts["nll"] += float(-stats[f"{role}_true_logprob"][valid].sum())
-                counts["nll_count"] += int(valid.sum())
+                counts["nll_count"] += n_valid
         keep = self.kept_rows(offset, batch.size)
         if keep:
             self.kept_indices.extend(offset + i for i in keep)
@@ -173,7 +173,7 @@ class TokenRecords(TaskRecords):
             targets[:, :-1] = source[:, 1:]
         else:
             targets.copy_(source)
-        mask = batch.inputs.get("attention_mask") if isinstance(batch.inputs, dict) else None
+        mask = batch.attention_mask
         if mask is not None:
             mask = mask.to(device).bool()
             valid = mask.clone()

@@ -14,6 +14,7 @@ import torch
 from kdviz.errors import InputError
 
 PAD_VALUES = {"labels": -100, "label": -100, "attention_mask": 0}  # what pads each key; others take the pad id
+MAIN_INPUT_KEYS = ("input_ids", "pixel_values", "x", "inputs")  # the usual names of a model's main input
 
 
 def is_sample_collection(data: Any) -> bool:
@@ -34,7 +35,7 @@ def _is_hf_dataset(data: Any) -> bool:
 
 def _is_single_sample(item: Mapping[str, Any]) -> bool:
     """A dict is one sample when its token ids are a list or a 1-D array (a batch's are [B, T])."""
-    for key in ("input_ids", "pixel_values", "x", "inputs"):
+    for key in MAIN_INPUT_KEYS:
         value = item.get(key)
         if value is not None:
             return isinstance(value, list) or (hasattr(value, "ndim") and value.ndim == (1 if key == "input_ids" else 3))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
-from kdviz.batching import Batch, iter_batches, take_rows, to_device
+from kdviz.batching import Batch, attention_mask, iter_batches, take_rows, to_device
 from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
 from kdviz.errors import InputError
 from kdviz.losses import KD, DistillLoss, Needs, StepOutputs
@@ -152,7 +152,7 @@ class _Trainer:
         with torch.no_grad():
             out_t = self.probes[0].forward(inputs)
         out_s = self.probes[1].forward(inputs)
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        mask = attention_mask(inputs)
         labels = None if batch.labels is None else batch.labels.to(self.device)
         return _step_outputs(out_t, out_s, labels, mask)
 

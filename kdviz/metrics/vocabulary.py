@@ -66,8 +66,8 @@ def _logit_rows(z: torch.Tensor | HeadLogits, vocab: int) -> tuple[Callable[[int
     return (lambda start, stop: flat[start:stop]), flat.shape[0] or 1
 
 
-PAIR_STATS = ("kl", "reverse_kl")
-ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")
+PAIR_STATS = ("kl", "reverse_kl")  # [B, T] between the models
+ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")  # per model, stored
 
 
 def token_statistics(

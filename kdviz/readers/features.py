@@ -62,16 +62,15 @@ def cka_matrix(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="CKA", unit="batch")
-    for name in t_names:
-        stored_layer(run.teacher, name, tokens)  # a pooled run that cannot give tokens as samples says so first
-    for name in s_names:
-        stored_layer(run.student, name, tokens)
+    # each layer's array, found once: a pooled run that cannot give tokens as samples says so before any batch
+    t_arrays = [stored_layer(run.teacher, name, tokens) for name in t_names]
+    s_arrays = [stored_layer(run.student, name, tokens) for name in s_names]
+    summary = summary_position(run)
     for start in starts:
         stop = min(n, start + batch_size)
-        rows = slice(start, stop)
-        add_pooled_batch(accumulator, [stored_layer(run.teacher, name, tokens)[rows] for name in t_names],
-                         [stored_layer(run.student, name, tokens)[rows] for name in s_names], conv=conv, tokens=tokens,
-                         mask=mask_array[start:stop] if mask_array is not None else None, summary=summary_position(run))
+        add_pooled_batch(accumulator, [array[start:stop] for array in t_arrays], [array[start:stop] for array in s_arrays],
+                         conv=conv, tokens=tokens, mask=mask_array[start:stop] if mask_array is not None else None,
+                         summary=summary)
     result = cka_result(accumulator, t_names, s_names, conv=conv, tokens=tokens)
     if cache is True:
         run.write_cache(key, {k: result[k] for k in ("cross", "teacher", "student")},
