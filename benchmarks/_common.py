@@ -44,3 +44,18 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return path
+
+
+def run_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def array_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk per stored array (zarr keeps an array's chunks under ``<key>/c/``), largest first."""
+    sizes: dict[str, int] = {}
+    for f in path.rglob("*"):
+        if f.is_file():
+            parts = f.relative_to(path).parts
+            key = "/".join(parts[: parts.index("c")]) if "c" in parts else "/".join(parts[:-1]) or parts[0]
+            sizes[key] = sizes.get(key, 0) + f.stat().st_size
+    return dict(sorted(sizes.items(), key=lambda item: -item[1]))

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, time_interleaved, write_result
+from _common import array_sizes, median, run_size, time_interleaved, write_result
 
 import kdviz
 
@@ -50,21 +50,6 @@ def llama_pair(vocab: int, dtype: torch.dtype = torch.float32) -> tuple[torch.nn
 def token_batches(vocab: int, sequences: int) -> dict[str, torch.Tensor]:
     ids = torch.randint(0, vocab, (sequences, TOKENS), generator=torch.Generator().manual_seed(1))
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-def run_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def array_sizes(path: Path) -> dict[str, int]:
-    """Bytes on disk per stored array (zarr keeps an array's chunks under ``<key>/c/``), largest first."""
-    sizes: dict[str, int] = {}
-    for f in path.rglob("*"):
-        if f.is_file():
-            parts = f.relative_to(path).parts
-            key = "/".join(parts[: parts.index("c")]) if "c" in parts else "/".join(parts[:-1]) or parts[0]
-            sizes[key] = sizes.get(key, 0) + f.stat().st_size
-    return dict(sorted(sizes.items(), key=lambda item: -item[1]))
 
 
 def measure(vocab: int, sequences: int, repeats: int, device: str, dtype: torch.dtype) -> dict:

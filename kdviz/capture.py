@@ -19,14 +19,16 @@ from tqdm.auto import tqdm
 from kdviz import distributed as distributed_module
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
+from kdviz.attention_records import AttentionRecords, exact_count
 from kdviz.batching import Batch, count_samples, iter_batches, to_device, token_length
 from kdviz.cost import CaptureEstimate, check_free_space, from_records
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
+from kdviz.metrics import attention as attn_metrics
 from kdviz.metrics import features as feature_metrics
 from kdviz.metrics import logits as logit_metrics
 from kdviz.metrics.vocabulary import ROLE_STATS
-from kdviz.records import IGNORE_INDEX, ROLES, ClassificationRecords, TaskRecords, TokenRecords, as_numpy
+from kdviz.records import IGNORE_INDEX, ROLES, ClassificationRecords, TaskRecords, TokenRecords, as_numpy, pad_tokens
 from kdviz.store import Run, RunWriter
 
 THUMBNAIL_MAX = 64
@@ -41,6 +43,7 @@ def capture(
     *,
     layers: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     attentions: bool = True,
+    attention_samples: int | Sequence[int] | str = "auto",
     path: str | os.PathLike | None = None,
     batch_size: int = 32,
     layer_map: str | Mapping[int, int] = "uniform",
@@ -72,7 +75,11 @@ def capture(
       attention-transfer maps (channel mean of |A|^p, L2-normalised, ``spatial_p``). With ``None``, Hugging Face
       models store their hidden states and other models store no features.
     - ``attentions``: Hugging Face models are switched to eager attention for the capture (and back);
-      timm-style fused blocks are read through `kdviz.adapters.fused`.
+      timm-style fused blocks are read through `kdviz.adapters.fused`. Every sample gets a digest of its attention
+      (per-head summaries, thumbnails pooled to 32 × 32, layer and head divergences: `kdviz.attention_records`);
+      ``attention_samples`` keeps exact [H, T, T] maps for the first K samples, listed indices or ``"all"``; by
+      default (``"auto"``) for as many first samples as fit in 0.5 MB per sample of the run: all of them for short
+      inputs.
     - Language models ([B, T, V] logits) are summarised per token (forward/reverse KL, entropies, top-``topk``,
       true-token probability); ``keep_full_logits`` keeps full logits for the first K samples or given indices.
     - ``next_token``: whether the target of position t is token t + 1 (default: yes for causal LMs and
@@ -118,11 +125,12 @@ def capture(
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
         topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
-        shard=shard, token_features=token_features, max_length=max_length,
+        shard=shard, token_features=token_features, max_length=max_length, layer_map=layer_map,
+        attention_samples=attention_samples,
     )
 
     def make_meta() -> dict[str, Any]:
-        return session.meta(layer_map=layer_map, class_names=class_names, tokens=tokens, attentions=attentions,
+        return session.meta(class_names=class_names, tokens=tokens, attentions=attentions,
                             spatial_p=spatial_p, device=target_device, extra=extra_meta)
 
     if dry_run:
@@ -196,10 +204,16 @@ class CaptureSession:
         shard: distributed_module.Shard | None = None,
         token_features: str = "pooled",
         max_length: int | None = None,
+        layer_map: str | Mapping[int, int] = "uniform",
+        attention_samples: int | Sequence[int] | str = "auto",
     ) -> None:
         if token_features not in TOKEN_FEATURES:
             raise InputError(f"token_features must be one of {TOKEN_FEATURES}, got {token_features!r}")
         self.probes = probes
+        self.layer_map = layer_map
+        exact_count(attention_samples, n_samples=None, bytes_per_sample=0)  # a bad value fails before any forward pass
+        self.attention_samples = attention_samples
+        self.attention: AttentionRecords | None = None  # what is stored of attention, set up at the first batch
         self.token_features = token_features
         self.summary_token: str | None = None  # "first" or "last", chosen at the first batch
         if max_length is not None and max_length < 1:
@@ -264,6 +278,7 @@ class CaptureSession:
     def state(self) -> dict[str, Any]:
         """What `meta` needs from this process's batches, for rank 0 to `absorb` (small: no arrays)."""
         return {"records": self.builder.state() if self.builder is not None else None, "task": self.task,
+                "attention": self.attention.state() if self.attention is not None else None,
                 "summary_token": self.summary_token,
                 "n_classes": self.n_classes, "structure": self.structure, "seq_len": self.seq_len,
                 "labelled": self.labelled if self.captured else None, "decoded_tokens": self.decoded_tokens,
@@ -288,6 +303,8 @@ class CaptureSession:
         self.structure = first["structure"]
         self.builder = self.builder or self._builder_for(self.task)
         self.builder.absorb([state["records"] for state in active])
+        if self.attention is not None:  # rank 0 owns the first batch, so it has set up the attention records
+            self.attention.absorb([state["attention"] for state in active if state["attention"] is not None])
         tokens_by_batch: dict[int, list[list[str]]] = {}
         for state in active:
             rows = iter(state["decoded_tokens"])
@@ -314,7 +331,9 @@ class CaptureSession:
             for role, out in zip(ROLES, outputs, strict=True):
                 self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
-        records.update(self._input_records(batch))
+        records.update(self._input_records(batch))  # the first batch sets the stored length
+        if not self.captured and self.attention is None:
+            self.attention = self._attention_records(outputs)
         length = self._batch_length(batch)  # tokens in this batch, when it is text; stored at self.seq_len
         task_records = self.builder.records(batch, outputs, offset)
         if self.task == "tokens":  # every token-task array is [B, T, …]; the labels pad with "no target"
@@ -324,12 +343,28 @@ class CaptureSession:
         mask = batch.attention_mask
         for role, out in zip(ROLES, outputs, strict=True):
             self._check_structure(role, out)
-            for i, attn in enumerate(out.attentions):
-                padded = length is not None and attn.shape[-1] == length
-                records[layout.attention(role, i)] = pad_tokens(as_numpy(attn), (2, 3), self.seq_len if padded else None)
+        if self.attention is not None:
+            records.update(self.attention.records(offset, mask, outputs[0].attentions, outputs[1].attentions))
+        for role, out in zip(ROLES, outputs, strict=True):
             records.update(self._feature_records(role, out.features, mask, length))
             records.update({layout.spatial(role, name): as_numpy(v) for name, v in out.spatial.items()})
         return records
+
+    def _attention_records(self, outputs: tuple[ProbeOutput, ProbeOutput]) -> AttentionRecords | None:
+        """How this capture stores attention, once both models' layers are known (None: one of them has none)."""
+        heads = {role: self.structure[role]["heads"] for role in ROLES}
+        if not heads["teacher"] or not heads["student"]:
+            return None
+        pairs = resolve_layer_map(self.layer_map, len(heads["teacher"]), len(heads["student"]))
+        n_tokens = int(outputs[0].attentions[0].shape[-1])
+        seq_len = self.seq_len if self.seq_len is not None else n_tokens
+        positions = {}
+        for role in ROLES:
+            grid = self.structure[role]["token_grid"]
+            positions[role] = (attn_metrics.token_positions(seq_len, grid["grid"], grid["prefix"]) if grid
+                               else attn_metrics.token_positions(seq_len))
+        return AttentionRecords(self.attention_samples, pairs=[(p["teacher"], p["student"]) for p in pairs],
+                                positions=positions, seq_len=seq_len, n_samples=count_samples(self.data), heads=heads)
 
     def _batch_length(self, batch: Batch) -> int | None:
         main = batch.main_tensor(self.main_input_name)
@@ -373,8 +408,15 @@ class CaptureSession:
     def estimate(self, records: Mapping[str, np.ndarray]) -> CaptureEstimate:
         """The run's expected cost from the first batch's ``records`` and the batches timed so far (the last, as the
         first includes one-time warm-up)."""
+        samples = count_samples(self.data)
+        subsets: dict[str, int] = {}
+        for key in records:  # exact attention maps and full logits of chosen samples: counted as many as there will be
+            kept = (self.attention.keep if self.attention is not None and key.startswith(layout.attention_prefixes())
+                    else self.keep if isinstance(self.builder, TokenRecords) and key in layout.logit_keys() else None)
+            if kept is not None and not (isinstance(kept, int) and samples is None):  # unknown N: counted per sample
+                subsets[key] = len(kept) if not isinstance(kept, int) else min(kept, samples)
         return from_records(records, batch_size=self.batch_sizes[0], seconds=self.batch_seconds[-1] * self.batch_sizes[0]
-                            / self.batch_sizes[-1], samples=count_samples(self.data), sampled=sum(self.batch_sizes))
+                            / self.batch_sizes[-1], samples=samples, sampled=sum(self.batch_sizes), subsets=subsets)
 
     @property
     def main_input_name(self) -> str | None:
@@ -456,7 +498,6 @@ class CaptureSession:
     def meta(
         self,
         *,
-        layer_map: str | Mapping[int, int],
         class_names: Sequence[str] | None,
         tokens: Sequence[Sequence[str]] | None,
         attentions: bool,
@@ -473,6 +514,7 @@ class CaptureSession:
                 model["token_stats"] = [stat for stat in ROLE_STATS if stat != "true_prob" or self.has_labels]
         unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
         key = "heads" if unit == "attention" else "feature_names"
+        layer_map = self.layer_map
         pairs = resolve_layer_map(layer_map, len(models["teacher"][key]), len(models["student"][key]))
         if class_names is not None and self.task == "classification" and len(class_names) != self.n_classes:
             raise InputError(f"class_names has {len(class_names)} names but the models predict {self.n_classes} classes")
@@ -494,6 +536,7 @@ class CaptureSession:
                 "batch_size": self.batch_size,
                 "attentions": attentions,
                 "attention_dtype": "float16",
+                **(self.attention.settings() if self.attention is not None else {"attention_samples": None}),
                 "spatial_p": spatial_p,
                 "token_features": self.token_features,
                 "summary_token": self.summary_token,
@@ -504,17 +547,6 @@ class CaptureSession:
             },
             **({"extra": dict(extra)} if extra else {}),
         }
-
-def pad_tokens(rows: np.ndarray, axes: tuple[int, ...], length: int | None, value: float = 0) -> np.ndarray:
-    """``rows`` padded at the end of the token ``axes`` to ``length`` with ``value`` (unchanged when already that
-    long, or when ``length`` is None): batches of different lengths stored at one."""
-    if length is None or all(rows.shape[axis] >= length for axis in axes):
-        return rows
-    widths = [(0, 0)] * rows.ndim
-    for axis in axes:
-        widths[axis] = (0, length - rows.shape[axis])
-    return np.pad(rows, widths, constant_values=value)
-
 
 def thumbnails(images: torch.Tensor, max_size: int = THUMBNAIL_MAX) -> np.ndarray:
     """Display thumbnails [B, h, w] (grey) or [B, h, w, 3] uint8 from images [B, C, H, W] or [B, H, W], min-max scaled per image."""

@@ -59,12 +59,17 @@ class CaptureEstimate:
 
 
 def from_records(records: Mapping[str, np.ndarray], *, batch_size: int, seconds: float, samples: int | None,
-                 sampled: int) -> CaptureEstimate:
-    """The estimate from one batch's records (array key → rows [B, …]) and the seconds per batch measured."""
+                 sampled: int, subsets: Mapping[str, int] | None = None) -> CaptureEstimate:
+    """The estimate from one batch's records (array key → rows [B, …]) and the seconds per batch measured.
+
+    ``subsets``: arrays kept for some samples only (exact attention maps, full logits), by key, with the number of
+    rows they will have in the whole run; any other array with fewer rows than the batch is counted as it is."""
+    subsets = subsets or {}
     rows_of = {key: len(rows) for key, rows in records.items() if len(rows)}
     arrays = sorted(((key, float(stored_bytes_per_row(records[key]))) for key in rows_of), key=lambda item: -item[1])
-    per_sample = sum(value for key, value in arrays if rows_of[key] == batch_size)
-    fixed = sum(value * rows_of[key] for key, value in arrays if rows_of[key] != batch_size)  # the kept full logits
+    per_sample = sum(value for key, value in arrays if rows_of[key] == batch_size and key not in subsets)
+    fixed = sum(value * subsets.get(key, rows_of[key]) for key, value in arrays
+                if rows_of[key] != batch_size or key in subsets)
     return CaptureEstimate(samples=samples, sampled=sampled, bytes_per_sample=per_sample,
                            seconds_per_sample=seconds / batch_size, arrays=tuple(arrays), fixed_bytes=fixed)
 

@@ -1,4 +1,4 @@
-"""The names of a run's arrays (schema 2), in one place: capture writes under them and `kdviz.store` reads them.
+"""The names of a run's arrays (schema 3), in one place: capture writes under them and `kdviz.store` reads them.
 Nothing else spells a key out; readers use `Run`'s and `ModelSide`'s accessors.
 
 ``inputs/…`` hold what went in, ``{teacher,student}/…`` what each model gave, ``pair/…`` what was measured between
@@ -24,8 +24,37 @@ def logits(role: str) -> str:
 
 
 def attention(role: str, index: int) -> str:
-    """[N, H, T, T] attention probabilities of ``role``'s captured layer ``index``."""
+    """[K, H, T, T] exact attention probabilities of ``role``'s captured layer ``index``, for the K samples listed in
+    ``meta.capture.attention_samples``."""
     return f"{role}/attn/{index}"
+
+
+def attention_prefixes() -> tuple[str, ...]:
+    """The key prefixes of the exact attention maps of both models (kept for some samples only)."""
+    return ("teacher/attn/", "student/attn/")
+
+
+def logit_keys() -> tuple[str, ...]:
+    """The keys of both models' logits (a language model's: kept for some samples only)."""
+    return (logits("teacher"), logits("student"))
+
+
+def attention_summaries(role: str, index: int) -> str:
+    """[N, H, S] float32 per-head summaries of one layer on every sample (S: `metrics.attention_digest.SUMMARY_NAMES`)."""
+    return f"{role}/attn_summary/{index}"
+
+
+def attention_thumbnails(role: str, index: int) -> str:
+    """[N, H, P, P] float16 attention of one layer on every sample, pooled over its real tokens into ≤ P bins a side."""
+    return f"{role}/attn_thumb/{index}"
+
+
+ATTENTION_LAYER_DIVERGENCE = "pair/attn_layers"  # [N, L_t, L_s] float32 KL of head-averaged attention, per sample
+
+
+def attention_head_divergence(teacher_layer: int, student_layer: int) -> str:
+    """[N, H_t, H_s] float32 KL between every teacher head and student head of one mapped layer pair, per sample."""
+    return f"pair/attn_heads/{teacher_layer}-{student_layer}"
 
 
 def features(role: str, name: str) -> str:

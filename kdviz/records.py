@@ -184,10 +184,7 @@ class TokenRecords(TaskRecords):
 
     def kept_rows(self, offset: int, size: int) -> list[int]:
         """Rows of this batch whose full logits are kept."""
-        if isinstance(self.keep, int):
-            return list(range(max(0, min(size, self.keep - offset))))
-        wanted = {int(i) for i in self.keep}
-        return [i for i in range(size) if offset + i in wanted]
+        return kept_rows(self.keep, offset, size)
 
     def settings(self) -> dict[str, Any]:
         return {"topk": self.topk, "full_logits_index": self.kept_indices}
@@ -198,3 +195,23 @@ class TokenRecords(TaskRecords):
     def absorb(self, states: Sequence[dict[str, Any]]) -> None:
         super().absorb(states)
         self.kept_indices = sorted(i for state in states for i in state["kept_indices"])
+
+
+def kept_rows(keep: int | Sequence[int], offset: int, size: int) -> list[int]:
+    """Rows of the batch of ``size`` samples starting at sample ``offset`` that ``keep`` names: the first ``keep``
+    samples of the data (an int), or the listed sample indices."""
+    if isinstance(keep, int):
+        return list(range(max(0, min(size, keep - offset))))
+    wanted = {int(i) for i in keep}
+    return [i for i in range(size) if offset + i in wanted]
+
+
+def pad_tokens(rows: np.ndarray, axes: tuple[int, ...], length: int | None, value: float = 0) -> np.ndarray:
+    """``rows`` padded at the end of the token ``axes`` to ``length`` with ``value`` (unchanged when already that
+    long, or when ``length`` is None): batches of different lengths stored at one."""
+    if length is None or all(rows.shape[axis] >= length for axis in axes):
+        return rows
+    widths = [(0, 0)] * rows.ndim
+    for axis in axes:
+        widths[axis] = (0, length - rows.shape[axis])
+    return np.pad(rows, widths, constant_values=value)

@@ -24,7 +24,8 @@ def _bdata_shape(trace_z) -> tuple[int, ...]:
     return tuple(np.asarray(trace_z).shape)
 
 
-def _bert_run(tmp_path, *, length: int, n: int = 6, tokens=None, pad: bool = True, name: str = "bert.kdviz"):
+def _bert_run(tmp_path, *, length: int, n: int = 6, tokens=None, pad: bool = True, name: str = "bert.kdviz",
+              attention_samples="auto"):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
@@ -39,7 +40,7 @@ def _bert_run(tmp_path, *, length: int, n: int = 6, tokens=None, pad: bool = Tru
     if pad:
         mask[::2, -3:] = 0
     return kdviz.capture(teacher, student, {"input_ids": ids, "attention_mask": mask}, path=tmp_path / name, batch_size=4,
-                         progress=False, layers=[], tokens=tokens)
+                         progress=False, layers=[], tokens=tokens, attention_samples=attention_samples)
 
 
 # ---- shaping for the browser ----------------------------------------------------------------------------
@@ -114,17 +115,20 @@ def test_vit_pair_view_shares_one_colour_scale_and_draws_the_query_over_the_imag
 
 def test_vit_layer_similarity_and_head_match_views_show_the_metric_values(demo_runs):
     run = demo_runs["digits-vit"]
-    data = AttentionData(run, max_samples=64)
+    data = AttentionData(run)
+    assert run.attention_samples == list(range(run.n_samples))  # 21 tokens: every sample keeps its exact maps
     fig = views.layer_similarity_view(data)
     matrix = np.asarray(fig.data[0].z)
-    reference = am.layer_divergence([run.teacher.attention(i)[:64] for i in range(4)],
-                                    [run.student.attention(j)[:64] for j in range(2)])
-    np.testing.assert_allclose(matrix, reference, rtol=1e-10)
+    # the view averages the per-sample divergences stored at capture; the reference takes every exact map at once
+    reference = am.layer_divergence([run.teacher.attention(i)[:] for i in range(4)],
+                                    [run.student.attention(j)[:] for j in range(2)])
+    np.testing.assert_allclose(matrix, reference, rtol=1e-5)
+    assert f"all {run.n_samples} samples" in fig.layout.title.text
     names = [t.name for t in fig.data[1:]]
     assert names == ["run's layer map", "suggested (lowest-divergence monotone path)"]
     match_fig = views.head_match_view(data, 3, 1)
-    divergence = am.head_divergence(run.teacher.attention(3)[:64], run.student.attention(1)[:64])
-    np.testing.assert_allclose(np.asarray(match_fig.data[0].z), divergence, rtol=1e-10)
+    divergence = am.head_divergence(run.teacher.attention(3)[:], run.student.attention(1)[:])
+    np.testing.assert_allclose(np.asarray(match_fig.data[0].z), divergence, rtol=1e-5)
     match = am.match_heads(divergence)
     assert len(match_fig.data[1].x) == 2 and "teacher heads with no student partner" in match_fig.layout.title.text
     assert {int(t.split("h")[1]) for t in match_fig.data[1].y} == {t for t, _ in match.pairs}
@@ -181,7 +185,7 @@ def test_bert_views_cut_padding_and_use_the_mask_in_divergences(tmp_path):
     assert _bdata_shape(fig.data[0].z) == (9, 9)
     mask = run.array("inputs/attention_mask")[:].astype(bool)
     reference = am.head_divergence(run.teacher.attention(3)[:], run.student.attention(1)[:], mask=mask)
-    np.testing.assert_allclose(data.pair_divergence(3, 1), reference, rtol=1e-12)
+    np.testing.assert_allclose(data.pair_divergence(3, 1), reference, rtol=1e-4, atol=1e-7)  # float32 rows, stored
     unmasked = am.head_divergence(run.teacher.attention(3)[:], run.student.attention(1)[:])
     assert not np.allclose(reference, unmasked)
     for make in (lambda: views.head_grid(data, 1, "sink"), lambda: views.layer_similarity_view(data),
@@ -190,7 +194,7 @@ def test_bert_views_cut_padding_and_use_the_mask_in_divergences(tmp_path):
 
 
 def test_long_inputs_are_pooled_and_never_sent_whole(tmp_path):
-    run = _bert_run(tmp_path, length=300, n=2, pad=False)
+    run = _bert_run(tmp_path, length=300, n=2, pad=False, attention_samples="all")
     data = AttentionData(run)
     pair = views.pair_view(data, (0, 0), (0, 0), 0)
     for trace in pair.data:

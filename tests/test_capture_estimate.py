@@ -68,3 +68,18 @@ def test_data_of_unknown_length_is_estimated_per_sample():
 def test_sizes_and_durations_read_as_a_person_writes_them():
     assert cost.size(1.5e9) == "1.5 GB" and cost.size(2048) == "2.0 KB"
     assert cost.duration(5400) == "1.5 h" and cost.duration(90) == "2 min"
+
+
+def test_exact_maps_kept_for_some_samples_are_counted_once(tmp_path):
+    teacher, student = bert_pair()
+    ids = torch.randint(1, 120, (96, 40), generator=torch.Generator().manual_seed(0))
+    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    # the first batch keeps all its 16 samples exact, but the run keeps only 20 of 96: a per-sample count would
+    # take the exact maps for every sample
+    guess = kdviz.estimate(teacher, student, data, batch_size=16, attention_samples=20)
+    run = kdviz.capture(teacher, student, data, batch_size=16, path=tmp_path / "r.kdviz", progress=False,
+                        attention_samples=20)
+    assert run.attention_samples == list(range(20))
+    assert 0.7 < guess.total_bytes / run_bytes(tmp_path / "r.kdviz") < 1.4
+    every = kdviz.estimate(teacher, student, data, batch_size=16, attention_samples="all")
+    assert every.fixed_bytes == pytest.approx(guess.fixed_bytes * 96 / 20, rel=0.1)  # exact maps for 96, not 20

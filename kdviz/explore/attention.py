@@ -121,7 +121,7 @@ class AttentionExplorer(Explorer):
         if trace.type == "scatter" and point.get("customdata") is not None:
             layer, head = (int(v) for v in point["customdata"])
         else:
-            layer, head = views.grid_cell(point["x"], point["y"], min(views.THUMBNAIL, self.attention.n_tokens))
+            layer, head = views.grid_cell(point["x"], point["y"], self.attention.grid_side)
         if layer < len(self.attention.layers(role)) and head < self.attention.heads(role)[layer]:
             self.select(role, layer, head)
 
@@ -159,7 +159,9 @@ class AttentionExplorer(Explorer):
 
     def draw_pair(self) -> None:
         n_tokens = self.attention.n_tokens
-        window = tuple(self.window) if self.window is not None and n_tokens > FULL_DETAIL else None
+        exact = self.attention.has_exact(self.selection.sample)  # a sample kept only as a digest has no token window
+        self.window_slider.visible = exact and n_tokens > FULL_DETAIL
+        window = tuple(self.window) if self.window is not None and n_tokens > FULL_DETAIL and exact else None
         if window == (0, n_tokens):
             window = None
         self.show_figure("pair", self.panes["pair"], views.pair_view(

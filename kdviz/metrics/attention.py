@@ -113,7 +113,7 @@ class HeadDivergence:
         per_sample = (t.shape[1] + s.shape[1]) * t.shape[-1] ** 2
         for block in sample_blocks(t.shape[0], per_sample):  # float64 copies of one block at a time
             sums += _divergence_sums(as_maps(t[block], "teacher attention"), as_maps(s[block], "student attention"),
-                                     valid[block], self.measure, self.eps)
+                                     valid[block], self.measure, self.eps).sum(0)
         self.total = sums if self.total is None else self.total + sums
         self.rows += int(valid.sum())
 
@@ -126,24 +126,42 @@ class HeadDivergence:
 
 
 def _divergence_sums(t: torch.Tensor, s: torch.Tensor, valid: torch.Tensor, measure: str, eps: float) -> np.ndarray:
-    """Σ over real query rows of the row divergence, for every (teacher head, student head) pair: [H_t, H_s]."""
+    """Σ over each sample's real query rows of the row divergence, for every (teacher head, student head) pair:
+    [N, H_t, H_s]."""
     t, s = renormalise(t, valid, eps), renormalise(s, valid, eps)
     rows = valid[:, None, :, None].to(t.dtype)  # weights for query rows; padded keys are already 0 in both
-    heads_t, heads_s = t.shape[1], s.shape[1]
+    n, heads_t, heads_s = t.shape[0], t.shape[1], s.shape[1]
     if measure == "kl":
-        # KL(t‖s) = Σ t log t − Σ t log s; the cross term for every head pair is one matrix product.
-        t_rows = (t * rows).transpose(0, 1).reshape(heads_t, -1)
-        self_term = torch.xlogy(t_rows, t_rows).sum(1)
-        log_s = torch.log(s.clamp_min(torch.finfo(s.dtype).tiny)).transpose(0, 1).reshape(heads_s, -1)
-        cross = t_rows @ log_s.T
-        return (self_term[:, None] - cross).numpy()
-    out = np.zeros((heads_t, heads_s))
+        # KL(t‖s) = Σ t log t − Σ t log s; the cross term for every head pair is one matrix product per sample.
+        t_rows = (t * rows).reshape(n, heads_t, -1)
+        self_term = torch.xlogy(t_rows, t_rows).sum(-1)
+        log_s = torch.log(s.clamp_min(torch.finfo(s.dtype).tiny)).reshape(n, heads_s, -1)
+        cross = t_rows @ log_s.transpose(1, 2)
+        return (self_term[:, :, None] - cross).numpy()
+    out = np.zeros((n, heads_t, heads_s))
     for h in range(heads_t):
         p = t[:, h : h + 1]
         m = 0.5 * (p + s)  # [n, H_s, T, T]
         js = 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)) + 0.5 * (torch.xlogy(s, s) - torch.xlogy(s, m))
-        out[h] = (js.sum(-1) * rows[..., 0]).sum((0, 2)).numpy()
+        out[:, h] = (js.sum(-1) * rows[..., 0]).sum(2).numpy()
     return out
+
+
+def per_sample_divergence(a_t: ArrayLike, a_s: ArrayLike, *, mask: ArrayLike | None = None, measure: str = "kl",
+                          eps: float = EPS) -> np.ndarray:
+    """[N, H_t, H_s] `head_divergence` of each sample alone: its mean row divergence over its real query rows.
+    Weighting sample n by its real rows (``mask[n].sum()``) and averaging gives `head_divergence` of them all."""
+    if measure not in MEASURES:
+        raise InputError(f"unknown attention divergence {measure!r}; choose one of {MEASURES}")
+    t, s = maps_view(a_t, "teacher attention"), maps_view(a_s, "student attention")
+    _check_pair(t, s)
+    valid = as_mask(mask, t.shape[0], t.shape[-1])
+    out = np.zeros((t.shape[0], t.shape[1], s.shape[1]))
+    for block in sample_blocks(t.shape[0], (t.shape[1] + s.shape[1]) * t.shape[-1] ** 2):
+        out[block] = _divergence_sums(as_maps(t[block], "teacher attention"), as_maps(s[block], "student attention"),
+                                      valid[block], measure, eps)
+    out /= np.maximum(valid.sum(1).numpy(), 1)[:, None, None]
+    return np.maximum(out, 0.0) if measure == "kl" else out
 
 
 def head_divergence(a_t: ArrayLike, a_s: ArrayLike, *, mask: ArrayLike | None = None, measure: str = "kl",

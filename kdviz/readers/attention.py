@@ -1,9 +1,9 @@
-"""What the attention views read from a run: one (sample, layer) slice at a time, plus dataset-level head
-divergences computed once per process over the first ``max_samples`` samples (memoised, never written: runs
-may be served read-only).
+"""What the attention views read from a run: each sample's attention digest (per-head summaries, pooled thumbnails,
+layer and head divergences, stored for every sample by capture) and the exact maps of the samples the run kept
+(`Run.attention_samples`).
 
-Nothing here holds a whole [N, L, H, T, T] tensor: per-sample reads are one layer's [H, T, T]; dataset
-aggregates stream blocks of samples.
+Nothing here holds a whole [N, L, H, T, T] tensor: a sample's exact maps are read one layer [H, T, T] at a time;
+the dataset-level divergences are weighted means of the stored per-sample ones, over every sample.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from kdviz.errors import MissingDataError
 from kdviz.metrics import attention as attn
+from kdviz.metrics import attention_digest as digest
 from kdviz.metrics.features import suggest_layer_map
 from kdviz.readers.memo import Memo
 from kdviz.store import ModelSide, Run
@@ -72,7 +73,8 @@ class AttentionData:
 
     @property
     def n_tokens(self) -> int:
-        return int(self.run.teacher.attention(0).shape[-1])
+        """Tokens per sample as stored (padded samples included)."""
+        return int(self.run.meta["capture"].get("attention_tokens") or self.run.teacher.attention(0).shape[-1])
 
     @property
     def layer_map(self) -> list[tuple[int, int]]:
@@ -94,13 +96,59 @@ class AttentionData:
         return attn.token_positions(self.n_tokens)
 
     # ---- one sample ---------------------------------------------------------------------------
+    def exact_row(self, sample: int) -> int | None:
+        """The row of ``sample`` in the exact maps, or None when the run keeps only its digest."""
+        return self._exact_rows.get(int(sample))
+
+    def has_exact(self, sample: int) -> bool:
+        return self.exact_row(sample) is not None
+
+    @cached_property
+    def _exact_rows(self) -> dict[int, int]:
+        return {sample: row for row, sample in enumerate(self.run.attention_samples)}
+
+    def exact_note(self) -> str:
+        """Which samples have exact maps, and how to keep others, in words."""
+        kept = self.run.attention_samples
+        which = ("none" if not kept else f"sample {kept[0]}" if len(kept) == 1
+                 else f"samples {kept[0]}–{kept[-1]}" if kept == list(range(kept[0], kept[-1] + 1))
+                 else f"{len(kept)} samples ({', '.join(map(str, kept[:5]))}{', …' if len(kept) > 5 else ''})")
+        return f"exact maps kept for {which}: capture with attention_samples=[…] to keep others"
+
     def maps(self, role: str, layer: int, sample: int) -> np.ndarray:
-        """[H, T, T] float32 attention of one layer for one sample (one chunk read)."""
-        return self.side(role).attention(layer)[sample].astype(np.float32)
+        """[H, T, T] float32 exact attention of one layer for one sample (one chunk read)."""
+        return self.side(role).attention(layer)[self._require_exact(sample)].astype(np.float32)
 
     def head_map(self, role: str, layer: int, head: int, sample: int) -> np.ndarray:
-        """[T, T] float32 attention of one head."""
-        return self.side(role).attention(layer)[sample, head].astype(np.float32)
+        """[T, T] float32 exact attention of one head."""
+        return self.side(role).attention(layer)[self._require_exact(sample), head].astype(np.float32)
+
+    def _require_exact(self, sample: int) -> int:
+        row = self.exact_row(sample)
+        if row is None:
+            raise MissingDataError(f"sample {sample} of run {self.run.name!r} has no exact attention maps, only their "
+                                   f"digest; {self.exact_note()}")
+        return row
+
+    def thumbnails(self, role: str, layer: int, sample: int) -> np.ndarray:
+        """[H, s, s] float32 attention of one layer on one sample pooled at capture over its real tokens, s = min(real
+        tokens, the stored side): keys summed and queries averaged per bin, so rows sum to 1."""
+        side = self.thumbnail_side(sample)
+        return self.side(role).attention_thumbnails(layer)[sample][:, :side, :side].astype(np.float32)
+
+    def thumbnail_side(self, sample: int) -> int:
+        """Bins per side of one sample's thumbnails (fewer than `grid_side` when it has fewer real tokens)."""
+        return digest.thumbnail_side(self.n_real(sample), self.grid_side)
+
+    @property
+    def grid_side(self) -> int:
+        """Bins per side of the stored thumbnails: min(tokens, `metrics.attention_digest.THUMBNAIL_SIDE`)."""
+        return int(self.run.meta["capture"].get("attention_thumbnail") or min(self.n_tokens, digest.THUMBNAIL_SIDE))
+
+    def n_real(self, sample: int) -> int:
+        """Real tokens of one sample (all of them without a padding mask)."""
+        mask = self.mask(sample)
+        return int(mask.sum()) if mask is not None else self.n_tokens
 
     def mask(self, sample: int | slice) -> np.ndarray | None:
         """[T] (or [n, T]) bool, True for real tokens; None when the run has no padding mask."""
@@ -127,41 +175,80 @@ class AttentionData:
         return self.run.thumbnails[sample] if self.run.thumbnails is not None else None
 
     def _sample_summaries(self, role: str, sample: int, summary: str) -> np.ndarray:
-        """[L, H] one `metrics.attention.SUMMARIES` value of every head on one sample."""
-        mask = self.mask(sample)
-        positions = self.positions(role)
-        return _stack_ragged([attn.head_summaries(self.maps(role, layer, sample), mask=None if mask is None else mask[None],
-                                                  positions=positions, which=[summary])[summary]
+        """[L, H] one `metrics.attention.SUMMARIES` value of every head on one sample, as capture stored it."""
+        names = self.run.meta["capture"].get("attention_summaries", [])
+        if summary not in names:
+            raise MissingDataError(f"run {self.run.name!r} stores the head summaries {names}, not {summary!r}")
+        column = names.index(summary)
+        return _stack_ragged([self.side(role).attention_summaries(layer)[sample][:, column].astype(np.float64)
                               for layer in range(len(self.layers(role)))])
 
     def rollout(self, role: str, sample: int) -> np.ndarray:
-        """[T, T] attention rollout of one sample through all of the model's captured layers."""
+        """[T, T] attention rollout of one sample through all of the model's captured layers (exact maps only)."""
         return attn.rollout([self.maps(role, layer, sample) for layer in range(len(self.layers(role)))])[0]
 
-    # ---- dataset level (first max_samples samples) ---------------------------------------------
-    def _blocks(self, per_sample: int) -> list[slice]:
-        return attn.sample_blocks(self.max_samples, per_sample)
+    # ---- dataset level (every sample, from the stored per-sample divergences) -------------------------
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """[N] real query rows of each sample: the weights of its divergences in a dataset mean."""
+        if self.run.attention_mask is None:
+            return np.full(self.run.n_samples, self.n_tokens, np.int64)
+        return np.asarray(self.run.attention_mask[:], np.int64).sum(1)
+
+    @property
+    def scope(self) -> str:
+        """Which samples the dataset-level views average, in words."""
+        return f"all {self.run.n_samples:,} samples"
 
     def _pair_divergence(self, teacher_layer: int, student_layer: int) -> np.ndarray:
-        """[H_t, H_s] head divergence of one layer pair over the first ``max_samples`` samples."""
+        """[H_t, H_s] head divergence of one layer pair over every sample (a pair of the run's layer map), or over the
+        samples with exact maps (any other pair)."""
         self.require_attention()
+        if self.measure != "kl":
+            raise MissingDataError(f"capture stores KL between heads; the {self.measure!r} measure is not stored")
+        stored = self.run.attention_head_divergence(teacher_layer, student_layer)
+        if stored is not None:
+            return digest.weighted_mean(stored[:], self.rows)
+        kept = self.run.attention_samples
+        if not kept:
+            raise MissingDataError(
+                f"the heads of teacher layer {teacher_layer} and student layer {student_layer} were not compared: capture "
+                "compares the layer map's pairs, and this run kept no exact maps for others; capture with "
+                "layer_map= pairing these layers, or attention_samples= to keep exact maps")
         acc = attn.HeadDivergence(self.measure)
         t_array, s_array = self.run.teacher.attention(teacher_layer), self.run.student.attention(student_layer)
         per_sample = (t_array.shape[1] + s_array.shape[1]) * self.n_tokens ** 2
-        for block in self._blocks(per_sample):
-            acc.update(t_array[block], s_array[block], self.mask(block))
+        for block in attn.sample_blocks(len(kept), per_sample):
+            mask = None if self.run.attention_mask is None else self.run.attention_mask[kept[block]].astype(bool)
+            acc.update(t_array[block], s_array[block], mask)
         return acc.result()
+
+    def sample_head_divergence(self, teacher_layer: int, student_layer: int, sample: int) -> np.ndarray | None:
+        """[H_t, H_s] head divergence of one layer pair on one sample: stored for the layer map's pairs, computed from
+        exact maps for others; None when neither is there."""
+        stored = self.run.attention_head_divergence(teacher_layer, student_layer)
+        if stored is not None:
+            return np.asarray(stored[sample], np.float64)
+        if not self.has_exact(sample):
+            return None
+        mask = self.mask(sample)
+        return attn.head_divergence(self.maps("teacher", teacher_layer, sample), self.maps("student", student_layer, sample),
+                                    mask=None if mask is None else mask[None])
 
     def match(self, teacher_layer: int, student_layer: int) -> attn.HeadMatch:
         return attn.match_heads(self.pair_divergence(teacher_layer, student_layer))
 
     def follow(self, teacher_layer: int, teacher_head: int) -> tuple[int, int]:
         """The student (layer, head) to show beside a teacher head: the mapped layer (or the closest by divergence),
-        and the matched head (or, for a teacher head left unmatched, the closest student head)."""
+        and the matched head (or, for a teacher head left unmatched, the closest student head). A layer pair whose heads
+        were never compared (not in the layer map, and no exact maps kept) shows the student's head 0."""
         s_layer = self.mapped_student_layer(teacher_layer)
         if s_layer is None:
             s_layer = int(self.layer_similarity()[teacher_layer].argmin())
-        s_head = self.match(teacher_layer, s_layer).student_of(teacher_head)
+        try:
+            s_head = self.match(teacher_layer, s_layer).student_of(teacher_head)
+        except MissingDataError:
+            return s_layer, 0
         if s_head is None:
             s_head = int(self.pair_divergence(teacher_layer, s_layer)[teacher_head].argmin())
         return s_layer, s_head
@@ -180,19 +267,10 @@ class AttentionData:
         return out
 
     def layer_similarity(self) -> np.ndarray:
-        """[L_t, L_s] divergence of head-averaged attention between every teacher and student layer."""
+        """[L_t, L_s] divergence of head-averaged attention between every teacher and student layer, over every sample."""
         self.require_attention()
-
-        def compute() -> np.ndarray:
-            n_t, n_s = len(self.layers("teacher")), len(self.layers("student"))
-            acc = attn.LayerDivergence(n_t, n_s, self.measure)
-            per_sample = (sum(self.heads("teacher")) + sum(self.heads("student"))) * self.n_tokens ** 2
-            for block in self._blocks(per_sample):
-                acc.update([self.run.teacher.attention(i)[block] for i in range(n_t)],
-                           [self.run.student.attention(j)[block] for j in range(n_s)], self.mask(block))
-            return acc.result()
-
-        return self.memo.get(("layer_similarity",), compute)
+        return self.memo.get(("layer_similarity",),
+                             lambda: digest.weighted_mean(self.run.attention_layer_divergence[:], self.rows))
 
     def suggested_map(self) -> list[tuple[int, int]]:
         """The monotone (student, teacher) layer map with the lowest total divergence."""

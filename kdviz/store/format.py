@@ -18,7 +18,9 @@ from kdviz.errors import (
 )
 from kdviz.meta_schema import validate_meta
 
-SCHEMA_VERSION = 2  # 2: checksummed chunks and manifest.json (`kdviz.integrity`); 1 is still read
+# 3: each sample's attention digest, exact maps for `capture.attention_samples` only; 2: checksummed chunks and
+# manifest.json (`kdviz.integrity`). 1 and 2 are still read (the attention views need 3).
+SCHEMA_VERSION = 3
 META_FILE = remote.META_FILE
 READ_ERRORS = (ValueError, RuntimeError, OSError, EOFError)  # what zarr and its codecs raise for damaged bytes
 CHUNK_TARGET_BYTES = 2 * 1024 * 1024

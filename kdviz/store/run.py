@@ -133,7 +133,26 @@ class ModelSide:
         return self._run.array(key)
 
     def attention(self, layer: int | str) -> LazyArray:
-        """[N, H, T, T] attention probabilities of one layer, by index or by layer name."""
+        """[K, H, T, T] exact attention probabilities of one layer (by index or name) for the K samples the run kept
+        exact (`Run.attention_samples`; every sample in runs of schema 2 and earlier)."""
+        return self._run.array(layout.attention(self.role, self._attention_index(layer)))
+
+    def attention_summaries(self, layer: int | str) -> LazyArray:
+        """[N, H, S] per-head summaries of one layer on every sample (S: ``meta.capture.attention_summaries``)."""
+        return self._digest(layout.attention_summaries(self.role, self._attention_index(layer)))
+
+    def attention_thumbnails(self, layer: int | str) -> LazyArray:
+        """[N, H, P, P] float16 attention of one layer on every sample, pooled over its real tokens into
+        min(real tokens, P) bins a side (top left; rows sum to 1)."""
+        return self._digest(layout.attention_thumbnails(self.role, self._attention_index(layer)))
+
+    def _digest(self, key: str) -> LazyArray:
+        if not self._run.has(key):
+            raise MissingDataError(f"run {self._run.name!r} has no attention digest ({key!r}): it was captured by an earlier "
+                                   "kdviz (run schema 2), which kept exact maps only; capture it again to use the attention views")
+        return self._run.array(key)
+
+    def _attention_index(self, layer: int | str) -> int:
         layers = self.attention_layers
         if not layers:
             raise MissingDataError(
@@ -151,7 +170,7 @@ class ModelSide:
                     f"{self.role} attention layer {layer} is out of range: the run has {len(layers)} layers (0..{len(layers) - 1})"
                 )
             index %= len(layers)
-        return self._run.array(layout.attention(self.role, index))
+        return index
 
     def features(self, name: str) -> LazyArray:
         """[N, ...] output of one hooked module, as captured (conv maps stay [N, C, H, W])."""
@@ -427,6 +446,23 @@ class Run:
     def attention_mask(self) -> LazyArray | None:
         """[N, T] 1 on real tokens, 0 on padding, for text runs (None for other inputs)."""
         return self.array(layout.ATTENTION_MASK) if self.has(layout.ATTENTION_MASK) else None
+
+    @property
+    def attention_samples(self) -> list[int]:
+        """The samples whose exact attention maps the run keeps, in the row order of ``side.attention(layer)``."""
+        kept = self.meta.get("capture", {}).get("attention_samples")
+        return list(range(self.n_samples)) if kept is None else [int(i) for i in kept]
+
+    @property
+    def attention_layer_divergence(self) -> LazyArray:
+        """[N, L_t, L_s] per sample, KL between the head-averaged attention of every teacher and student layer."""
+        return self.teacher._digest(layout.ATTENTION_LAYER_DIVERGENCE)
+
+    def attention_head_divergence(self, teacher_layer: int, student_layer: int) -> LazyArray | None:
+        """[N, H_t, H_s] per sample, KL between every head of a mapped layer pair; None for a pair not in the run's
+        layer map (its heads are compared on the exact maps kept)."""
+        key = layout.attention_head_divergence(int(teacher_layer), int(student_layer))
+        return self.array(key) if self.has(key) else None
 
     @property
     def thumbnails(self) -> LazyArray | None:

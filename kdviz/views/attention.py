@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from kdviz.errors import InputError, MissingDataError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import attention as attn
+from kdviz.metrics.attention_digest import bin_starts, pool_map
 from kdviz.metrics.features import map_total
 from kdviz.readers.attention import ROLES, AttentionData
 from kdviz.text import escape_label
@@ -31,21 +32,13 @@ SUMMARY_LABELS = {**attn.SUMMARIES, "match": "divergence to matched head"}
 
 
 # ---- array shaping for the browser -----------------------------------------------------------------
-def pool_map(a: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink a [T, T] attention map to at most [side, side] by token bins: keys summed, queries averaged, so every
-    row still sums to 1. Returns the map and the bin start indices [S]."""
-    t = a.shape[-1]
-    if t <= side:
-        return a, np.arange(t)
-    edges = np.linspace(0, t, side + 1).round().astype(int)[:-1]
-    counts = np.diff(np.append(edges, t))
-    pooled = np.add.reduceat(np.add.reduceat(a, edges, axis=1), edges, axis=0) / counts[:, None]
-    return pooled, edges
-
-
 def thumbnail(a: np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
-    """[s, s] uint8 of a [T, T] map pooled to ≤ ``side`` and scaled to its own maximum (patterns, not levels)."""
+    """[side, side] uint8 of a [T, T] map pooled to ≤ ``side`` bins (a shorter map is enlarged, each bin a block of
+    cells) and scaled to its own maximum (patterns, not levels)."""
     pooled, _ = pool_map(a.astype(np.float64), side)
+    if pooled.shape[-1] < side:
+        index = np.arange(side) * pooled.shape[-1] // side
+        pooled = pooled[np.ix_(index, index)]
     top = pooled.max()
     return np.zeros(pooled.shape, np.uint8) if top <= 0 else np.rint(255 * pooled / top).astype(np.uint8)
 
@@ -103,13 +96,13 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
     fig = make_subplots(rows=1, cols=2, column_widths=[heads["teacher"], heads["student"]],
                         horizontal_spacing=spacing / plot_width,
                         subplot_titles=[f"{role} · {escape_label(data.side(role).name)}" for role in ROLES])
-    cell = min(THUMBNAIL, data.n_tokens)
+    cell = data.grid_side
     shapes: list[dict] = []
     for col, role in enumerate(ROLES, start=1):
         n_layers = len(data.layers(role))
         composite = np.zeros((n_layers * (cell + GAP) - GAP, heads[role] * (cell + GAP) - GAP), np.uint8)
         for layer in range(n_layers):
-            maps = data.maps(role, layer, sample)
+            maps = data.thumbnails(role, layer, sample)
             for head in range(maps.shape[0]):
                 y0, x0 = layer * (cell + GAP), head * (cell + GAP)
                 composite[y0:y0 + cell, x0:x0 + cell] = thumbnail(maps[head], cell)
@@ -142,9 +135,10 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                          ticktext=[f"L{lay}" for lay in range(n_layers)], range=[rows * (cell + GAP) - GAP + 1, -2],
                          showgrid=False, zeroline=False, row=1, col=col)
         fig.update_xaxes(range=[-2, heads[role] * (cell + GAP) - GAP + 1], row=1, col=col)
-    scope = f"the first {data.max_samples} samples (matching)" if summary == "match" else f"sample {sample}"
+    scope = f"{data.scope} (matching)" if summary == "match" else f"sample {sample}"
     title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + theme.subtitle(f"frame colour over {scope}")
-             + theme.subtitle("thumbnail: the head's attention on this sample (queries × keys), scaled to its own maximum")
+             + theme.subtitle(f"thumbnail: the head's attention on this sample (queries × keys) pooled into ≤{data.grid_side} "
+                              "bins at capture, scaled to its own maximum")
              + theme.subtitle("click a head to open it"))
     fig.update_layout(shapes=shapes + [_selection_mark(data, role, (selected or {}).get(role)) for role in ROLES])
     _finish(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
@@ -162,7 +156,7 @@ def _frame(role: str, layer: int, head: int, cell: int, pad: float) -> dict:
 
 def _selection_mark(data: AttentionData, role: str, chosen: tuple[int, int] | None) -> dict:
     """The dark frame over one model's chosen head (hidden without a choice): the last two shapes of a head grid."""
-    cell = min(THUMBNAIL, data.n_tokens)
+    cell = data.grid_side
     layer, head = chosen if chosen is not None else (0, 0)
     return {**_frame(role, int(layer), int(head), cell, pad=1.5), "visible": chosen is not None,
             "line": {"color": theme.HIGHLIGHT, "width": 4}}
@@ -240,17 +234,28 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
         if not 0 <= layer < len(data.layers(role)) or not 0 <= head < data.heads(role)[layer]:
             raise InputError(f"{role} has no layer {layer} head {head}: it has {len(data.layers(role))} layers with heads "
                              f"{data.heads(role)}")
-    t_full, s_full = data.head_map("teacher", t_layer, t_head, sample), data.head_map("student", s_layer, s_head, sample)
     mask = data.mask(sample)
-    n_real = int(mask.sum()) if mask is not None else t_full.shape[-1]
-    start, stop = _window(n_real, window)
-    t_map, starts = pool_map(t_full[start:stop, start:stop].astype(np.float64), max_side)
-    s_map, _ = pool_map(s_full[start:stop, start:stop].astype(np.float64), max_side)
-    starts = starts + start
+    n_real = data.n_real(sample)
+    exact = data.has_exact(sample)
+    if exact:
+        t_full = data.head_map("teacher", t_layer, t_head, sample)
+        s_full = data.head_map("student", s_layer, s_head, sample)
+        start, stop = _window(n_real, window)
+        t_map, starts = pool_map(t_full[start:stop, start:stop].astype(np.float64), max_side)
+        s_map, _ = pool_map(s_full[start:stop, start:stop].astype(np.float64), max_side)
+        starts = starts + start
+    else:  # the digest's thumbnails: pooled over the real tokens while capturing
+        if window is not None:
+            raise InputError(f"sample {sample} has no exact attention maps, so no token window can be shown; "
+                             f"{data.exact_note()}")
+        start, stop = 0, n_real
+        t_map = data.thumbnails("teacher", t_layer, sample)[t_head].astype(np.float64)
+        s_map = data.thumbnails("student", s_layer, sample)[s_head].astype(np.float64)
+        starts = bin_starts(n_real, data.grid_side)
     pooled = len(starts) < stop - start
     labels = token_labels(data.tokens(sample), starts, stop)
     layout = data.grid("teacher") if data.image(sample) is not None else None
-    rows = 2 if layout and data.grid("student") == layout else 1
+    rows = 2 if exact and layout and data.grid("student") == layout else 1
     match = data.match(t_layer, s_layer) if data.mapped_student_layer(t_layer) == s_layer else None
     matched = match is not None and match.student_of(t_head) == s_head
     closest = (not matched and match is not None
@@ -290,12 +295,21 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
                          tickfont={"size": 10}, row=1, col=col)
     if rows == 2:
         _query_overlay_row(fig, data, t_full, s_full, sample, layout, query)
-    kl = attn.head_divergence(t_full[None, None], s_full[None, None], mask=None if mask is None else mask[None])[0, 0]
-    detail = [f"sample {sample}", f"KL(teacher ‖ student) per query: {kl:.3f} nats",
+    if exact:
+        kl: float | None = attn.head_divergence(t_full[None, None], s_full[None, None],
+                                                mask=None if mask is None else mask[None])[0, 0]
+    else:
+        stored = data.sample_head_divergence(t_layer, s_layer, sample)
+        kl = None if stored is None else float(stored[t_head, s_head])
+    detail = [f"sample {sample}", "KL(teacher ‖ student) per query: " + (f"{kl:.3f} nats" if kl is not None else
+                                                                         "not stored for this layer pair"),
               {"linear": "linear colour scale", "log": f"log colour scale from {LOG_FLOOR:g}",
                "row": "each query row scaled to its largest"}[shown]]
     how = []
-    if pooled:
+    if not exact:
+        how += [f"{n_real:,} tokens pooled at capture into {len(starts)} bins (keys summed, queries averaged)",
+                data.exact_note()]
+    elif pooled:
         how.append(f"{stop - start:,} tokens pooled into {len(starts)} bins (keys summed, queries averaged); "
                    "a token window shows each token")
     elif window is not None:
@@ -343,7 +357,7 @@ def layer_similarity_view(data: AttentionData) -> go.Figure:
     uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
     totals.append(f"uniform: {map_total(matrix, uniform) / len(uniform):.3f}")
     title = (f"Which student layer attends like which teacher layer ({data.measure.upper()} of head-averaged attention, "
-             f"first {data.max_samples} samples)" + theme.subtitle(" · ".join(totals)))
+             f"{data.scope})" + theme.subtitle(" · ".join(totals)))
     return theme.style(fig, title, height=max(380, 150 + 40 * len(t_names)))
 
 
@@ -371,7 +385,7 @@ def head_match_view(data: AttentionData, teacher_layer: int, student_layer: int)
     if match.unmatched_student:
         notes.append(f"unmatched student heads: {', '.join(f'h{h}' for h in match.unmatched_student)}")
     title = (f"Which student head follows which teacher head (teacher L{teacher_layer} ↔ student L{student_layer}, "
-             f"first {data.max_samples} samples)" + theme.subtitle(" · ".join(notes)))
+             f"{data.scope})" + theme.subtitle(" · ".join(notes)))
     return theme.style(fig, title, height=max(360, 160 + 44 * matrix.shape[0]))
 
 
@@ -380,6 +394,14 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
     """Attention rollout of both models for one sample: for a ViT the CLS token's rollout over the image, for text
     the rollout row of the CLS token (encoders) or of the last real token (causal models) over the tokens."""
     data.require_attention()
+    if not data.has_exact(sample):
+        fig = go.Figure()
+        fig.add_annotation(text=f"Rollout multiplies every layer's exact maps, and sample {sample} has only its digest."
+                                f"<br>{data.exact_note()}.", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                           font={"size": 15, "color": theme.NEUTRAL})
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+        return theme.style(fig, "Attention rollout" + theme.subtitle(f"sample {sample}"), height=220, legend=False)
     r_t, r_s = data.rollout("teacher", sample), data.rollout("student", sample)
     layout, image = data.grid("teacher"), data.image(sample)
     if layout and image is not None and layout["prefix"] and data.grid("student") == layout:

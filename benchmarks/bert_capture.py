@@ -1,0 +1,106 @@
+"""BERT-base → DistilBERT at real shapes: run size per sample and capture time ÷ the bare forward of both models.
+
+Teacher BERT-base (12 layers, d768, 12 heads, vocabulary 30,522: 110M parameters), student DistilBERT (6 layers,
+d768, 12 heads: 67M), built from configs with random weights and their default (sdpa) attention. Each case times,
+interleaved in one run, the bare forward of both models over the same batches and ``kdviz.capture`` with its
+defaults (attentions on, hidden states pooled, ``attention_samples="auto"``), writes included. Reported: the ratio,
+the run's size per sample (the bytes of its files) with the largest arrays, and which samples kept exact maps.
+Goal (issue 18): ≤ 1 MB per sample at 512 tokens (137 MB on main before the attention digest).
+
+    python benchmarks/bert_capture.py [--cases 64x128 16x512] [--repeats 1] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import array_sizes, median, run_size, time_interleaved, write_result
+
+import kdviz
+
+MB = 1024 * 1024
+
+
+def bert_pair(tokens: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(max_position_embeddings=max(512, tokens), num_labels=2))
+    student = DistilBertForSequenceClassification(DistilBertConfig(max_position_embeddings=max(512, tokens), n_labels=2))
+    return teacher.eval(), student.eval()
+
+
+def measure(samples: int, tokens: int, repeats: int, batch: int) -> dict:
+    teacher, student = bert_pair(tokens)
+    ids = torch.randint(1000, 30000, (samples, tokens), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1::2, tokens * 3 // 4:] = 0  # every other sample is a quarter padding, as real batches are
+    data = {"input_ids": ids, "attention_mask": mask}
+    batches = [{k: v[i : i + batch] for k, v in data.items()} for i in range(0, samples, batch)]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for inputs in batches:
+                for model in (teacher, student):
+                    model(**inputs)
+
+    workdir = Path(tempfile.mkdtemp(prefix="kdviz-bench-"))
+    written: list[Path] = []
+
+    def capture() -> None:
+        written.append(workdir / f"run{len(written)}.kdviz")
+        kdviz.capture(teacher, student, data, batch_size=batch, path=written[-1], progress=False, device="cpu")
+        if len(written) > 2:  # keep the disk small; deleting is not part of a capture's cost
+            shutil.rmtree(written[-3], ignore_errors=True)
+
+    try:
+        times = time_interleaved({"bare": bare, "capture": capture}, repeats=repeats, warmup=0)
+        size, arrays = run_size(written[-1]), array_sizes(written[-1])
+        kept = kdviz.Run.open(written[-1]).attention_samples
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = median(times["bare"])
+    groups: dict[str, int] = {}
+    for key, value in arrays.items():  # per kind of array: exact maps, digest parts, features, the rest
+        kind = key.split("/")[1] if key.startswith(("teacher/", "student/", "pair/")) else key.split("/")[0]
+        groups[kind] = groups.get(kind, 0) + value
+    result = {
+        "samples": samples, "tokens": tokens, "batch_size": batch,
+        "params_m": [round(sum(p.numel() for p in m.parameters()) / 1e6, 1) for m in (teacher, student)],
+        "seconds_median": {k: median(v) for k, v in times.items()}, "seconds_all": times,
+        "ratio": median(times["capture"]) / base, "run_bytes": size, "mb_per_sample": size / samples / MB,
+        "exact_samples": kept, "bytes_by_kind": dict(sorted(groups.items(), key=lambda item: -item[1])),
+    }
+    print(f"BERT-base → DistilBERT, {samples} × {tokens} tokens (batch {batch}), exact maps kept for {len(kept)} samples")
+    print(f"  bare forward (sdpa) {base:7.1f} s   capture {median(times['capture']):7.1f} s   ratio {result['ratio']:.2f}×")
+    print(f"  run size {size / MB:.1f} MB = {result['mb_per_sample']:.3f} MB per sample (goal ≤ 1 MB at 512 tokens); by kind: "
+          + ", ".join(f"{kind} {value / samples / 1024:.0f} KB" for kind, value in list(groups.items())[:6]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["64x128", "16x512"], help="SAMPLESxTOKENS")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    cases = []
+    for case in args.cases:
+        samples, tokens = (int(v) for v in case.lower().split("x"))
+        cases.append(measure(samples, tokens, args.repeats, args.batch))
+    path = write_result("bert_capture", {"repeats": args.repeats, "cases": cases})
+    print(f"wrote {path}")
+    print(json.dumps({f"{c['samples']}x{c['tokens']}": {"mb_per_sample": round(c["mb_per_sample"], 3),
+                                                        "ratio": round(c["ratio"], 2)} for c in cases}))
+
+
+if __name__ == "__main__":
+    main()
