@@ -3,7 +3,8 @@
 Teacher BERT-base (12 layers, d768, 12 heads, vocabulary 30,522: 110M parameters), student DistilBERT (6 layers,
 d768, 12 heads: 67M), built from configs with random weights and their default (sdpa) attention. Each case times,
 interleaved in one run, the bare forward of both models over the same batches and ``kdviz.capture`` with its
-defaults (attentions on, hidden states pooled, ``attention_samples="auto"``), writes included. Reported: the ratio,
+defaults (attentions on, hidden states pooled, ``attention_samples="auto"``), writes included, and the forward
+capture has to run (eager attention returning every layer's probabilities). Reported: the ratios,
 the run's size per sample (the bytes of its files) with the largest arrays, and which samples kept exact maps.
 Goal (issue 18): ≤ 1 MB per sample at 512 tokens (137 MB on main before the attention digest).
 
@@ -52,6 +53,18 @@ def measure(samples: int, tokens: int, repeats: int, batch: int) -> dict:
                 for model in (teacher, student):
                     model(**inputs)
 
+    def eager() -> None:  # what capture has to run: eager attention that returns every layer's probabilities
+        for model in (teacher, student):
+            model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                for inputs in batches:
+                    for model in (teacher, student):
+                        model(**inputs, output_attentions=True)
+        finally:
+            for model in (teacher, student):
+                model.set_attn_implementation("sdpa")
+
     workdir = Path(tempfile.mkdtemp(prefix="kdviz-bench-"))
     written: list[Path] = []
 
@@ -62,7 +75,7 @@ def measure(samples: int, tokens: int, repeats: int, batch: int) -> dict:
             shutil.rmtree(written[-3], ignore_errors=True)
 
     try:
-        times = time_interleaved({"bare": bare, "capture": capture}, repeats=repeats, warmup=0)
+        times = time_interleaved({"bare": bare, "eager": eager, "capture": capture}, repeats=repeats, warmup=0)
         size, arrays = run_size(written[-1]), array_sizes(written[-1])
         kept = kdviz.Run.open(written[-1]).attention_samples
     finally:
@@ -76,11 +89,13 @@ def measure(samples: int, tokens: int, repeats: int, batch: int) -> dict:
         "samples": samples, "tokens": tokens, "batch_size": batch,
         "params_m": [round(sum(p.numel() for p in m.parameters()) / 1e6, 1) for m in (teacher, student)],
         "seconds_median": {k: median(v) for k, v in times.items()}, "seconds_all": times,
-        "ratio": median(times["capture"]) / base, "run_bytes": size, "mb_per_sample": size / samples / MB,
+        "ratio": median(times["capture"]) / base, "ratio_to_eager": median(times["capture"]) / median(times["eager"]),
+        "run_bytes": size, "mb_per_sample": size / samples / MB,
         "exact_samples": kept, "bytes_by_kind": dict(sorted(groups.items(), key=lambda item: -item[1])),
     }
     print(f"BERT-base → DistilBERT, {samples} × {tokens} tokens (batch {batch}), exact maps kept for {len(kept)} samples")
-    print(f"  bare forward (sdpa) {base:7.1f} s   capture {median(times['capture']):7.1f} s   ratio {result['ratio']:.2f}×")
+    print(f"  bare forward (sdpa) {base:7.1f} s   eager with attentions {median(times['eager']):7.1f} s   capture "
+          f"{median(times['capture']):7.1f} s   ratio {result['ratio']:.2f}× ({result['ratio_to_eager']:.2f}× the eager forward)")
     print(f"  run size {size / MB:.1f} MB = {result['mb_per_sample']:.3f} MB per sample (goal ≤ 1 MB at 512 tokens); by kind: "
           + ", ".join(f"{kind} {value / samples / 1024:.0f} KB" for kind, value in list(groups.items())[:6]))
     return result
@@ -99,7 +114,8 @@ def main() -> None:
     path = write_result("bert_capture", {"repeats": args.repeats, "cases": cases})
     print(f"wrote {path}")
     print(json.dumps({f"{c['samples']}x{c['tokens']}": {"mb_per_sample": round(c["mb_per_sample"], 3),
-                                                        "ratio": round(c["ratio"], 2)} for c in cases}))
+                                                        "ratio": round(c["ratio"], 2),
+                                                        "ratio_to_eager": round(c["ratio_to_eager"], 2)} for c in cases}))
 
 
 if __name__ == "__main__":

@@ -168,10 +168,10 @@ def test_a_digest_only_run_keeps_exact_maps_for_the_chosen_samples(bert_pair_run
     mask = every.attention_mask[:].astype(bool)
     reference = am.layer_divergence([every.teacher.attention(i)[:] for i in range(4)],
                                     [every.student.attention(j)[:] for j in range(2)], mask=mask)
-    np.testing.assert_allclose(data.layer_similarity(), reference, rtol=1e-4, atol=1e-7)  # float32 rows, float64 sums
+    np.testing.assert_allclose(data.layer_similarity(), reference, rtol=1e-4, atol=1e-6)  # float32 maps digested, float16 stored
     pair = some.meta["capture"]["attention_head_pairs"][0]
     reference = am.head_divergence(every.teacher.attention(pair[0])[:], every.student.attention(pair[1])[:], mask=mask)
-    np.testing.assert_allclose(data.pair_divergence(*pair), reference, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(data.pair_divergence(*pair), reference, rtol=1e-4, atol=1e-6)
     assert [0, 0] not in some.meta["capture"]["attention_head_pairs"]  # an unmapped pair: from the exact sample kept
     np.testing.assert_allclose(data.pair_divergence(0, 0), am.head_divergence(
         every.teacher.attention(0)[1], every.student.attention(0)[1], mask=mask[1:2]), rtol=1e-10)

@@ -185,7 +185,8 @@ def test_bert_views_cut_padding_and_use_the_mask_in_divergences(tmp_path):
     assert _bdata_shape(fig.data[0].z) == (9, 9)
     mask = run.array("inputs/attention_mask")[:].astype(bool)
     reference = am.head_divergence(run.teacher.attention(3)[:], run.student.attention(1)[:], mask=mask)
-    np.testing.assert_allclose(data.pair_divergence(3, 1), reference, rtol=1e-4, atol=1e-7)  # float32 rows, stored
+    # the digest is taken from the float32 maps the model gave, the reference from the float16 exact maps stored
+    np.testing.assert_allclose(data.pair_divergence(3, 1), reference, rtol=1e-4, atol=1e-6)
     unmasked = am.head_divergence(run.teacher.attention(3)[:], run.student.attention(1)[:])
     assert not np.allclose(reference, unmasked)
     for make in (lambda: views.head_grid(data, 1, "sink"), lambda: views.layer_similarity_view(data),

@@ -94,7 +94,8 @@ class HuggingFace(ModelFamily):
             )
         if not tap.names:
             tap.names = layer_names(model, len(maps))
-        return list(maps) if keep_graph else [a.detach().to(torch.float16) for a in maps]
+        # as the model computed them: capture digests them in float32 and stores float16 exact maps itself
+        return [a if keep_graph else a.detach() for a in maps]
 
     def hidden_states_of(self, output: Any) -> dict[str, torch.Tensor]:
         states = getattr(output, "hidden_states", None) or ()

@@ -73,13 +73,13 @@ def per_sample_summaries(a: ArrayLike, *, mask: ArrayLike | None = None, positio
             return (values * weights).sum(-1) / count  # [H, T] -> [H]
 
         p = _rows_over(m, real)
-        entropy = query_mean(-torch.xlogy(p, p).sum(-1))
+        entropy = query_mean(torch.special.entr(p).sum(-1))
         located = (valid[i] & placed).to(torch.float32)
         p_located = p if bool(placed.all()) else _rows_over(m, located)
-        dist = query_mean((p_located * distance).sum(-1), located, located.sum().clamp_min(1))
+        dist = query_mean(torch.einsum("hqk,qk->hq", p_located, distance), located, located.sum().clamp_min(1))
         first = query_mean(p[..., 0])
         diagonal = query_mean(torch.diagonal(p, dim1=-2, dim2=-1))
-        share = (real[None, :, None] * p).sum(1) / rows  # [H, T] share of each key over real queries
+        share = torch.einsum("hqk,q->hk", p, real) / rows  # [H, T] share of each key over real queries
         allowed = real[:, None] * real[None, :] * (lower if causal else 1.0)
         fair = (allowed / allowed.sum(-1, keepdim=True).clamp_min(1)).sum(0) / rows  # [T]
         ratio = torch.where(fair > 0, share / torch.where(fair > 0, fair, 1.0), 0.0).max(-1).values
@@ -93,7 +93,7 @@ def per_sample_summaries(a: ArrayLike, *, mask: ArrayLike | None = None, positio
 def _rows_over(m: torch.Tensor, keys: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """[..., T, T] rows restricted to the keys marked in ``keys`` [T] (smoothed by ``eps``) and rescaled to sum 1."""
     p = (m + eps) * keys if eps else m * keys
-    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    return p.div_(p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny))
 
 
 def _row_kl_sums(t: torch.Tensor, s: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
