@@ -207,3 +207,11 @@ def test_views_of_a_digest_only_sample_say_so(bert_pair_runs):
     assert np.asarray(composite.z).shape == (4 * (32 + views.GAP) - views.GAP, 4 * (32 + views.GAP) - views.GAP)
     with pytest.raises(MissingDataError, match="attention_samples"):
         data.maps("teacher", 0, 0)
+
+
+def test_the_overview_writes_long_lists_of_kept_samples_as_ranges():
+    from kdviz.views.overview import plain
+
+    assert plain(list(range(500))) == "0–499 (500 samples)"
+    assert plain([1, 5, 9, 11, 12, 13, 14, 15, 16]) == "1, 5, 9, 11, 12, … (9 samples)"
+    assert plain([0, 1]) == "[0, 1]"  # a short list stays as it is

@@ -146,9 +146,8 @@ class AttentionData:
         return int(self.run.meta["capture"].get("attention_thumbnail") or min(self.n_tokens, digest.THUMBNAIL_SIDE))
 
     def n_real(self, sample: int) -> int:
-        """Real tokens of one sample (all of them without a padding mask)."""
-        mask = self.mask(sample)
-        return int(mask.sum()) if mask is not None else self.n_tokens
+        """Real tokens of one sample (all of them without a padding mask); from `rows`, read once for all samples."""
+        return int(self.rows[sample])
 
     def mask(self, sample: int | slice) -> np.ndarray | None:
         """[T] (or [n, T]) bool, True for real tokens; None when the run has no padding mask."""

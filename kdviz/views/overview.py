@@ -39,9 +39,13 @@ def headline(model: dict[str, Any], task: str) -> tuple[str, str]:
 
 
 def plain(value: Any) -> str:
-    """Settings as text: dicts become ``key=value`` lists."""
+    """Settings as text: dicts become ``key=value`` lists; a long run of sample indices is written as its range."""
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list) and len(value) > 8 and all(isinstance(v, int) for v in value):
+        if value == list(range(value[0], value[-1] + 1)):
+            return f"{value[0]}–{value[-1]} ({len(value):,} samples)"
+        return f"{', '.join(map(str, value[:5]))}, … ({len(value):,} samples)"
     return str(value)
 
 
