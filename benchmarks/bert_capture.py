@@ -7,8 +7,10 @@ defaults (attentions on, hidden states pooled, ``attention_samples="auto"``), wr
 capture has to run (eager attention returning every layer's probabilities). Reported: the ratios,
 the run's size per sample (the bytes of its files) with the largest arrays, and which samples kept exact maps.
 Goal (issue 18): ≤ 1 MB per sample at 512 tokens (137 MB on main before the attention digest).
+With ``--memory``, the peak RSS of a capture and of the eager forward with attentions of the same batches, each in a
+fresh process (VmHWM): after its first batch a capture streams each attention layer into the digest.
 
-    python benchmarks/bert_capture.py [--cases 64x128 16x512] [--repeats 1] [--batch 16]
+    python benchmarks/bert_capture.py [--cases 64x128 16x512] [--repeats 1] [--batch 16] [--memory]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -101,16 +104,45 @@ def measure(samples: int, tokens: int, repeats: int, batch: int) -> dict:
     return result
 
 
+def peak_rss(samples: int, tokens: int, batch: int, what: str) -> float:
+    """Peak RSS (MB) of a fresh process that builds the pair and runs ``what`` (capture or eager) on the data."""
+    code = f"""
+import sys, tempfile, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from bert_capture import bert_pair
+import kdviz
+teacher, student = bert_pair({tokens})
+ids = torch.randint(1000, 30000, ({samples}, {tokens}), generator=torch.Generator().manual_seed(1))
+data = {{"input_ids": ids, "attention_mask": torch.ones_like(ids)}}
+if {what!r} == "capture":
+    kdviz.capture(teacher, student, data, batch_size={batch}, path=tempfile.mkdtemp() + "/r.kdviz", progress=False)
+else:
+    for model in (teacher, student):
+        model.set_attn_implementation("eager")
+    with torch.inference_mode():
+        for i in range(0, {samples}, {batch}):
+            for model in (teacher, student):
+                model(**{{k: v[i:i + {batch}] for k, v in data.items()}}, output_attentions=True)
+print(next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+"""
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["64x128", "16x512"], help="SAMPLESxTOKENS")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--memory", action="store_true", help="also the peak RSS of capture and eager forward")
     args = parser.parse_args()
     cases = []
     for case in args.cases:
         samples, tokens = (int(v) for v in case.lower().split("x"))
         cases.append(measure(samples, tokens, args.repeats, args.batch))
+        if args.memory:
+            peaks = {what: peak_rss(samples, tokens, args.batch, what) for what in ("eager", "capture")}
+            cases[-1]["peak_rss_mb"] = peaks
+            print(f"  peak RSS: eager forward with attentions {peaks['eager']:.0f} MB, capture {peaks['capture']:.0f} MB")
     path = write_result("bert_capture", {"repeats": args.repeats, "cases": cases})
     print(f"wrote {path}")
     print(json.dumps({f"{c['samples']}x{c['tokens']}": {"mb_per_sample": round(c["mb_per_sample"], 3),

@@ -69,29 +69,62 @@ class AttentionRecords:
     def records(self, offset: int, mask: torch.Tensor | None, teacher: Sequence[torch.Tensor],
                 student: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
         """The digest rows of this batch for every layer of both models, and the exact maps of its kept samples."""
-        records: dict[str, np.ndarray] = {}
-        layers = {"teacher": teacher, "student": student}
-        length = int(teacher[0].shape[-1])
+        self.start(offset, mask, int(teacher[0].shape[0]), int(teacher[0].shape[-1]))
+        for role, layers in (("teacher", teacher), ("student", student)):
+            for i, maps in enumerate(layers):
+                self.add(role, i, maps)
+        return self.finish()
+
+    # ---- one batch, a layer at a time (the teacher's layers before the student's) ----
+    def start(self, offset: int, mask: torch.Tensor | None, batch_size: int, length: int) -> None:
+        """Begin a batch of ``batch_size`` samples at sample ``offset``, ``length`` tokens, ``mask`` [B, T] or None."""
         if length != self.seq_len and mask is None:
             raise InputError(f"the batch starting at sample {offset} has {length} tokens of attention but the run stores "
                              f"{self.seq_len}, and no attention mask says which are real")
-        valid = attn.as_mask(None if mask is None else mask.cpu(), int(teacher[0].shape[0]), length)
-        keep = kept_rows(self.keep, offset, len(valid))
-        self.kept_indices.extend(offset + i for i in keep)
-        for role in ROLES:
-            positions = self.positions[role][:length]
-            for i, maps in enumerate(layers[role]):
-                maps = maps.detach().cpu()
-                records[layout.attention_summaries(role, i)] = digest.per_sample_summaries(maps, mask=valid, positions=positions)
-                records[layout.attention_thumbnails(role, i)] = pad_tokens(
-                    digest.thumbnails(maps, mask=valid, side=self.side), (2, 3), self.side)
-                if keep:
-                    records[layout.attention(role, i)] = pad_tokens(as_numpy(maps[keep].to(torch.float16)), (2, 3),
-                                                                    self.seq_len)
-        records[layout.ATTENTION_LAYER_DIVERGENCE] = digest.layer_divergences(teacher, student, mask=valid)
+        self.offset = offset
+        self.valid = attn.as_mask(None if mask is None else mask.cpu(), batch_size, length)
+        self.keep_rows = kept_rows(self.keep, offset, batch_size)
+        self.batch: dict[str, np.ndarray] = {}
+        self.t_means: dict[int, torch.Tensor] = {}  # the teacher's head means [B, T, T], for the layer divergences
+        self.t_mapped: dict[int, torch.Tensor] = {}  # the teacher's layers in the layer map, until the student's arrive
+        self.layer_rows: dict[int, np.ndarray] = {}
+        self.layers_seen = {role: 0 for role in ROLES}
+
+    def add(self, role: str, layer: int, maps: torch.Tensor) -> None:
+        """Digest one layer's [B, H, T, T] maps; what the student's layers are compared with is kept until then."""
+        maps = maps.detach()
+        length = int(maps.shape[-1])
+        positions = self.positions[role][:length]
+        batch = self.batch
+        batch[layout.attention_summaries(role, layer)] = digest.per_sample_summaries(maps, mask=self.valid,
+                                                                                     positions=positions)
+        batch[layout.attention_thumbnails(role, layer)] = pad_tokens(
+            digest.thumbnails(maps, mask=self.valid, side=self.side), (2, 3), self.side)
+        if self.keep_rows:
+            batch[layout.attention(role, layer)] = pad_tokens(
+                as_numpy(maps[self.keep_rows].to(torch.float16)), (2, 3), self.seq_len)
+        self.layers_seen[role] += 1
+        if role == "teacher":
+            self.t_means[layer] = digest.head_means(maps)
+            if any(t == layer for t, _ in self.pairs):
+                self.t_mapped[layer] = maps
+            return
+        self.layer_rows[layer] = digest.layer_divergences_from_means(
+            [self.t_means[i] for i in sorted(self.t_means)], [digest.head_means(maps)], mask=self.valid)[:, :, 0]
         for t_layer, s_layer in self.pairs:
-            records[layout.attention_head_divergence(t_layer, s_layer)] = digest.head_divergences(
-                teacher[t_layer], student[s_layer], mask=valid)
+            if s_layer == layer:
+                batch[layout.attention_head_divergence(t_layer, s_layer)] = digest.head_divergences(
+                    self.t_mapped[t_layer], maps, mask=self.valid)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """This batch's records, once every layer of both models has been added."""
+        n_t, n_s = self.layers_seen["teacher"], self.layers_seen["student"]
+        if not n_t or n_s != len(self.layer_rows):
+            raise InputError(f"the batch starting at sample {self.offset} gave {n_t} teacher and {n_s} student attention "
+                             "layers; capture needs every layer of both models in every batch")
+        self.batch[layout.ATTENTION_LAYER_DIVERGENCE] = np.stack([self.layer_rows[j] for j in range(n_s)], axis=2)
+        self.kept_indices.extend(self.offset + i for i in self.keep_rows)
+        records, self.batch, self.t_means, self.t_mapped = self.batch, {}, {}, {}
         return records
 
     def settings(self) -> dict[str, Any]:

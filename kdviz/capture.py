@@ -20,7 +20,7 @@ from kdviz import distributed as distributed_module
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.attention_records import AttentionRecords, exact_count
-from kdviz.batching import Batch, count_samples, iter_batches, to_device, token_length
+from kdviz.batching import Batch, count_samples, iter_batches, take_rows, to_device, token_length
 from kdviz.cost import CaptureEstimate, check_free_space, from_records
 from kdviz.errors import CaptureError, InputError
 from kdviz.layer_map import resolve_layer_map
@@ -261,8 +261,11 @@ class CaptureSession:
                     started = time.perf_counter()
                     with torch.inference_mode():
                         inputs = to_device(batch.inputs, self.probes[0].device)
+                        if not self.captured:
+                            self._scout_attention(batch, inputs)
+                        streaming = self._stream_attention(batch)
                         outputs = tuple(probe.forward(inputs) for probe in self.probes)
-                        records = self._records(batch, outputs)
+                        records = self._records(batch, outputs, streaming)
                     self.batch_seconds.append(time.perf_counter() - started)
                     self.captured.append(index)
                     self.batch_sizes.append(batch.size)
@@ -314,7 +317,38 @@ class CaptureSession:
         self.n_samples = first["total"]
 
     # ---- per batch ----
-    def _records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput]) -> dict[str, np.ndarray]:
+    def _scout_attention(self, batch: Batch, inputs: Any) -> None:
+        """Before the first batch of models that can stream their attention: one forward pass of its first sample
+        learns both models' layers, so that every batch, the first included, streams (one sample's cost)."""
+        if self.attention is not None or not all(probe.can_stream for probe in self.probes):
+            return
+        one = take_rows(inputs, torch.zeros(1, dtype=torch.long, device=self.probes[0].device))
+        outputs = tuple(probe.forward(one) for probe in self.probes)
+        main = batch.main_tensor(self.main_input_name)
+        for role, out in zip(ROLES, outputs, strict=True):
+            self._record_structure(role, out, tuple(main.shape))
+        length = self._batch_length(batch)
+        if length is not None and self.seq_len is None:
+            self.seq_len = max(length, self.max_length or 0)
+        self.attention = self._attention_records(outputs)
+
+    def _stream_attention(self, batch: Batch) -> bool:
+        """Both models hand their attention layers to the digest as they compute them, so no model's every layer is
+        held at once (`ModelProbe.stream_attentions`; families that cannot stream collect)."""
+        attention = self.attention
+        sinks = [None, None] if attention is None else [
+            lambda layer, maps, role=role: attention.add(role, layer, maps) for role in ROLES]
+        streaming = all([probe.stream_attentions(sink) for probe, sink in zip(self.probes, sinks, strict=True)])
+        if not streaming:
+            for probe in self.probes:
+                probe.stream_attentions(None)
+            return False
+        length = self._batch_length(batch)
+        attention.start(self.offset, batch.attention_mask, batch.size, length if length is not None else attention.seq_len)
+        return True
+
+    def _records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput],
+                 streaming: bool = False) -> dict[str, np.ndarray]:
         offset = self.offset
         z_t, z_s = outputs[0].logits, outputs[1].logits
         logit_metrics.check_pair(z_t, z_s)
@@ -329,7 +363,8 @@ class CaptureSession:
             self.summary_token = self._summary_token(task)
             main = batch.main_tensor(self.main_input_name)
             for role, out in zip(ROLES, outputs, strict=True):
-                self._record_structure(role, out, tuple(main.shape))
+                if role not in self.structure:  # learnt already when a first sample was scouted
+                    self._record_structure(role, out, tuple(main.shape))
         records: dict[str, np.ndarray] = {}
         records.update(self._input_records(batch))  # the first batch sets the stored length
         if not self.captured and self.attention is None:
@@ -341,9 +376,11 @@ class CaptureSession:
                             for key, rows in task_records.items()}
         records.update(task_records)
         mask = batch.attention_mask
-        for role, out in zip(ROLES, outputs, strict=True):
-            self._check_structure(role, out)
-        if self.attention is not None:
+        for role, out, probe in zip(ROLES, outputs, self.probes, strict=True):
+            self._check_structure(role, out, probe.streamed if streaming else len(out.attentions))
+        if streaming:
+            records.update(self.attention.finish())
+        elif self.attention is not None:
             records.update(self.attention.records(offset, mask, outputs[0].attentions, outputs[1].attentions))
         for role, out in zip(ROLES, outputs, strict=True):
             records.update(self._feature_records(role, out.features, mask, length))
@@ -490,9 +527,9 @@ class CaptureSession:
             "spatial_names": list(out.spatial),
         }
 
-    def _check_structure(self, role: str, out: ProbeOutput) -> None:
+    def _check_structure(self, role: str, out: ProbeOutput, attention_layers: int) -> None:
         known = self.structure[role]
-        if len(out.attentions) != len(known["heads"]) or list(out.features) != known["feature_names"]:
+        if attention_layers != len(known["heads"]) or list(out.features) != known["feature_names"]:
             raise CaptureError(f"the {role} produced different layers in this batch than in the first one; capture needs a fixed structure")
 
     def meta(

@@ -215,3 +215,27 @@ def test_the_overview_writes_long_lists_of_kept_samples_as_ranges():
     assert plain(list(range(500))) == "0–499 (500 samples)"
     assert plain([1, 5, 9, 11, 12, 13, 14, 15, 16]) == "1, 5, 9, 11, 12, … (9 samples)"
     assert plain([0, 1]) == "[0, 1]"  # a short list stays as it is
+
+
+def test_after_the_first_batch_layers_are_digested_as_the_models_compute_them(bert_pair_runs):
+    """Every batch streams each Hugging Face attention layer into the digest (no model's every layer is held): the
+    probes count the layers streamed, and the runs above, captured so, matched the exact maps sample by sample."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kdviz.adapters.probe import ModelProbe
+    from kdviz.capture import CaptureSession
+
+    common = {"vocab_size": 50, "max_position_embeddings": 32, "num_labels": 2, "attn_implementation": "sdpa"}
+    teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=3, num_attention_heads=2, hidden_size=16,
+                                                       intermediate_size=16, **common))
+    student = BertForSequenceClassification(BertConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=16,
+                                                       intermediate_size=16, **common))
+    ids = torch.randint(1, 50, (6, 20), generator=torch.Generator().manual_seed(3))
+    probes = tuple(ModelProbe(model, role, layers=None, attentions=True, device=torch.device("cpu"))
+                   for model, role in ((teacher, "teacher"), (student, "student")))
+    session = CaptureSession(probes, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, batch_size=2,
+                             progress=False)
+    streamed = [(probes[0].streamed, probes[1].streamed, sorted(records)) for records in session]
+    assert [s[:2] for s in streamed] == [(3, 1), (3, 1), (3, 1)]  # a first sample, scouted, taught the layers
+    assert streamed[0][2] == streamed[1][2] == streamed[2][2]  # the same arrays either way
+    assert teacher.config._attn_implementation == "sdpa"  # switched to eager for the capture and back

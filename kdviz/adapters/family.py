@@ -48,6 +48,12 @@ class ModelFamily:
         """Make the model's attention probabilities readable for the capture; everything is undone by ``stack``."""
         return AttentionTap()
 
+    def attention_modules(self, model: nn.Module) -> tuple[list[nn.Module], int] | None:
+        """The modules whose forward output holds one layer's attention probabilities each, in layer order, and the
+        index of the probabilities in that output: capture can then take each layer as it is computed instead of
+        holding all of them (None: the family collects them after the forward pass)."""
+        return None
+
     def gives_hidden_states(self, model: nn.Module) -> bool:
         """Whether the model returns every layer's hidden states when asked (recorded as features by default)."""
         return False

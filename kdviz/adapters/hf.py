@@ -74,6 +74,23 @@ class HuggingFace(ModelFamily):
     def tap_attentions(self, model: nn.Module, role: str, stack: contextlib.ExitStack, *, keep_graph: bool) -> AttentionTap:
         return AttentionTap("output_attentions", stack.enter_context(eager_attention(model, role)))
 
+    def attention_modules(self, model: nn.Module) -> tuple[list[nn.Module], int] | None:
+        # transformers ≥ 5 names the class whose output carries the attention weights in _can_record_outputs; under
+        # eager attention those modules return the weights whether or not output_attentions is set
+        for sub in model.modules():
+            spec = (getattr(type(sub), "_can_record_outputs", None) or {}).get("attentions")
+            if spec is None:
+                continue
+            target = spec if isinstance(spec, type) else getattr(spec, "target_class", None)
+            index = 1 if isinstance(spec, type) else int(getattr(spec, "index", 1))
+            layer_name = None if isinstance(spec, type) else getattr(spec, "layer_name", None)
+            if target is None:
+                return None
+            found = [m for name, m in sub.named_modules() if isinstance(m, target)
+                     and (layer_name is None or f".{layer_name.strip('.')}." in f".{name}.")]
+            return (found, index) if found else None
+        return None
+
     def gives_hidden_states(self, model: nn.Module) -> bool:
         return True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,9 @@ class ModelProbe:
         self._head_input: torch.Tensor | None = None
         self._stack = contextlib.ExitStack()
         self._features: FeatureHooks | None = None
+        self._stream: Callable[[int, torch.Tensor], None] | None = None  # where streamed layers go (`stream_attentions`)
+        self._streamable = False
+        self.streamed = 0  # layers handed to the stream in the last forward pass
 
     # ---- lifecycle ----
     def __enter__(self) -> ModelProbe:
@@ -98,6 +101,13 @@ class ModelProbe:
             stack.callback(model.to, original_device)
         if self.want_attentions:
             self.tap = self.family.tap_attentions(model, self.role, stack, keep_graph=self.keep_graph)
+            modules = None if self.keep_graph else self.family.attention_modules(model)
+            if modules is not None:
+                layers, index = modules
+                for layer, module in enumerate(layers):
+                    handle = module.register_forward_hook(self._streaming_hook(layer, index))
+                    stack.callback(handle.remove)
+                self._streamable = True
         head = self.family.output_head(model) if self.head_logits else None
         if head is not None:
             self._head = head
@@ -111,14 +121,41 @@ class ModelProbe:
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
 
+    # ---- streaming attention ----
+    @property
+    def can_stream(self) -> bool:
+        """Whether `stream_attentions` can hand this model's attention layers over as they are computed."""
+        return self._streamable
+
+    def stream_attentions(self, sink: Callable[[int, torch.Tensor], None] | None) -> bool:
+        """From the next forward pass on, hand each layer's [B, H, T, T] attention to ``sink(layer, maps)`` as the
+        model computes it, instead of collecting every layer (``None``: collect again). False when the model's family
+        cannot stream (the attentions are then collected as before)."""
+        self._stream = sink if self._streamable else None
+        return self._stream is not None
+
+    def _streaming_hook(self, layer: int, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self._stream is None:
+                return
+            maps = output[index] if isinstance(output, tuple) and len(output) > index else None
+            if not isinstance(maps, torch.Tensor):
+                raise CaptureError(f"the {self.role}'s attention layer {layer} gave no attention weights while streaming; "
+                                   "load it with attn_implementation='eager'")
+            self.streamed += 1
+            self._stream(layer, maps.detach())
+        return hook
+
     # ---- one batch ----
     def forward(self, inputs: torch.Tensor | dict[str, Any]) -> ProbeOutput:
         """Run the model on one batch (already on the device) and collect what was asked for."""
         family, model = self.family, self.model
         self._head_input = None
-        output = family.call(model, inputs, attentions=self.want_attentions, hidden_states=self.hidden_states)
+        self.streamed = 0
+        collect = self.want_attentions and self._stream is None
+        output = family.call(model, inputs, attentions=collect, hidden_states=self.hidden_states)
         result = ProbeOutput(logits=self._logits(output, inputs))
-        if self.want_attentions:
+        if collect:
             result.attentions = family.attentions_of(output, self.tap, self.role, model, keep_graph=self.keep_graph)
         if self.hidden_states:
             result.features.update(family.hidden_states_of(output))
@@ -151,7 +188,11 @@ class ModelProbe:
         self.head_logits, self._head = False, None  # the head is not the last step: take the logits as they come
         self._head_hook.remove()
         self._head_input = None
-        return extract_logits(self.family.call(self.model, inputs, attentions=False, hidden_states=False), self.role)
+        sink, self._stream = self._stream, None  # the layers of this batch were streamed already
+        try:
+            return extract_logits(self.family.call(self.model, inputs, attentions=False, hidden_states=False), self.role)
+        finally:
+            self._stream = sink
 
     @property
     def attention_names(self) -> list[str]:

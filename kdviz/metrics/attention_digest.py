@@ -145,21 +145,31 @@ def thumbnail_side(length: int, stored_side: int) -> int:
     return int(min(length, stored_side))
 
 
+def head_means(a: ArrayLike) -> torch.Tensor:
+    """[N, T, T] float32 head-averaged attention of one layer [N, H, T, T]."""
+    return attn.maps_view(a).to(torch.float32).mean(1).cpu()
+
+
 def layer_divergences(teacher_layers: Sequence[ArrayLike], student_layers: Sequence[ArrayLike], *,
                       mask: ArrayLike | None = None, eps: float = attn.EPS) -> np.ndarray:
     """[N, L_t, L_s] float32: each sample's KL between the head-averaged attention of every teacher and every student
-    layer (`metrics.attention.layer_divergence` of one sample). Each layer is [N, H, T, T].
+    layer (`metrics.attention.layer_divergence` of one sample). Each layer is [N, H, T, T]."""
+    return layer_divergences_from_means([head_means(a) for a in teacher_layers], [head_means(a) for a in student_layers],
+                                        mask=mask, eps=eps)
 
-    Every layer's head mean is made once per batch; the cross terms of all layer pairs are one batched product per
-    sample (float32 rows, float64 sums over rows)."""
-    t_means = torch.stack([attn.maps_view(a, "teacher attention").to(torch.float32).mean(1) for a in teacher_layers], 1)
-    s_means = torch.stack([attn.maps_view(a, "student attention").to(torch.float32).mean(1) for a in student_layers], 1)
+
+def layer_divergences_from_means(teacher_means: Sequence[torch.Tensor], student_means: Sequence[torch.Tensor], *,
+                                 mask: ArrayLike | None = None, eps: float = attn.EPS) -> np.ndarray:
+    """`layer_divergences` from each layer's head means [N, T, T] (`head_means`): capture keeps only those of the
+    teacher until the student's layers arrive. The cross terms of all layer pairs are one batched product per sample
+    (float32 rows, float64 sums over rows)."""
+    t_means, s_means = torch.stack(list(teacher_means), 1), torch.stack(list(student_means), 1)
     n, length = t_means.shape[0], t_means.shape[-1]
     valid = attn.as_mask(mask, n, length)
     out = np.zeros((n, t_means.shape[1], s_means.shape[1]))
     for i in range(n):
         real = valid[i].to(torch.float32)
-        out[i] = _row_kl_sums(_rows_over(t_means[i].cpu(), real, eps), _rows_over(s_means[i].cpu(), real, eps),
+        out[i] = _row_kl_sums(_rows_over(t_means[i], real, eps), _rows_over(s_means[i], real, eps),
                               real) / max(float(real.sum()), 1.0)
     return np.maximum(out, 0.0).astype(np.float32)
 
