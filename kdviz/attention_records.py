@@ -85,10 +85,8 @@ class AttentionRecords:
         self.valid = attn.as_mask(None if mask is None else mask.cpu(), batch_size, length)
         self.keep_rows = kept_rows(self.keep, offset, batch_size)
         self.batch: dict[str, np.ndarray] = {}
-        self.t_means: dict[int, torch.Tensor] = {}  # the teacher's head means [B, T, T], for the layer divergences
+        self.means: dict[str, list[torch.Tensor]] = {role: [] for role in ROLES}  # head means [B, T, T] per layer
         self.t_mapped: dict[int, torch.Tensor] = {}  # the teacher's layers in the layer map, until the student's arrive
-        self.layer_rows: dict[int, np.ndarray] = {}
-        self.layers_seen = {role: 0 for role in ROLES}
 
     def add(self, role: str, layer: int, maps: torch.Tensor) -> None:
         """Digest one layer's [B, H, T, T] maps; what the student's layers are compared with is kept until then."""
@@ -103,14 +101,11 @@ class AttentionRecords:
         if self.keep_rows:
             batch[layout.attention(role, layer)] = pad_tokens(
                 as_numpy(maps[self.keep_rows].to(torch.float16)), (2, 3), self.seq_len)
-        self.layers_seen[role] += 1
+        self.means[role].append(digest.head_means(maps))
         if role == "teacher":
-            self.t_means[layer] = digest.head_means(maps)
             if any(t == layer for t, _ in self.pairs):
                 self.t_mapped[layer] = maps
             return
-        self.layer_rows[layer] = digest.layer_divergences_from_means(
-            [self.t_means[i] for i in sorted(self.t_means)], [digest.head_means(maps)], mask=self.valid)[:, :, 0]
         for t_layer, s_layer in self.pairs:
             if s_layer == layer:
                 batch[layout.attention_head_divergence(t_layer, s_layer)] = digest.head_divergences(
@@ -118,13 +113,15 @@ class AttentionRecords:
 
     def finish(self) -> dict[str, np.ndarray]:
         """This batch's records, once every layer of both models has been added."""
-        n_t, n_s = self.layers_seen["teacher"], self.layers_seen["student"]
-        if not n_t or n_s != len(self.layer_rows):
+        n_t, n_s = len(self.means["teacher"]), len(self.means["student"])
+        if not n_t or not n_s:
             raise InputError(f"the batch starting at sample {self.offset} gave {n_t} teacher and {n_s} student attention "
                              "layers; capture needs every layer of both models in every batch")
-        self.batch[layout.ATTENTION_LAYER_DIVERGENCE] = np.stack([self.layer_rows[j] for j in range(n_s)], axis=2)
+        self.batch[layout.ATTENTION_LAYER_DIVERGENCE] = digest.layer_divergences_from_means(
+            self.means["teacher"], self.means["student"], mask=self.valid)
         self.kept_indices.extend(self.offset + i for i in self.keep_rows)
-        records, self.batch, self.t_means, self.t_mapped = self.batch, {}, {}, {}
+        records, self.batch, self.t_mapped = self.batch, {}, {}
+        self.means = {role: [] for role in ROLES}
         return records
 
     def settings(self) -> dict[str, Any]:

@@ -327,9 +327,7 @@ class CaptureSession:
         main = batch.main_tensor(self.main_input_name)
         for role, out in zip(ROLES, outputs, strict=True):
             self._record_structure(role, out, tuple(main.shape))
-        length = self._batch_length(batch)
-        if length is not None and self.seq_len is None:
-            self.seq_len = max(length, self.max_length or 0)
+        self._learn_length(batch)
         self.attention = self._attention_records(outputs)
 
     def _stream_attention(self, batch: Batch) -> bool:
@@ -402,6 +400,13 @@ class CaptureSession:
                                else attn_metrics.token_positions(seq_len))
         return AttentionRecords(self.attention_samples, pairs=[(p["teacher"], p["student"]) for p in pairs],
                                 positions=positions, seq_len=seq_len, n_samples=count_samples(self.data), heads=heads)
+
+    def _learn_length(self, batch: Batch) -> int | None:
+        """This text batch's length; the first one sets the stored length (``max_length`` when longer)."""
+        length = self._batch_length(batch)
+        if length is not None and self.seq_len is None:
+            self.seq_len = max(length, self.max_length or 0)
+        return length
 
     def _batch_length(self, batch: Batch) -> int | None:
         main = batch.main_tensor(self.main_input_name)
@@ -479,10 +484,8 @@ class CaptureSession:
     def _input_records(self, batch: Batch) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
         main = batch.main_tensor(self.main_input_name)
-        length = self._batch_length(batch)
+        length = self._learn_length(batch)
         if length is not None:
-            if self.seq_len is None:
-                self.seq_len = max(length, self.max_length or 0)
             if length > self.seq_len:
                 raise InputError(
                     f"the batch starting at sample {self.offset} has {length} tokens but the run stores "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import bert_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,15 +131,8 @@ def test_auto_keeps_exact_maps_within_half_a_megabyte_per_sample():
 # ---- a capture with digest-only samples --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bert_pair_runs(tmp_path_factory):
-    """The same BERT pair and data captured twice: exact maps for sample 1 only, and for every sample."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    common = {"vocab_size": 120, "max_position_embeddings": 128, "num_labels": 3, "attn_implementation": "eager"}
-    teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=4, num_attention_heads=4, hidden_size=32,
-                                                       intermediate_size=64, **common))
-    student = BertForSequenceClassification(BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
-                                                       intermediate_size=32, **common))
+    """The same BERT pair and data captured three times: exact maps for sample 1 only, for every sample, for none."""
+    teacher, student = bert_pair(max_positions=128)
     ids = torch.randint(1, 120, (5, 90), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
     mask[0, 70:] = 0
@@ -220,22 +214,16 @@ def test_the_overview_writes_long_lists_of_kept_samples_as_ranges():
 def test_after_the_first_batch_layers_are_digested_as_the_models_compute_them(bert_pair_runs):
     """Every batch streams each Hugging Face attention layer into the digest (no model's every layer is held): the
     probes count the layers streamed, and the runs above, captured so, matched the exact maps sample by sample."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     from kdviz.adapters.probe import ModelProbe
     from kdviz.capture import CaptureSession
 
-    common = {"vocab_size": 50, "max_position_embeddings": 32, "num_labels": 2, "attn_implementation": "sdpa"}
-    teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=3, num_attention_heads=2, hidden_size=16,
-                                                       intermediate_size=16, **common))
-    student = BertForSequenceClassification(BertConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=16,
-                                                       intermediate_size=16, **common))
-    ids = torch.randint(1, 50, (6, 20), generator=torch.Generator().manual_seed(3))
+    teacher, student = bert_pair("sdpa")
+    ids = torch.randint(1, 120, (6, 20), generator=torch.Generator().manual_seed(3))
     probes = tuple(ModelProbe(model, role, layers=None, attentions=True, device=torch.device("cpu"))
                    for model, role in ((teacher, "teacher"), (student, "student")))
     session = CaptureSession(probes, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, batch_size=2,
                              progress=False)
     streamed = [(probes[0].streamed, probes[1].streamed, sorted(records)) for records in session]
-    assert [s[:2] for s in streamed] == [(3, 1), (3, 1), (3, 1)]  # a first sample, scouted, taught the layers
+    assert [s[:2] for s in streamed] == [(4, 2), (4, 2), (4, 2)]  # a first sample, scouted, taught the layers
     assert streamed[0][2] == streamed[1][2] == streamed[2][2]  # the same arrays either way
     assert teacher.config._attn_implementation == "sdpa"  # switched to eager for the capture and back

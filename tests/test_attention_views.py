@@ -26,14 +26,7 @@ def _bdata_shape(trace_z) -> tuple[int, ...]:
 
 def _bert_run(tmp_path, *, length: int, n: int = 6, tokens=None, pad: bool = True, name: str = "bert.kdviz",
               attention_samples="auto"):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    common = {"vocab_size": 120, "max_position_embeddings": max(64, length), "num_labels": 3, "attn_implementation": "eager"}
-    teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=4, num_attention_heads=4, hidden_size=32,
-                                                       intermediate_size=64, **common))
-    student = BertForSequenceClassification(BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
-                                                       intermediate_size=32, **common))
+    teacher, student = bert_pair(max_positions=max(64, length))
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 120, (n, length), generator=generator)
     mask = torch.ones_like(ids)

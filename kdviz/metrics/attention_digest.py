@@ -160,8 +160,8 @@ def layer_divergences(teacher_layers: Sequence[ArrayLike], student_layers: Seque
 
 def layer_divergences_from_means(teacher_means: Sequence[torch.Tensor], student_means: Sequence[torch.Tensor], *,
                                  mask: ArrayLike | None = None, eps: float = attn.EPS) -> np.ndarray:
-    """`layer_divergences` from each layer's head means [N, T, T] (`head_means`): capture keeps only those of the
-    teacher until the student's layers arrive. The cross terms of all layer pairs are one batched product per sample
+    """`layer_divergences` from each layer's head means [N, T, T] (`head_means`): capture keeps only those while the
+    layers stream by. The cross terms of all layer pairs are one batched product per sample
     (float32 rows, float64 sums over rows)."""
     t_means, s_means = torch.stack(list(teacher_means), 1), torch.stack(list(student_means), 1)
     n, length = t_means.shape[0], t_means.shape[-1]

@@ -139,18 +139,12 @@ class ModelSide:
 
     def attention_summaries(self, layer: int | str) -> LazyArray:
         """[N, H, S] per-head summaries of one layer on every sample (S: ``meta.capture.attention_summaries``)."""
-        return self._digest(layout.attention_summaries(self.role, self._attention_index(layer)))
+        return self._run.attention_digest(layout.attention_summaries(self.role, self._attention_index(layer)))
 
     def attention_thumbnails(self, layer: int | str) -> LazyArray:
         """[N, H, P, P] float16 attention of one layer on every sample, pooled over its real tokens into
         min(real tokens, P) bins a side (top left; rows sum to 1)."""
-        return self._digest(layout.attention_thumbnails(self.role, self._attention_index(layer)))
-
-    def _digest(self, key: str) -> LazyArray:
-        if not self._run.has(key):
-            raise MissingDataError(f"run {self._run.name!r} has no attention digest ({key!r}): it was captured by an earlier "
-                                   "kdviz (run schema 2), which kept exact maps only; capture it again to use the attention views")
-        return self._run.array(key)
+        return self._run.attention_digest(layout.attention_thumbnails(self.role, self._attention_index(layer)))
 
     def _attention_index(self, layer: int | str) -> int:
         layers = self.attention_layers
@@ -456,7 +450,14 @@ class Run:
     @property
     def attention_layer_divergence(self) -> LazyArray:
         """[N, L_t, L_s] per sample, KL between the head-averaged attention of every teacher and student layer."""
-        return self.teacher._digest(layout.ATTENTION_LAYER_DIVERGENCE)
+        return self.attention_digest(layout.ATTENTION_LAYER_DIVERGENCE)
+
+    def attention_digest(self, key: str) -> LazyArray:
+        """One array of the attention digest; a run captured before it (schema 2) is asked to be captured again."""
+        if not self.has(key):
+            raise MissingDataError(f"run {self.name!r} has no attention digest ({key!r}): it was captured by an earlier "
+                                   "kdviz (run schema 2), which kept exact maps only; capture it again to use the attention views")
+        return self.array(key)
 
     def attention_head_divergence(self, teacher_layer: int, student_layer: int) -> LazyArray | None:
         """[N, H_t, H_s] per sample, KL between every head of a mapped layer pair; None for a pair not in the run's
