@@ -3,8 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU wheel of torch 2.13.0 installs without a multi-GB CUDA download; override for a GPU build.
-TORCH_SPEC ?= torch==2.13.0
+# torch is installed first, pinned, so that nothing else pulls a newer multi-GB build. 2.14.1 with torchvision 0.29.1
+# (the pair this machine holds; the CPU-only 2.13.0 wheel cannot import torchvision, which timm needs): the tests
+# build ResNet, MobileNet, ViT and DeiT from configs. Override TORCH_SPEC for another build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PORT ?= 5006
 
 .PHONY: demo test test-fast lint bench clean
@@ -14,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install $(TORCH_SPEC)
 	$(BIN)/pip install -e ".[all]"
 	touch $@
 

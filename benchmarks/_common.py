@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +60,35 @@ def array_sizes(path: Path) -> dict[str, int]:
             key = "/".join(parts[: parts.index("c")]) if "c" in parts else "/".join(parts[:-1]) or parts[0]
             sizes[key] = sizes.get(key, 0) + f.stat().st_size
     return dict(sorted(sizes.items(), key=lambda item: -item[1]))
+
+
+class PeakRSS:
+    """The highest resident memory above the level at entry, sampled every 0.5 ms by a thread (CPU runs).
+
+    ``ru_maxrss`` cannot be used: it is the peak since the process started, which model loading already set.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        import psutil
+
+        self._process = psutil.Process()
+        self.before = self._process.memory_info().rss
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def rise(self) -> int:
+        return self.peak - self.before

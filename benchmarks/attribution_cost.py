@@ -18,14 +18,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, time_interleaved, write_result
+from _common import PeakRSS, median, time_interleaved, write_result
 
 import kdviz
 from kdviz.attribute import AUTO_PATH_POINTS
@@ -96,38 +94,6 @@ def memory_probe(case: str, internal: int | None) -> dict:
                       internal_batch_size=internal)
         rise = (torch.cuda.max_memory_allocated() - before) / 2**20 if device.type == "cuda" else peak.rise / 2**20
     return {"peak_rise_mb": round(rise, 1), "device": str(device)}
-
-
-class PeakRSS:
-    """The highest resident memory above the level at entry, sampled every 0.5 ms by a thread (CPU runs).
-
-    ``ru_maxrss`` cannot be used: it is the peak since the process started, which model loading already set.
-    """
-
-    def __enter__(self) -> PeakRSS:
-        import psutil
-
-        self._process = psutil.Process()
-        self.before = self._process.memory_info().rss
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            time.sleep(0.0005)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-    @property
-    def rise(self) -> int:
-        return self.peak - self.before
 
 
 def measure_memory(case: str, internal: int | None) -> dict:

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz import layout, remote
+from kdviz import cost, layout, remote
 from kdviz._version import __version__
 from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.probe import ModelProbe
@@ -30,10 +30,12 @@ from kdviz.batching import Batch, attention_mask, iter_batches, main_input_key, 
 from kdviz.capture import ROLES, capture, resolve_device, thumbnails
 from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution as am
+from kdviz.metrics.graph_memory import PassPlan, plan_passes, saved_bytes
 from kdviz.store import GroupWriter, Run
 
 TARGETS = ("teacher_pred", "label")
 AUTO_PATH_POINTS = 256  # integrated-gradients path points per forward pass unless internal_batch_size says otherwise
+MAX_MEMORY = "2GB"  # default bound on one gradient pass's graph: both models run one after the other, so a 24 GB machine keeps room
 
 
 def attribute(
@@ -51,6 +53,7 @@ def attribute(
     baseline: float | int | torch.Tensor | None = None,
     n_steps: int = 32,
     internal_batch_size: int | None = None,
+    max_memory: int | str | None = MAX_MEMORY,
     position: int | None = None,
     batch_size: int = 32,
     labels: Any = None,
@@ -75,6 +78,10 @@ def attribute(
       a token id for text (default: the model's pad token id, else 0). ``n_steps`` path points;
       ``internal_batch_size`` bounds the path points per forward pass (memory); by default about
       `AUTO_PATH_POINTS` (at least two steps per sample), which on CPUs is also faster than one huge pass.
+    - ``max_memory``: the most one gradient pass may hold (bytes, or ``"2GB"``, ``"512MB"``; None: no bound). The
+      graph of one sample is measured on each batch (the tensors autograd saves), and the batch goes through in as
+      many passes as the bound needs, with fewer path points per forward; the maps do not change. Default
+      `MAX_MEMORY`. An explicit ``internal_batch_size`` is used as given.
     - ``position``: for sequence outputs [B, T, V], the position explained (default: the last real token).
     Models are used in eval mode on ``device`` (default: CUDA when available) and left exactly as they were:
     mode, device, ``requires_grad``, ``.grad`` and attention implementation (gradients are taken with respect to
@@ -85,6 +92,7 @@ def attribute(
     if not methods:
         raise InputError("methods is empty; ask for at least one of " + ", ".join(am.METHODS))
     target_name = _target_name(target)
+    budget = None if max_memory is None else cost.parse_bytes(max_memory, "max_memory")
     if run is None:
         if path is not None and remote.is_url(path):
             raise InputError(f"attributions are added to a local run, not to {os.fspath(path)!r} on object storage: "
@@ -101,7 +109,7 @@ def attribute(
     settings = AttributionSettings(
         methods=list(dict.fromkeys(methods)), target=target, layers=_per_role(layers, "layers"),
         embedding=_per_role(embedding, "embedding"), baseline=baseline, n_steps=n_steps,
-        internal_batch_size=internal_batch_size, position=position,
+        internal_batch_size=internal_batch_size, position=position, max_memory=budget,
     )
     target_device = resolve_device(device)
     needs_attention = "attention_x_gradient" in settings.methods
@@ -144,6 +152,9 @@ class AttributionSettings:
     n_steps: int
     internal_batch_size: int | None
     position: int | None
+    max_memory: int | None = None
+    passes: dict[str, dict[str, PassPlan]] = field(default_factory=dict)  # method -> role -> the largest batch's plan
+    point_bytes: dict[str, int] = field(default_factory=dict)  # role -> measured graph bytes of one sample
 
     def attrs(self, method: str, target_name: str, shapes: Mapping[str, Any], seconds: float, n: int, created: str,
               device: str) -> dict[str, Any]:
@@ -159,6 +170,11 @@ class AttributionSettings:
             "n_samples": n,
             "n_steps": self.n_steps if method == "integrated_gradients" else None,
             "internal_batch_size": self.internal_batch_size if method == "integrated_gradients" else None,
+            "max_memory": self.max_memory,
+            "graph_bytes_per_sample": dict(self.point_bytes) or None,
+            "samples_per_pass": {role: plan.samples for role, plan in self.passes.get(method, {}).items()} or None,
+            "points_per_pass": {role: plan.points for role, plan in self.passes.get(method, {}).items()
+                                if plan.points is not None} or None,
             "baseline": (None if baseline is None else baseline if isinstance(baseline, int | float) else "tensor")
             if method == "integrated_gradients" else None,
             "layers": info.get("layers"),
@@ -199,9 +215,13 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
     seconds: dict[str, float] = dict.fromkeys(settings.methods, 0.0)
     for probe in probes:
         call = model_call(probe, inputs, positions, settings.embedding[probe.role])
+        point_bytes = graph_bytes_per_sample(probe, call) if settings.max_memory is not None else 0
+        if settings.max_memory is not None:
+            settings.point_bytes[probe.role] = max(point_bytes, settings.point_bytes.get(probe.role, 0))
         for method in settings.methods:
             start = time.perf_counter()
-            maps, extras, info = _one_method(method, probe, call, inputs, classes, positions, settings)
+            plan = _plan(method, point_bytes, len(classes), settings, probe.role)
+            maps, extras, info = _in_passes(plan, method, probe, call, inputs, classes, positions, settings)
             seconds[method] += time.perf_counter() - start
             _check_finite(maps, f"the {probe.role}'s {method} attributions", rows)
             records[f"{method}/{probe.role}"] = maps.float().cpu().numpy()
@@ -218,6 +238,63 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
     return records, seconds
 
 
+def _plan(method: str, point_bytes: int, n_samples: int, settings: AttributionSettings, role: str) -> PassPlan:
+    """Samples per pass (and IG path points per forward) for one batch of one model within ``max_memory``."""
+    ig = method == "integrated_gradients"
+    if ig and settings.internal_batch_size is not None:  # asked for explicitly: used as given
+        plan = PassPlan(samples=n_samples, points=settings.internal_batch_size)
+    elif settings.max_memory is None:
+        plan = PassPlan(samples=n_samples, points=max(AUTO_PATH_POINTS, 2 * n_samples) if ig else None)
+    else:
+        plan = plan_passes(point_bytes, settings.max_memory, n_samples, settings.n_steps if ig else None, AUTO_PATH_POINTS)
+        smallest = point_bytes * (2 if ig else 1)
+        if smallest > settings.max_memory:
+            raise InputError(f"one sample's {method} pass through the {role} holds about {cost.size(smallest)}, more than "
+                             f"max_memory={cost.size(settings.max_memory)}; raise max_memory, or pass max_memory=None "
+                             "to lift the bound")
+    known = settings.passes.setdefault(method, {}).get(role)
+    if known is None or plan.samples > known.samples:
+        settings.passes[method][role] = plan
+    return plan
+
+
+def graph_bytes_per_sample(probe: ModelProbe, call: ModelCall) -> int:
+    """Bytes the autograd graph of one sample of ``call`` holds (`kdviz.metrics.graph_memory.saved_bytes`): a
+    forward pass of the batch's first sample, parameters and buffers left out."""
+    one = _rows_of_call(call, torch.arange(1, device=call.main.device))
+
+    def forward() -> torch.Tensor:
+        with torch.enable_grad(), _graph_root(probe.model, one):
+            return one.forward(one.main, *one.extra)
+
+    return saved_bytes(forward, exclude=[*probe.model.parameters(), *probe.model.buffers()])
+
+
+def _rows_of_call(call: ModelCall, rows: torch.Tensor) -> ModelCall:
+    main = call.main[rows]
+    return ModelCall(call.forward, call.main_key, main if call.tokens else main.detach().clone(),
+                     tuple(extra[rows] for extra in call.extra), call.embedding, call.tokens)
+
+
+def _in_passes(plan: PassPlan, method: str, probe: ModelProbe, call: ModelCall, inputs: Any, classes: torch.Tensor,
+               positions: torch.Tensor | None, settings: AttributionSettings
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """`_one_method` on the batch in passes of ``plan.samples`` samples; the maps and extras are concatenated."""
+    if plan.samples >= len(classes):
+        return _one_method(method, probe, call, inputs, classes, positions, settings, plan.points)
+    parts, extras, info = [], [], {}
+    baseline = settings.baseline
+    per_sample_baseline = isinstance(baseline, torch.Tensor) and baseline.ndim == call.main.ndim and len(baseline) == len(classes)
+    for first in range(0, len(classes), plan.samples):
+        rows = torch.arange(first, min(first + plan.samples, len(classes)), device=classes.device)
+        chosen = replace(settings, baseline=baseline[rows.to(baseline.device)]) if per_sample_baseline else settings
+        maps, extra, info = _one_method(method, probe, _rows_of_call(call, rows), take_rows(inputs, rows), classes[rows],
+                                        None if positions is None else positions[rows], chosen, plan.points)
+        parts.append(maps)
+        extras.append(extra)
+    return torch.cat(parts), {name: torch.cat([e[name] for e in extras]) for name in extras[0]}, info
+
+
 def _check_finite(maps: torch.Tensor, what: str, rows: np.ndarray) -> None:
     """Raise naming the samples (run indices ``rows`` of the batch) whose maps hold NaN or inf."""
     bad = (~torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1)).cpu().numpy()
@@ -226,9 +303,10 @@ def _check_finite(maps: torch.Tensor, what: str, rows: np.ndarray) -> None:
 
 
 def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, classes: torch.Tensor,
-                positions: torch.Tensor | None, settings: AttributionSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+                positions: torch.Tensor | None, settings: AttributionSettings, points: int | None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     """One method on one model: maps [B, ...], per-sample extras ({"heads": [B, L, H]} for attention × gradient,
-    {"delta": [B]} for integrated gradients) and what was used."""
+    {"delta": [B]} for integrated gradients) and what was used; ``points``: IG path points per forward."""
     kind = "tokens" if call.tokens else "image" if call.main.ndim == 4 else "features"
     if method == "attention_x_gradient":
         maps, heads, query = _attention_x_gradient(probe, inputs, call, classes, positions)
@@ -237,7 +315,7 @@ def _one_method(method: str, probe: ModelProbe, call: ModelCall, inputs: Any, cl
         name = settings.layers[probe.role] or _last_conv(probe.model, probe.role)
         layer = _module(probe.model, name, probe.role)
         return am.grad_cam(call.forward, call.main, classes, layer, extra=call.extra, layer_name=name), {}, {"kind": kind, "layer": name}
-    internal = settings.internal_batch_size or max(AUTO_PATH_POINTS, 2 * len(classes))
+    internal = points or max(AUTO_PATH_POINTS, 2 * len(classes))
     common = {"extra": call.extra, "n_steps": settings.n_steps, "internal_batch_size": internal, "return_delta": True}
     if call.tokens:
         baseline_ids = _baseline_ids(probe, call.main, inputs, settings.baseline)

@@ -89,6 +89,25 @@ def check_free_space(estimate: CaptureEstimate, path: str | os.PathLike) -> None
             "samples, pass attentions=False, keep token_features='pooled', or write the run elsewhere (path=)")
 
 
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+         "TIB": 2**40}
+
+
+def parse_bytes(value: int | str, name: str) -> int:
+    """Bytes from an int or a size such as ``"2GB"``, ``"512 MB"`` or ``"1.5GiB"``; ``name`` is the option, for errors."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    elif isinstance(value, str):
+        text = value.strip().upper()
+        digits = text.rstrip("KMGTIB ")
+        number, unit = (float(digits) if digits.replace(".", "", 1).isdigit() else math.nan), text[len(digits):].strip()
+    else:
+        number, unit = math.nan, ""
+    if not math.isfinite(number) or unit not in UNITS or number * UNITS[unit] < 1:
+        raise InputError(f"{name}={value!r} is not a size; give bytes as an int, or a string like '2GB' or '512MB'")
+    return int(number * UNITS[unit])
+
+
 def size(n: float | None) -> str:
     if n is None or not math.isfinite(n):
         return "?"

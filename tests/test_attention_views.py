@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import bert_pair
+from plotly.colors import sample_colorscale
 from torch import nn
 
 import kdviz
@@ -17,6 +18,7 @@ from kdviz.errors import InputError, MissingDataError
 from kdviz.metrics import attention as am
 from kdviz.readers.attention import AttentionData
 from kdviz.views import attention as views
+from kdviz.views import theme
 from kdviz.widgets import AttentionExplorer
 
 
@@ -75,9 +77,17 @@ def test_vit_head_grid_sends_uint8_thumbnails_and_colours_frames_by_the_summary(
     layer, head = heads.customdata[6]
     expected = am.attention_entropy(demo_runs["digits-vit"].teacher.attention(layer)[3])[head]
     assert f"{expected:.3f}" in heads.text[6]
-    # one frame per head, then one chosen-head mark per model: the teacher's shown over head (1, 2), the student's hidden
-    assert len(fig.layout.shapes) == 4 * 4 + 2 * 2 + 2
-    marks = fig.layout.shapes[-2:]
+    # one frame per head (an open square in the colour of its value), then one chosen-head mark per model: the
+    # teacher's shown over head (1, 2), the student's hidden
+    values = data.sample_summaries("teacher", 3, "entropy")
+    lo = min(np.nanmin(data.sample_summaries(r, 3, "entropy")) for r in ("teacher", "student"))
+    hi = max(np.nanmax(data.sample_summaries(r, 3, "entropy")) for r in ("teacher", "student"))
+    assert heads.marker.symbol == "square-open" and len(heads.marker.color) == 4 * 4
+    assert heads.marker.color[6] == sample_colorscale(theme.SUMMARY_SCALE, [(values[layer, head] - lo) / (hi - lo)])[0]
+    scale = next(t for t in fig.data if t.name == "frame scale").marker
+    assert (scale.cmin, scale.cmax, scale.showscale) == (lo, hi, True)
+    assert len(fig.layout.shapes) == 2
+    marks = fig.layout.shapes
     assert [mark.visible for mark in marks] == [True, False] and marks[0].line.width == 4
     assert views.grid_cell((marks[0].x0 + marks[0].x1) / 2, (marks[0].y0 + marks[0].y1) / 2, cell) == (1, 2)
     # moving the choice patches only the marks, to the same place a fresh grid would draw them

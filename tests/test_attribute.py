@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TinyCNN, bert_pair, gpt2_pair, hook_count
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import kdviz
@@ -284,3 +286,71 @@ def test_tiny_cnn_features_input_and_progress_bar(tmp_path, capsys):
                           batch_size=5)
     assert run.attribution("input_x_gradient").maps("student").shape == (12, 6, 6)
     assert "kdviz attribute input_x_gradient" in capsys.readouterr().err
+
+
+# ---- memory bound (max_memory) -------------------------------------------------------------------------------
+def test_saved_bytes_counts_what_autograd_keeps_for_backward_without_the_parameters():
+    from kdviz.metrics.graph_memory import saved_bytes
+
+    layer = nn.Linear(100, 50)
+    for batch in (1, 3):
+        x = torch.randn(batch, 100, requires_grad=True)
+        # addmm keeps its input x (float32, batch × 100) and a view of the weight (left out); relu keeps its output
+        assert saved_bytes(lambda x=x: torch.relu(layer(x)), exclude=layer.parameters()) == 4 * batch * (100 + 50)
+    with torch.no_grad():  # no graph, nothing kept
+        assert saved_bytes(lambda: torch.relu(layer(torch.randn(2, 100))), exclude=layer.parameters()) == 0
+
+
+@given(point=st.integers(1, 10**7), budget=st.integers(1, 10**10), n=st.integers(1, 64),
+       steps=st.one_of(st.none(), st.integers(2, 128)), preferred=st.integers(1, 512))
+def test_a_pass_plan_stays_within_its_budget_and_keeps_captums_two_points_per_sample(point, budget, n, steps, preferred):
+    from kdviz.metrics.graph_memory import OVERHEAD, plan_passes
+
+    plan = plan_passes(point, budget, n, steps, preferred)
+    assert 1 <= plan.samples <= n
+    held = (plan.points if steps else plan.samples) * point * OVERHEAD
+    smallest = (2 if steps else 1) * point * OVERHEAD
+    assert held <= budget + 1 or (plan.samples == 1 and smallest > budget)
+    if steps:
+        assert 2 * plan.samples <= plan.points <= plan.samples * steps
+
+
+def test_max_memory_splits_a_batch_into_passes_and_gives_the_same_maps(tmp_path, digits):
+    from kdviz.adapters.probe import ModelProbe
+    from kdviz.attribute import graph_bytes_per_sample, model_call
+    from kdviz.metrics.graph_memory import OVERHEAD
+
+    teacher, student, _ = load_pair("cnn")
+    data = (digits.x_test[:12], digits.y_test[:12])
+    free = kdviz.attribute(teacher, student, data, path=tmp_path / "free.kdviz", max_memory=None, batch_size=12,
+                           methods=["integrated_gradients", "saliency"], progress=False)
+    with ModelProbe(teacher, "teacher", layers=[], attentions=False, device=torch.device("cpu"), spatial_p=None,
+                    keep_graph=True) as probe:
+        point = graph_bytes_per_sample(probe, model_call(probe, digits.x_test[:12]))
+    assert point > 0
+    budget = int(6.5 * point * OVERHEAD)  # 6 points: 3 samples × 2 path points for IG, 6 samples for saliency
+    bounded = kdviz.attribute(teacher, student, data, path=tmp_path / "bounded.kdviz", max_memory=budget, batch_size=12,
+                              methods=["integrated_gradients", "saliency"], progress=False)
+    ig = bounded.attribution("integrated_gradients")
+    assert ig.attrs["samples_per_pass"]["teacher"] == 3 and ig.attrs["points_per_pass"]["teacher"] == 6
+    assert ig.attrs["graph_bytes_per_sample"]["teacher"] == point and ig.attrs["max_memory"] == budget
+    assert bounded.attribution("saliency").attrs["samples_per_pass"]["teacher"] == 6
+    for method in ("integrated_gradients", "saliency"):
+        for role in ("teacher", "student"):
+            np.testing.assert_allclose(bounded.attribution(method).maps(role)[:], free.attribution(method).maps(role)[:],
+                                       rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ig.delta("teacher")[:], free.attribution("integrated_gradients").delta("teacher")[:], atol=1e-5)
+
+
+def test_a_max_memory_below_one_sample_or_not_a_size_is_refused(tmp_path, digits):
+    teacher, student, _ = load_pair("cnn")
+    data = (digits.x_test[:4], digits.y_test[:4])
+    with pytest.raises(InputError, match="raise max_memory, or pass max_memory=None"):
+        kdviz.attribute(teacher, student, data, path=tmp_path / "a.kdviz", max_memory="1KB", progress=False)
+    for bad in ("lots", "-2GB", 0, "2 parsecs"):
+        with pytest.raises(InputError, match="is not a size"):
+            kdviz.attribute(teacher, student, data, path=tmp_path / "b.kdviz", max_memory=bad, progress=False)
+    from kdviz.cost import parse_bytes
+
+    assert parse_bytes("2GB", "m") == 2 * 10**9 and parse_bytes("512 mb", "m") == 512 * 10**6
+    assert parse_bytes("1.5GiB", "m") == int(1.5 * 2**30) and parse_bytes(4096, "m") == 4096

@@ -18,7 +18,7 @@ from kdviz.metrics import attention as attn
 from kdviz.metrics import attention_digest as digest
 from kdviz.metrics.features import suggest_layer_map
 from kdviz.readers.memo import Memo
-from kdviz.store import ModelSide, Run
+from kdviz.store import ModelSide, Run, read_rows
 from kdviz.text import display_token
 
 ROLES = ("teacher", "student")
@@ -133,8 +133,30 @@ class AttentionData:
     def thumbnails(self, role: str, layer: int, sample: int) -> np.ndarray:
         """[H, s, s] float32 attention of one layer on one sample pooled at capture over its real tokens, s = min(real
         tokens, the stored side): keys summed and queries averaged per bin, so rows sum to 1."""
+        return self.sample_thumbnails(role, sample)[layer]
+
+    def sample_thumbnails(self, role: str, sample: int) -> list[np.ndarray]:
+        """[H, s, s] float32 `thumbnails` of every layer of one model on one sample (from `sample_digest`)."""
         side = self.thumbnail_side(sample)
-        return self.side(role).attention_thumbnails(layer)[sample][:, :side, :side].astype(np.float32)
+        return [maps[:, :side, :side].astype(np.float32) for maps in self.sample_digest(role, sample)[1]]
+
+    def sample_digest(self, role: str, sample: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """One sample's digest of every layer of one model, remembered: per-head summaries [H, S] and thumbnails
+        [H, P, P] as stored, read in one concurrent round trip (a sample switch reads 2 × L rows)."""
+        def read() -> tuple[list[np.ndarray], list[np.ndarray]]:
+            arrays = self._digest_arrays(role)
+            rows = read_rows(arrays, int(sample))
+            return rows[: len(arrays) // 2], rows[len(arrays) // 2:]
+
+        return self.memo.get(("digest", role, int(sample)), read)
+
+    def _digest_arrays(self, role: str) -> list[Any]:
+        """The summary arrays of every layer, then the thumbnail arrays, opened once (opening reads metadata)."""
+        def open_arrays() -> list[Any]:
+            side, layers = self.side(role), range(len(self.layers(role)))
+            return [side.attention_summaries(layer) for layer in layers] + [side.attention_thumbnails(layer) for layer in layers]
+
+        return self.memo.get(("digest arrays", role), open_arrays)
 
     def thumbnail_side(self, sample: int) -> int:
         """Bins per side of one sample's thumbnails (fewer than `grid_side` when it has fewer real tokens)."""
@@ -179,8 +201,7 @@ class AttentionData:
         if summary not in names:
             raise MissingDataError(f"run {self.run.name!r} stores the head summaries {names}, not {summary!r}")
         column = names.index(summary)
-        return _stack_ragged([self.side(role).attention_summaries(layer)[sample][:, column].astype(np.float64)
-                              for layer in range(len(self.layers(role)))])
+        return _stack_ragged([rows[:, column].astype(np.float64) for rows in self.sample_digest(role, sample)[0]])
 
     def rollout(self, role: str, sample: int) -> np.ndarray:
         """[T, T] attention rollout of one sample through all of the model's captured layers (exact maps only)."""

@@ -19,9 +19,9 @@ the on-disk format, `run` is the read model, `write` the writers and `find` find
 
 from kdviz.store.find import iter_run_paths
 from kdviz.store.format import CHUNK_TARGET_BYTES, META_FILE, READ_ERRORS, SCHEMA_VERSION
-from kdviz.store.run import HISTORY, HISTORY_ROLES, LazyArray, ModelSide, Run, RunAtStep, RunInfo, StoredAttribution, history_key
+from kdviz.store.run import HISTORY, HISTORY_ROLES, LazyArray, ModelSide, Run, RunAtStep, RunInfo, StoredAttribution, history_key, read_rows
 from kdviz.store.write import GroupWriter, RunWriter, move_into_place, refuse_existing
 
 __all__ = ["CHUNK_TARGET_BYTES", "HISTORY", "HISTORY_ROLES", "META_FILE", "READ_ERRORS", "SCHEMA_VERSION", "GroupWriter",
            "LazyArray", "ModelSide", "Run", "RunAtStep", "RunInfo", "RunWriter", "StoredAttribution", "history_key",
-           "iter_run_paths", "move_into_place", "refuse_existing"]
+           "iter_run_paths", "move_into_place", "read_rows", "refuse_existing"]

@@ -51,7 +51,12 @@ def grid_cell(x: float, y: float, cell: int) -> tuple[int, int]:
 def _finish(fig: go.Figure, title: str, *, height: int, width: int | None = None, top: int = 115) -> go.Figure:
     """`theme.style`, with room above the plots for a two-line title and the subplot titles."""
     theme.style(fig, title, height=height, width=width, legend=False)
-    return fig.update_layout(margin={"t": top}, title={"yref": "container", "y": 1 - 12 / height, "yanchor": "top", "pad": {"t": 4}})
+    return fig.update_layout(margin={"t": top}, title=_finish_title(height))
+
+
+def _finish_title(height: int) -> dict:
+    """Where `_finish` puts the title: at the top of the figure, whatever the plots' top margin."""
+    return {"yref": "container", "y": 1 - 12 / height, "yanchor": "top", "pad": {"t": 4}}
 
 
 
@@ -81,7 +86,10 @@ def grid_values(data: AttentionData, role: str, sample: int, summary: str) -> np
 def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
               selected: dict[str, tuple[int, int]] | None = None) -> go.Figure:
     """Every (layer, head) of the teacher and the student as a thumbnail of its attention on one sample, framed in
-    the colour of a per-head summary. Thumbnails are ≤32×32 uint8, so the grid stays small for any length."""
+    the colour of a per-head summary. Thumbnails are ≤32×32 uint8, so the grid stays small for any length.
+
+    Built as one figure dict, validated once: four traces per figure whatever the head count (the frames are one
+    open-square marker per head, not a shape each), so a sample switch on BERT-base's 216 heads stays cheap."""
     data.require_attention()
     values = {role: grid_values(data, role, sample, summary) for role in ROLES}
     finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
@@ -91,59 +99,72 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
     rows = max(len(data.layers(r)) for r in ROLES)
     # fixed pixel geometry, so thumbnails are square and equally large for both models
     block = float(np.clip(900 / (heads["teacher"] + heads["student"]), 30, 96))
-    spacing, margin_l, margin_r, margin_t, margin_b = 80, 60, 120, 135, 60
+    spacing, margin_l, margin_r, margin_t, margin_b = 80, 60, 150, 135, 60
     plot_width = (heads["teacher"] + heads["student"]) * block + spacing
-    fig = make_subplots(rows=1, cols=2, column_widths=[heads["teacher"], heads["student"]],
-                        horizontal_spacing=spacing / plot_width,
-                        subplot_titles=[f"{role} · {escape_label(data.side(role).name)}" for role in ROLES])
     cell = data.grid_side
-    shapes: list[dict] = []
+    pitch, centre = cell + GAP, (cell - 1) / 2
+    frame_px = block * (cell + 2) / pitch  # a frame one data unit outside the thumbnail, in screen pixels
+    split = heads["teacher"] * block / plot_width
+    domains = {"teacher": [0.0, split], "student": [split + spacing / plot_width, 1.0]}
+    traces, layout = [], {"annotations": []}
     for col, role in enumerate(ROLES, start=1):
+        axis = "" if col == 1 else "2"
         n_layers = len(data.layers(role))
-        composite = np.zeros((n_layers * (cell + GAP) - GAP, heads[role] * (cell + GAP) - GAP), np.uint8)
-        for layer in range(n_layers):
-            maps = data.thumbnails(role, layer, sample)
-            for head in range(maps.shape[0]):
-                y0, x0 = layer * (cell + GAP), head * (cell + GAP)
-                composite[y0:y0 + cell, x0:x0 + cell] = thumbnail(maps[head], cell)
-        fig.add_trace(go.Heatmap(z=composite, colorscale=theme.SEQUENTIAL_SCALE, zmin=0, zmax=255, showscale=False,
-                                 hoverinfo="skip", name=f"{role} grid"), row=1, col=col)
-        centre = (cell - 1) / 2
+        composite = np.zeros((n_layers * pitch - GAP, heads[role] * pitch - GAP), np.uint8)
+        maps = data.sample_thumbnails(role, sample)
+        for layer, layer_maps in enumerate(maps):
+            for head in range(layer_maps.shape[0]):
+                composite[layer * pitch:layer * pitch + cell, head * pitch:head * pitch + cell] = thumbnail(layer_maps[head], cell)
+        traces.append({"type": "heatmap", "z": composite, "colorscale": theme.SEQUENTIAL_SCALE, "zmin": 0, "zmax": 255,
+                       "showscale": False, "hoverinfo": "skip", "name": f"{role} grid", "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
         present = [(lay, h) for lay, n_heads in enumerate(data.heads(role)) for h in range(n_heads)]
         v = np.array([values[role][lay, h] for lay, h in present])
-        fig.add_trace(go.Scatter(
-            x=[h * (cell + GAP) + centre for _, h in present], y=[lay * (cell + GAP) + centre for lay, _ in present],
-            mode="markers", customdata=[[lay, h] for lay, h in present], name=f"{role} heads",
-            marker={"symbol": "square", "size": 14, "opacity": 0.0, "color": np.nan_to_num(v, nan=lo),
-                    "colorscale": theme.SUMMARY_SCALE, "cmin": lo, "cmax": hi, "showscale": col == 2,
-                    "colorbar": {"title": {"text": SUMMARY_LABELS[summary].replace(" (", "<br>("), "side": "right"},
-                                 "thickness": 14, "len": 0.8}},
-            text=[f"{role} layer {lay} · head {h}<br>{SUMMARY_LABELS[summary]}: "
-                  + ("n/a (not in the layer map)" if not np.isfinite(val) else f"{val:.3f}")
-                  for (lay, h), val in zip(present, v, strict=True)],
-            hovertemplate="%{text}<extra></extra>", showlegend=False), row=1, col=col)
-        colours = sample_colorscale(theme.SUMMARY_SCALE, [float((x - lo) / (hi - lo)) if np.isfinite(x) else 0.0 for x in v])
-        for (lay, h), val, colour in zip(present, v, colours, strict=True):
-            shapes.append({  # collected and set once: add_shape revalidates every earlier shape (quadratic)
-                **_frame(role, lay, h, cell, pad=1.0),
-                "line": {"color": colour if np.isfinite(val) else theme.MUTED, "width": 2.5,
-                         "dash": "solid" if np.isfinite(val) else "dot"}})
-        fig.update_xaxes(tickmode="array", tickvals=[h * (cell + GAP) + centre for h in range(heads[role])],
-                         ticktext=[f"h{h}" for h in range(heads[role])], showgrid=False, zeroline=False, title="head",
-                         row=1, col=col)
-        fig.update_yaxes(tickmode="array", tickvals=[lay * (cell + GAP) + centre for lay in range(n_layers)],
-                         ticktext=[f"L{lay}" for lay in range(n_layers)], range=[rows * (cell + GAP) - GAP + 1, -2],
-                         showgrid=False, zeroline=False, row=1, col=col)
-        fig.update_xaxes(range=[-2, heads[role] * (cell + GAP) - GAP + 1], row=1, col=col)
+        known = np.isfinite(v)
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": f"{role} heads", "showlegend": False,
+            "x": [h * pitch + centre for _, h in present], "y": [lay * pitch + centre for lay, _ in present],
+            "customdata": [[lay, h] for lay, h in present], "xaxis": f"x{axis}", "yaxis": f"y{axis}",
+            "marker": {"symbol": "square-open", "size": frame_px, "line": {"width": 2.5},
+                       # a head outside the layer map has no value: a thin grey frame, and "n/a" on hover
+                       "color": [theme.MUTED if not ok else c for ok, c in zip(known, sample_colorscale(
+                           theme.SUMMARY_SCALE, [float((x - lo) / (hi - lo)) if ok else 0.0 for x, ok in zip(v, known, strict=True)]),
+                           strict=True)]},
+            "text": [f"{role} layer {lay} · head {h}<br>{SUMMARY_LABELS[summary]}: "
+                     + ("n/a (not in the layer map)" if not ok else f"{val:.3f}")
+                     for (lay, h), val, ok in zip(present, v, known, strict=True)],
+            "hovertemplate": "%{text}<extra></extra>"})
+        layout[f"xaxis{axis}"] = {
+            "domain": domains[role], "anchor": f"y{axis}", "tickmode": "array", "title": {"text": "head"},
+            "tickvals": [h * pitch + centre for h in range(heads[role])], "ticktext": [f"h{h}" for h in range(heads[role])],
+            "showgrid": False, "zeroline": False, "range": [-2, heads[role] * pitch - GAP + 1]}
+        layout[f"yaxis{axis}"] = {
+            "domain": [0.0, 1.0], "anchor": f"x{axis}", "tickmode": "array",
+            "tickvals": [lay * pitch + centre for lay in range(n_layers)], "ticktext": [f"L{lay}" for lay in range(n_layers)],
+            "range": [rows * pitch - GAP + 1, -2], "showgrid": False, "zeroline": False}
+        layout["annotations"].append({
+            "text": f"{role} · {escape_label(data.side(role).name)}", "xref": "paper", "yref": "paper", "showarrow": False,
+            "x": sum(domains[role]) / 2, "y": 1.0, "xanchor": "center", "yanchor": "bottom", "font": {"size": 16}})
+    # the colour bar of the frames: an invisible point carrying the scale (the frames' colours are computed above,
+    # so heads outside the layer map can be grey)
+    traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "xaxis": "x2", "yaxis": "y2",
+                   "hoverinfo": "skip", "showlegend": False, "name": "frame scale",
+                   "marker": {"color": [lo], "cmin": lo, "cmax": hi, "colorscale": theme.SUMMARY_SCALE, "showscale": True,
+                              "colorbar": {"title": {"text": SUMMARY_LABELS[summary].replace(" (", "<br>("), "side": "right"},
+                                           "thickness": 14, "len": 0.8}}})
+    layout["shapes"] = [_selection_mark(data, role, (selected or {}).get(role)) for role in ROLES]
     scope = f"{data.scope} (matching)" if summary == "match" else f"sample {sample}"
     title = (f"Every attention head · frame: {SUMMARY_LABELS[summary]}" + theme.subtitle(f"frame colour over {scope}")
              + theme.subtitle(f"thumbnail: the head's attention on this sample (queries × keys) pooled into ≤{data.grid_side} "
                               "bins at capture, scaled to its own maximum")
              + theme.subtitle("click a head to open it"))
-    fig.update_layout(shapes=shapes + [_selection_mark(data, role, (selected or {}).get(role)) for role in ROLES])
-    _finish(fig, title, height=int(rows * block + margin_t + margin_b), width=int(plot_width + margin_l + margin_r),
-            top=margin_t)
-    return fig.update_layout(margin={"l": margin_l, "r": margin_r, "b": margin_b})
+    height = int(rows * block + margin_t + margin_b)
+    styled = theme.style_layout(title, height=height, width=int(plot_width + margin_l + margin_r), legend=False)
+    styled["title"].update(_finish_title(height))
+    # fixed margins (the colour bar's labels may not widen them): the frames are sized in pixels for this plot area
+    styled["margin"] = {"l": margin_l, "r": margin_r, "t": margin_t, "b": margin_b, "autoexpand": False}
+    fig = go.Figure({"data": traces, "layout": {**layout, **styled}})
+    theme.use_white_template(fig)
+    return fig
 
 
 def _frame(role: str, layer: int, head: int, cell: int, pad: float) -> dict:
