@@ -102,9 +102,21 @@ def test_thumbnails_pool_each_sample_over_its_real_tokens():
         assert not thumbs[n, :, side:, :].any() and not thumbs[n, :, :, side:].any()
 
 
-def test_per_sample_summaries_are_head_summaries_of_each_sample():
-    rng = np.random.default_rng(6)
-    a, mask = _maps(rng, 3, 4, 11), _mask(rng, 3, 11)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), t=st.integers(2, 16), padding=st.sampled_from(["end", "start", "holes"]),
+       causal=st.booleans())
+def test_per_sample_summaries_are_head_summaries_of_each_sample(seed, t, padding, causal):
+    """Padding at the end (the real block alone is summarised), at the start or in holes (the whole map, masked)."""
+    rng = np.random.default_rng(seed)
+    a, mask = _maps(rng, 3, 4, t), _mask(rng, 3, t)
+    if padding == "start":
+        mask = mask[:, ::-1].copy()
+    elif padding == "holes":
+        mask = rng.random((3, t)) < 0.7
+        mask[:, 0] = True
+    if causal:
+        a = np.tril(a)
+        a /= a.sum(-1, keepdims=True)
     got = digest.per_sample_summaries(a, mask=mask)
     assert got.shape == (3, 4, len(digest.SUMMARY_NAMES))
     for n in range(3):

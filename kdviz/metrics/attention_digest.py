@@ -8,7 +8,7 @@ mapped layer pair. Every function takes one batch of one layer, [B, H, T, T], an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,47 +64,89 @@ def per_sample_summaries(a: ArrayLike, *, mask: ArrayLike | None = None, positio
     lower = torch.tril(torch.ones(t, t))
     causal = t > 1 and float(torch.triu(maps[0].to(torch.float32), diagonal=1).abs().max()) <= 1e-6  # the model's mask
     out = np.empty((n, heads, len(SUMMARY_NAMES)), np.float32)
-    for i in range(n):
-        m = maps[i].to(device="cpu", dtype=torch.float32)  # [H, T, T]
-        real = valid[i].to(torch.float32)
-        rows = real.sum().clamp_min(1)
-
-        def query_mean(values: torch.Tensor, weights: torch.Tensor = real, count: torch.Tensor = rows) -> torch.Tensor:
-            return (values * weights).sum(-1) / count  # [H, T] -> [H]
-
-        p = _rows_over(m, real)
-        entropy = query_mean(torch.special.entr(p).sum(-1))
-        located = (valid[i] & placed).to(torch.float32)
-        p_located = p if bool(placed.all()) else _rows_over(m, located)
-        dist = query_mean(torch.einsum("hqk,qk->hq", p_located, distance), located, located.sum().clamp_min(1))
-        first = query_mean(p[..., 0])
-        diagonal = query_mean(torch.diagonal(p, dim1=-2, dim2=-1))
-        share = torch.einsum("hqk,q->hk", p, real) / rows  # [H, T] share of each key over real queries
-        allowed = real[:, None] * real[None, :] * (lower if causal else 1.0)
-        fair = (allowed / allowed.sum(-1, keepdim=True).clamp_min(1)).sum(0) / rows  # [T]
-        ratio = torch.where(fair > 0, share / torch.where(fair > 0, fair, 1.0), 0.0).max(-1).values
-        values = {"entropy": entropy, "distance": dist, "cls": first, "diagonal": diagonal, "sink": ratio}
-        out[i] = torch.stack([values[name] for name in SUMMARY_NAMES], dim=1).numpy()
+    for chosen, row, keep in _blocks(valid, heads):
+        # a block padded at the end is summarised on its real [H, L, L] maps alone: the same values (padded keys
+        # and queries carry no weight), at (L / T)² of the work
+        m = maps[:, :, keep, keep][chosen].to(device="cpu", dtype=torch.float32)  # [G, H, L, L]
+        prefix = keep != slice(None)
+        out[chosen.numpy()] = _summary_block(m, row[keep], placed[keep], distance[keep, keep],
+                                             lower[keep, keep] if causal else None, prefix).numpy()
     if not np.isfinite(out).all():
         raise InputError("attention contains NaN or inf; check the model and the inputs (the values must be finite)")
     return out
 
 
-def _rows_over(m: torch.Tensor, keys: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """[..., T, T] rows restricted to the keys marked in ``keys`` [T] (smoothed by ``eps``) and rescaled to sum 1."""
-    p = (m + eps) * keys if eps else m * keys
-    return p.div_(p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny))
+BLOCK_BYTES = 64 * 2**20  # float32 maps summarised at once (samples sharing a mask go through together)
+
+
+def _blocks(valid: torch.Tensor, heads: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, slice]]:
+    """Samples that share one mask row, in blocks of at most `BLOCK_BYTES` of float32 maps: (sample indices [G],
+    the mask row [T], the tokens to keep: its first L when the padding is at the end, else all of them)."""
+    rows, group = np.unique(valid.numpy(), axis=0, return_inverse=True)
+    for g in range(len(rows)):
+        members = torch.as_tensor(np.flatnonzero(group.reshape(-1) == g))
+        row = valid[int(members[0])]
+        length = _real_prefix(row)
+        keep = slice(None) if length is None or length == len(row) else slice(0, length)
+        side = length if keep != slice(None) else len(row)
+        size = max(1, BLOCK_BYTES // (4 * heads * side * side))
+        for first in range(0, len(members), size):
+            yield members[first:first + size], row, keep
+
+
+def _summary_block(m: torch.Tensor, valid: torch.Tensor, placed: torch.Tensor, distance: torch.Tensor,
+                   lower: torch.Tensor | None, prefix: bool) -> torch.Tensor:
+    """[G, H, S] summaries of G samples' maps [G, H, L, L] that share the mask row ``valid`` [L]; ``prefix``: the
+    maps are a sample's real block (every key real); ``lower``: the causal mask [L, L] of a causal model, or None."""
+    real = valid.to(torch.float32)
+    rows = real.sum().clamp_min(1)
+
+    def query_mean(values: torch.Tensor, weights: torch.Tensor = real, count: torch.Tensor = rows) -> torch.Tensor:
+        return (values * weights).sum(-1) / count  # [G, H, L] -> [G, H]
+
+    p = _rows_over(m, None if prefix else real)
+    entropy = query_mean(torch.special.entr(p).sum(-1))
+    located = (valid & placed).to(torch.float32)
+    p_located = p if bool(placed.all()) else _rows_over(m, located)
+    dist = query_mean(torch.einsum("ghqk,qk->ghq", p_located, distance), located, located.sum().clamp_min(1))
+    first = query_mean(p[..., 0])
+    diagonal = query_mean(torch.diagonal(p, dim1=-2, dim2=-1))
+    share = torch.einsum("ghqk,q->ghk", p, real) / rows  # [G, H, L] share of each key over real queries
+    allowed = real[:, None] * real[None, :] * (lower if lower is not None else 1.0)
+    fair = (allowed / allowed.sum(-1, keepdim=True).clamp_min(1)).sum(0) / rows  # [L]
+    ratio = torch.where(fair > 0, share / torch.where(fair > 0, fair, 1.0), 0.0).max(-1).values
+    values = {"entropy": entropy, "distance": dist, "cls": first, "diagonal": diagonal, "sink": ratio}
+    return torch.stack([values[name] for name in SUMMARY_NAMES], dim=-1)
+
+
+def _rows_over(m: torch.Tensor, keys: torch.Tensor | None, eps: float = 0.0) -> torch.Tensor:
+    """[..., T, T] rows restricted to the keys marked in ``keys`` [T] (None: every key; smoothed by ``eps``) and
+    rescaled to sum 1. A new tensor: ``m`` is left as it is."""
+    tiny = torch.finfo(m.dtype).tiny
+    if keys is None and not eps:
+        return m / m.sum(-1, keepdim=True).clamp_min(tiny)
+    p = m + eps if eps else m * keys
+    if eps and keys is not None:
+        p.mul_(keys)
+    return p.div_(p.sum(-1, keepdim=True).clamp_min(tiny))
+
+
+def _real_prefix(valid: torch.Tensor) -> int | None:
+    """L when the real tokens of a [T] mask are its first L (padding at the end), else None."""
+    length = int(valid.sum())
+    return length if length and bool(valid[:length].all()) else None
 
 
 def _row_kl_sums(t: torch.Tensor, s: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
-    """[A, B] Σ over real query rows of KL(t_a row ‖ s_b row), t [A, T, T] and s [B, T, T] (renormalised rows).
+    """[..., A, B] Σ over real query rows of KL(t_a row ‖ s_b row), t [..., A, T, T] and s [..., B, T, T]
+    (renormalised rows; leading dims: samples).
 
     Each row's sums over T keys are float32 (one batched product per query row); the sum over rows is float64."""
-    self_term = torch.xlogy(t, t).sum(-1)  # [A, T]
+    self_term = torch.xlogy(t, t).sum(-1)  # [..., A, T]
     log_s = torch.log(s.clamp_min(torch.finfo(s.dtype).tiny))
-    cross = torch.bmm(t.transpose(0, 1), log_s.permute(1, 2, 0))  # [T, A, B]
-    per_row = (self_term.T[:, :, None] - cross).to(torch.float64)
-    return (per_row * rows.to(torch.float64)[:, None, None]).sum(0).numpy()
+    cross = torch.matmul(t.transpose(-3, -2), log_s.permute(*range(log_s.ndim - 3), -2, -1, -3))  # [..., T, A, B]
+    per_row = (self_term.transpose(-1, -2)[..., None] - cross).to(torch.float64)
+    return (per_row * rows.to(torch.float64)[:, None, None]).sum(-3).numpy()
 
 
 def head_divergences(a_t: ArrayLike, a_s: ArrayLike, *, mask: ArrayLike | None = None, eps: float = attn.EPS) -> np.ndarray:
@@ -114,11 +156,12 @@ def head_divergences(a_t: ArrayLike, a_s: ArrayLike, *, mask: ArrayLike | None =
     n, length = t_maps.shape[0], t_maps.shape[-1]
     valid = attn.as_mask(mask, n, length)
     out = np.zeros((n, t_maps.shape[1], s_maps.shape[1]))
-    for i in range(n):
-        real = valid[i].to(torch.float32)
-        t = _rows_over(t_maps[i].to(device="cpu", dtype=torch.float32), real, eps)
-        s = _rows_over(s_maps[i].to(device="cpu", dtype=torch.float32), real, eps)
-        out[i] = _row_kl_sums(t, s, real) / max(float(real.sum()), 1.0)
+    for chosen, row, keep in _blocks(valid, max(t_maps.shape[1], s_maps.shape[1])):
+        real = row[keep].to(torch.float32)
+        keys = None if keep != slice(None) else real  # padded at the end: the real blocks alone, as in the summaries
+        t = _rows_over(t_maps[:, :, keep, keep][chosen].to(device="cpu", dtype=torch.float32), keys, eps)
+        s = _rows_over(s_maps[:, :, keep, keep][chosen].to(device="cpu", dtype=torch.float32), keys, eps)
+        out[chosen.numpy()] = _row_kl_sums(t, s, real) / max(float(real.sum()), 1.0)
     return np.maximum(out, 0.0).astype(np.float32)
 
 
