@@ -304,6 +304,33 @@ def test_attention_explorer_windows_long_inputs(tmp_path):
     assert explorer.scale == "log" and "log colour scale" in explorer.figures()["pair"].layout.title.text
 
 
+def test_a_box_dragged_on_the_pair_view_opens_the_tokens_under_it(tmp_path):
+    teacher, student = bert_pair(max_positions=400)
+    ids = torch.randint(1, 120, (2, 400), generator=torch.Generator().manual_seed(5))
+    run = kdviz.capture(teacher, student, ids, path=tmp_path / "long.kdviz", progress=False, layers=[],
+                        attention_samples="all")
+    explorer = AttentionExplorer(run)
+    pooled = explorer.figures()["pair"]
+    starts = pooled.layout.meta["bin_starts"]
+    assert len(starts) == 128 and starts[0] == 0 and pooled.layout.meta["stop"] == 400
+    assert "drag a box" in pooled.layout.title.text
+    # a box from the middle of bin 10 to the middle of bin 19 (plotly's category range) covers bins 10..19
+    explorer.panes["pair"].relayout_data = {"xaxis2.range[0]": 9.7, "xaxis2.range[1]": 19.2, "yaxis2.range[0]": 19.2,
+                                            "yaxis2.range[1]": 9.7}
+    assert explorer.window == (starts[10], starts[20])
+    windowed = explorer.figures()["pair"]
+    assert np.asarray(windowed.data[0].z).shape == (starts[20] - starts[10],) * 2  # each token, unpooled
+    assert windowed.layout.meta["bin_starts"][0] == starts[10]
+    # inside the window, one bin is one token: a second box narrows it to the tokens under it
+    explorer.panes["pair"].relayout_data = {"xaxis.range[0]": 1.6, "xaxis.range[1]": 5.4}
+    assert explorer.window == (starts[10] + 2, starts[10] + 6)
+    explorer.panes["pair"].relayout_data = {"xaxis.autorange": True, "yaxis.autorange": True}  # double-click
+    assert explorer.window == (0, 400)
+    assert views.window_from_range({"bin_starts": [0, 4, 8], "stop": 12, "exact": True}, 0.6, 0.9) is None  # no whole bin
+    assert views.window_from_range({"bin_starts": [0, 4, 8], "stop": 12, "exact": False}, -0.5, 2.5) is None  # digest only
+    assert views.window_from_range({"bin_starts": [0, 4, 8], "stop": 12, "exact": True}, 2.5, -0.5) == (0, 12)
+
+
 def test_attention_explorer_shows_attention_transfer_for_cnns_and_refuses_runs_without_maps(demo_runs, tmp_path, cnn_pair):
     explorer = AttentionExplorer(demo_runs["digits-cnn"])
     assert list(explorer.figures()) == ["spatial"]

@@ -138,6 +138,41 @@ def test_controls_change_what_is_plotted(demo_runs):
     assert log["console_errors"] == []
 
 
+def test_a_box_dragged_on_a_long_inputs_pair_view_opens_those_tokens(tmp_path):
+    """On a 400-token input pooled into 128 bins, a mouse drag across the teacher map (plotly's box zoom) opens the
+    tokens under the box at full resolution; a double-click goes back to every token."""
+    from conftest import bert_pair
+
+    require_chromium()
+    teacher, student = bert_pair(max_positions=400)
+    ids = torch.randint(1, 120, (2, 400), generator=torch.Generator().manual_seed(5))
+    run = kdviz.capture(teacher, student, ids, path=tmp_path / "long.kdviz", progress=False, layers=[],
+                        attention_samples="all")
+    with kdviz_server(run.path) as url, offline_page((1400, 1000)) as (page, log):
+        page.goto(f"{url}/?run=long")
+        open_tab(page, "Attention")
+        pair = plot_titled(page, "One teacher head and one student head", timeout=60_000)
+        assert "400 tokens pooled into 128 bins" in pair["title"]
+        plot = page.locator(".js-plotly-plot", has_text="One teacher head").first
+        plot.scroll_into_view_if_needed()
+        box = plot.locator(".nsewdrag").first.bounding_box()  # the teacher map's drag layer
+        x0, y0 = box["x"] + 0.25 * box["width"], box["y"] + 0.25 * box["height"]
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 0.2 * box["width"], y0 + 0.2 * box["height"], steps=8)
+        page.mouse.up()
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher head')"
+                                                " && /tokens \\d+–\\d+/.test(p.title)); }"), timeout=20_000)
+        opened = plot_titled(page, "One teacher head")
+        first, last = (int(v) for v in re.search(r"tokens (\d+)–(\d+)", opened["title"]).groups())
+        assert 60 < first < last < 200 and "pooled" not in opened["title"]  # about a fifth of 400 tokens, from a quarter in
+        plot.locator(".nsewdrag").first.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher head')"
+                                                " && p.title.includes('400 tokens pooled')); }"), timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-attention-token-window.png"), full_page=True)
+    assert log["console_errors"] == []
+
+
 def test_names_and_tokens_from_a_run_are_shown_as_text_never_run(tmp_path):
     """Payloads in every string a run can carry (model, class, layer and run names, tokens, extra metadata) are shown
     as text on every page, with a dialog listener on the page the whole time."""

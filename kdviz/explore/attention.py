@@ -73,6 +73,7 @@ class AttentionExplorer(Explorer):
             self.layer[role].param.watch(lambda _e, r=role: self._menu_changed(r, layer=True), "value")
             self.head[role].param.watch(lambda _e, r=role: self._menu_changed(r), "value")
         self.panes["grid"].param.watch(self._grid_clicked, "click_data")
+        self.panes["pair"].param.watch(self._pair_dragged, "relayout_data")
         start = data.layer_map[-1][1] if data.layer_map else len(data.layers("teacher")) - 1
         self.select("teacher", start, 0, draw=False)
         self.redraw()
@@ -124,6 +125,23 @@ class AttentionExplorer(Explorer):
             layer, head = views.grid_cell(point["x"], point["y"], self.attention.grid_side)
         if layer < len(self.attention.layers(role)) and head < self.attention.heads(role)[layer]:
             self.select(role, layer, head)
+
+    def _pair_dragged(self, event: Any) -> None:
+        """A box dragged on the pair view opens the tokens under it (a token window); a double-click, all of them."""
+        change, fig = event.new or {}, self._figures.get("pair")
+        if fig is None or not self.attention.has_exact(self.selection.sample):
+            return
+        if any(key.endswith("autorange") for key in change):
+            self.window = (0, self.attention.n_tokens)
+            return
+        for axis in ("x", "y"):
+            ranges = [(change[f"{name}.range[0]"], change[f"{name}.range[1]"]) for name in
+                      (f"{axis}axis", f"{axis}axis2", f"{axis}axis3") if f"{name}.range[0]" in change]
+            if ranges:
+                window = views.window_from_range(dict(fig.layout.meta or {}), *ranges[0])
+                if window is not None:
+                    self.window = window
+                return
 
     # ---- drawing ----
     def state_changed(self, names: set[str]) -> None:

@@ -335,9 +335,27 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
                    "a token window shows each token")
     elif window is not None:
         detail.append(f"tokens {start}–{stop - 1}")
+    if exact and len(starts) > 1:
+        how.append("drag a box on a map to open those tokens; double-click to go back")
     title = ("One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
              + "".join(theme.subtitle(line) for line in how))
+    # what a dragged box maps back to (`window_from_range`): the first token of each shown bin, and the end
+    fig.update_layout(meta={"bin_starts": [int(v) for v in starts], "stop": int(stop), "exact": bool(exact)})
     return _finish(fig, title, height=450 if rows == 1 else 860)
+
+
+def window_from_range(meta: dict, low: float, high: float) -> tuple[int, int] | None:
+    """The token window (start, stop) under a box dragged on a `pair_view` from category position ``low`` to
+    ``high`` (plotly's axis range; bin i is centred on i): the bins whose centres the box holds, from the figure's
+    ``layout.meta``; None when it holds none or the sample has no exact maps."""
+    starts, stop = meta.get("bin_starts") or [], meta.get("stop")
+    if not meta.get("exact") or not starts or stop is None:
+        return None
+    low, high = sorted((low, high))
+    first, last = max(0, int(np.ceil(low))), min(len(starts) - 1, int(np.floor(high)))
+    if last < first:
+        return None
+    return int(starts[first]), int(starts[last + 1]) if last + 1 < len(starts) else int(stop)
 
 
 def _grid_map(values: np.ndarray, layout: dict) -> np.ndarray:
