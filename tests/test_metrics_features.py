@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -138,6 +140,38 @@ def test_minibatch_cka_equals_the_mean_of_per_batch_reference_hsic():
     assert result["teacher"][0, 1] == pytest.approx(mean_hsic(teacher[0], teacher[1]) / np.sqrt(
         mean_hsic(teacher[0], teacher[0]) * mean_hsic(teacher[1], teacher[1])), rel=1e-9)
     assert mb.n_samples == 70 and mb.n_batches == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), sizes=st.lists(st.integers(4, 40), min_size=1, max_size=3), unbiased=st.booleans(),
+       within=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, 500.0]))
+def test_minibatch_cka_equals_the_float64_reference_for_any_batches_estimator_and_precision(seed, sizes, unbiased, within,
+                                                                                          dtype, offset):
+    """Every pair's HSIC comes from the raw Grams' terms (syrk triangles on the CPU); the reference centres full
+    float64 Grams. Float32 features with a +500 offset still agree, since features are centred before the product."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    teacher = [rng.normal(size=(n, d)) for d in (3, 70)]
+    student = [teacher[1][:, :20] @ rng.normal(size=(20, 9)) + 0.5 * rng.normal(size=(n, 9)), rng.normal(size=(n, 2, 3))]
+    mb = fm.MinibatchCKA(2, 2, unbiased=unbiased, within=within)
+    edges = np.cumsum([0, *sizes])
+    for a, b in itertools.pairwise(edges):
+        mb.update([(t[a:b] + offset).astype(dtype) for t in teacher], [(v[a:b] + offset).astype(dtype) for v in student])
+    h = ref_hsic_unbiased if unbiased else ref_hsic_biased
+
+    def mean_hsic(u, v):
+        return np.mean([h(ref_gram(u[a:b]), ref_gram(v[a:b])) for a, b in itertools.pairwise(edges)])
+
+    result = mb.result()
+    tolerance = 1e-9 if dtype == np.float64 else 2e-4
+    for i, t in enumerate(teacher):
+        for j, v in enumerate(student):
+            denominator = mean_hsic(t, t) * mean_hsic(v, v)
+            expected = mean_hsic(t, v) / np.sqrt(denominator)
+            assert result["cross"][i, j] == pytest.approx(expected, rel=tolerance, abs=tolerance)
+    if within:
+        expected = mean_hsic(teacher[0], teacher[1]) / np.sqrt(mean_hsic(teacher[0], teacher[0]) * mean_hsic(teacher[1], teacher[1]))
+        assert result["teacher"][0, 1] == pytest.approx(expected, rel=tolerance, abs=tolerance)
 
 
 def test_minibatch_cka_rejects_tiny_batches_and_mismatched_layers():

@@ -1,8 +1,9 @@
 """Representation similarity between teacher and student layers: CKA (biased and debiased), streaming minibatch CKA
 over every layer pair, and the monotone layer-map suggestion.
 
-Conventions (docs/architecture.md): features [n, d] are mean-centred in float64 before any Gram product (exact for HSIC, and it
-keeps float32 features with a large offset from overflowing); sums are accumulated in float64. The debiased estimator
+Conventions (docs/architecture.md): features [n, d] are mean-centred in their own precision before any Gram product
+(exact for HSIC, and it keeps float32 features with a large offset from losing every digit to it); the Gram is taken
+in that precision and everything after it (centring of the Gram, the HSIC sums) in float64. The debiased estimator
 uses U-centred Grams (unbiased HSIC, Song et al. 2012) and needs n ≥ 4; it can be slightly negative, and is returned
 as it is, never clamped. Biased linear CKA is inflated when the width is much larger than n.
 """
@@ -10,6 +11,7 @@ as it is, never clamped. Biased linear CKA is inflated when the width is much la
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,15 @@ import torch
 from kdviz.errors import InputError
 
 F64 = torch.float64
+
+
+def _blas(name: str) -> Any:
+    from scipy.linalg import blas
+
+    return getattr(blas, name)
+
+
+SYRK = {torch.float32: lambda: _blas("ssyrk"), torch.float64: lambda: _blas("dsyrk")}
 
 
 def _features(x: Any, what: str) -> torch.Tensor:
@@ -55,6 +66,106 @@ def linear_gram(x: torch.Tensor, out: torch.Tensor | None = None, what: str = "f
     gram = product.to(F64) if out is None else out.copy_(product)
     _check_gram(gram, x, what)
     return gram
+
+
+@dataclass
+class GramTerms:
+    """What the HSIC of one batch needs from each layer's Gram K = X_c X_cᵀ (float64, one row per layer): ``below``
+    [L, P] the entries under the diagonal, P = n(n−1)/2; ``diagonal`` [L, n]; ``sums`` [L, n] K's column sums."""
+
+    below: torch.Tensor
+    diagonal: torch.Tensor
+    sums: torch.Tensor
+
+
+class GramBuilder:
+    """Builds `GramTerms` for batches of n samples, keeping its buffers from one layer and batch to the next.
+
+    On the CPU the Gram comes from BLAS's symmetric rank-k update (syrk) in the features' precision: one triangle,
+    half the multiply-adds of a general product, written into a reused buffer (its other triangle stays zero).
+    Elsewhere (CUDA) it is a matrix product on the features' device. Everything after the product is float64.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, np.ndarray] = {}
+        self._below: dict[tuple[int, str], torch.Tensor] = {}
+        self._terms: dict[tuple, GramTerms] = {}
+
+    def below_index(self, n: int, device: torch.device) -> torch.Tensor:
+        """Flat row-major indices of the entries under the diagonal of an n × n matrix."""
+        key = (n, str(device))
+        if key not in self._below:
+            rows, cols = torch.tril_indices(n, n, -1, device=device)
+            self._below[key] = rows * n + cols
+        return self._below[key]
+
+    def terms(self, models: Sequence[tuple[str, Sequence[Any]]], n: int) -> list[GramTerms]:
+        """`GramTerms` of every layer of each (name, features) in ``models`` (each feature [n, ...], flattened per
+        sample and column-centred), in order.
+
+        The work goes in three phases, centring, every Gram, then reading them: BLAS's threads keep spinning for a
+        while after a call, and torch's threads running beside them wait on the same cores (a read right after
+        syrk took 10× longer than after a pause)."""
+        flat = [[_features(f, f"{what} layer {i} features") for i, f in enumerate(features)] for what, features in models]
+        centred_features = [[centred(x) for x in layers] for layers in flat]
+        grams = [[self._gram(xc, (what, i)) for i, xc in enumerate(layers)]
+                 for (what, _), layers in zip(models, centred_features, strict=True)]
+        return [self._read(model_grams, layers, what, n)
+                for (what, _), model_grams, layers in zip(models, grams, flat, strict=True)]
+
+    def _read(self, grams: list[tuple[torch.Tensor, bool]], flat: list[torch.Tensor], what: str, n: int) -> GramTerms:
+        device = grams[0][0].device
+        below = self.below_index(n, device)
+        key = (what, len(grams), n, str(device))
+        if key not in self._terms:  # reused from batch to batch (their first writes cost page faults)
+            self._terms[key] = GramTerms(torch.empty(len(grams), len(below), dtype=F64, device=device),
+                                         torch.empty(len(grams), n, dtype=F64, device=device),
+                                         torch.empty(len(grams), n, dtype=F64, device=device))
+        terms = self._terms[key]
+        for i, ((gram, triangle), features) in enumerate(zip(grams, flat, strict=True)):
+            _check_gram(gram, features, f"{what} layer {i} features")
+            diagonal = terms.diagonal[i].copy_(gram.diagonal())
+            if triangle:  # the lower triangle: column sums of the symmetric whole from its rows and columns
+                torch.add(gram.sum(0, dtype=F64), gram.sum(1, dtype=F64), out=terms.sums[i]).sub_(diagonal)
+            else:
+                torch.sum(gram, 0, dtype=F64, out=terms.sums[i])
+            terms.below[i].copy_(gram.view(-1).index_select(0, below))
+        return terms
+
+    def _gram(self, xc: torch.Tensor, slot: tuple[str, int]) -> tuple[torch.Tensor, bool]:
+        """X_c X_cᵀ in the features' precision: its lower triangle (True) on the CPU, written into the buffer of
+        ``slot`` (reused from batch to batch), or the whole matrix elsewhere."""
+        if xc.device.type != "cpu" or xc.dtype not in SYRK or xc.requires_grad:
+            return xc @ xc.T, False
+        n = len(xc)
+        key = (n, xc.dtype, *slot)
+        if key not in self._buffers:  # column-major, so syrk writes it in place; zero where syrk never writes
+            self._buffers[key] = np.zeros((n, n), dtype=xc.numpy().dtype, order="F")
+        upper = SYRK[xc.dtype]()(1.0, np.ascontiguousarray(xc.numpy()).T, trans=1, c=self._buffers[key], overwrite_c=1)
+        return torch.from_numpy(upper).T, True  # a column-major upper triangle, read row-major: the lower one
+
+
+def hsic_from_terms(a: GramTerms, b: GramTerms, n: int, *, unbiased: bool, paired: bool = False) -> torch.Tensor:
+    """HSIC of every layer of ``a`` with every layer of ``b`` [L_a, L_b] (``paired``: of row i with row i, [L]),
+    from the raw Grams' terms, with no centred n × n matrix built.
+
+    Unbiased (Song et al. 2012), with K̃ = K with its diagonal zeroed:
+    [tr(K̃L̃) + 1ᵀK̃1 · 1ᵀL̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3)), the same value as ⟨U(K), U(L)⟩ / (n(n−3)).
+    Biased: ⟨HKH, HLH⟩ / (n−1)² = [⟨K, L⟩ − 2/n · 1ᵀKL1 + 1ᵀK1 · 1ᵀL1 / n²] / (n−1)².
+    """
+    def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ip,ip->i", x, y) if paired else x @ y.T
+
+    def outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * y if paired else x[:, None] * y[None, :]
+
+    off_diagonal = 2 * dot(a.below, b.below)  # Σ over i ≠ j of K_ij L_ij (both symmetric)
+    if unbiased:
+        sums_a, sums_b = a.sums - a.diagonal, b.sums - b.diagonal  # column sums of K̃ and L̃
+        return (off_diagonal + outer(sums_a.sum(1), sums_b.sum(1)) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * dot(sums_a, sums_b)) / (n * (n - 3))
+    full = off_diagonal + dot(a.diagonal, b.diagonal)
+    return (full - 2 / n * dot(a.sums, b.sums) + outer(a.sums.sum(1), b.sums.sum(1)) / n**2) / (n - 1) ** 2
 
 
 def rbf_gram(x: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
@@ -126,8 +237,9 @@ def cka(x: Any, y: Any, *, unbiased: bool = True, kernel: str = "linear", bandwi
 class MinibatchCKA:
     """Streaming minibatch CKA (Nguyen et al. 2021) for every teacher layer × student layer pair at once.
 
-    For each batch, every layer's Gram matrix is built and U-centred once (biased: double-centred); the matrices are
-    flattened and stacked, and one matrix product gives the HSIC of every pair. The estimate is
+    For each batch, every layer's Gram matrix is built once (`GramBuilder`: column-centred features, syrk on the CPU),
+    the entries under its diagonal are stacked, and one float64 matrix product plus O(n) terms per pair give the HSIC
+    of every pair (`hsic_from_terms`), with no centred n × n matrix built. The estimate is
     mean_b HSIC(K_b, L_b) / √(mean_b HSIC(K_b, K_b) · mean_b HSIC(L_b, L_b)). Memory is O(layers · n²), independent
     of feature width. Batches may differ in size (each HSIC uses its own n); with ``unbiased`` each needs n ≥ 4.
     ``within=True`` also accumulates teacher × teacher and student × student matrices.
@@ -144,18 +256,7 @@ class MinibatchCKA:
         self.student_self = torch.zeros(n_student, n_student, dtype=F64)
         self.n_batches = 0
         self.n_samples = 0
-
-    def _stacked_grams(self, features: Sequence[Any], what: str, n: int) -> torch.Tensor:
-        """[layers, n²]: each layer's centred Gram, built once and written straight into its row."""
-        stacked = torch.empty(len(features), n * n, dtype=F64)
-        for i, feature in enumerate(features):
-            gram = linear_gram(_features(feature, f"{what} layer {i} features"), out=stacked[i].view(n, n),
-                               what=f"{what} layer {i} features")
-            if self.unbiased:
-                u_centre_gram(gram, inplace=True)
-            else:
-                gram.copy_(centre_gram(gram))
-        return stacked
+        self._grams = GramBuilder()
 
     def update(self, teacher: Sequence[Any], student: Sequence[Any]) -> None:
         """Add one batch: a list of teacher features and a list of student features, each [n, ...] for the same n samples."""
@@ -169,15 +270,16 @@ class MinibatchCKA:
         n = sizes.pop()
         if self.unbiased and n < 4:
             raise InputError(f"a batch of {n} samples is too small for the unbiased HSIC (needs n ≥ 4); drop it or use unbiased=False")
-        scale = n * (n - 3) if self.unbiased else (n - 1) ** 2
-        g_t, g_s = self._stacked_grams(teacher, "teacher", n), self._stacked_grams(student, "student", n)
-        self.cross += g_t @ g_s.T / scale
+        if not self.unbiased and n < 2:
+            raise InputError("a batch of 1 sample has no biased HSIC (needs n ≥ 2); drop it")
+        t, s = self._grams.terms([("teacher", teacher), ("student", student)], n)
+        self.cross += hsic_from_terms(t, s, n, unbiased=self.unbiased).cpu()
         if self.within:
-            self.teacher_self += g_t @ g_t.T / scale
-            self.student_self += g_s @ g_s.T / scale
+            self.teacher_self += hsic_from_terms(t, t, n, unbiased=self.unbiased).cpu()
+            self.student_self += hsic_from_terms(s, s, n, unbiased=self.unbiased).cpu()
         else:
-            self.teacher_self.diagonal().add_((g_t * g_t).sum(1) / scale)
-            self.student_self.diagonal().add_((g_s * g_s).sum(1) / scale)
+            self.teacher_self.diagonal().add_(hsic_from_terms(t, t, n, unbiased=self.unbiased, paired=True).cpu())
+            self.student_self.diagonal().add_(hsic_from_terms(s, s, n, unbiased=self.unbiased, paired=True).cpu())
         self.n_batches += 1
         self.n_samples += n
 
