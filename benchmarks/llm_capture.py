@@ -8,8 +8,12 @@ the run's size per sequence (``du`` of the run), and with ``--memory`` the peak 
 sequences in fresh processes (bounded by one batch, so the two should be close).
 Goals (issue 18): ratio ≤ 1.3× at both vocabularies; ≤ 512 KB per 1k-token sequence.
 
+``--long-attention 4096``: one sequence of 4,096 tokens captured with attentions (the digest), against the eager
+forward with ``output_attentions`` (every layer's [H, T, T] at once), peak RSS of each in a fresh process.
+
     python benchmarks/llm_capture.py [--sequences 8] [--repeats 3] [--vocab 32000 152064] [--memory 4] [--device cuda]
                                      [--bfloat16]
+    python benchmarks/llm_capture.py --long-attention 4096
 """
 
 from __future__ import annotations
@@ -122,6 +126,37 @@ print(status("VmHWM:"), before)
     return float(out[0]), float(out[1])
 
 
+def long_attention_rss(tokens: int, what: str) -> dict:
+    """In a fresh process, one sequence of ``tokens`` tokens through the pair (vocab 32,000): the peak RSS and seconds
+    of ``what``: "eager" (both models' eager forward with output_attentions, every layer's [H, T, T] returned at
+    once: what a tool that collects attentions holds) or "capture" (kdviz.capture with attentions, the default
+    digest: layers stream into it as the models compute them)."""
+    code = f"""
+import sys, tempfile, time, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from llm_capture import llama_pair
+import kdviz
+def status(field):
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(field))
+teacher, student = llama_pair(32000)
+ids = torch.randint(0, 32000, (1, {tokens}), generator=torch.Generator().manual_seed(1))
+data = {{"input_ids": ids, "attention_mask": torch.ones_like(ids)}}
+before = status("VmRSS:")
+start = time.perf_counter()
+if {what!r} == "eager":
+    with torch.inference_mode():
+        for model in (teacher, student):
+            model.set_attn_implementation("eager")
+            out = model(**data, output_attentions=True)
+            del out
+else:
+    kdviz.capture(teacher, student, data, batch_size=1, path=tempfile.mkdtemp() + "/r.kdviz", progress=False, device="cpu")
+print(status("VmHWM:"), before, time.perf_counter() - start)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"peak_rss_mb": float(out[0]), "rss_before_mb": float(out[1]), "seconds": float(out[2])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=8)
@@ -132,7 +167,21 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS measurement (with --memory N)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bfloat16", action="store_true", help="bfloat16 weights (the GPU figure)")
+    parser.add_argument("--long-attention", type=int, default=0, metavar="T",
+                        help="only: peak RSS of one T-token sequence captured with attentions, against the eager "
+                             "forward with output_attentions (vocab 32,000)")
     args = parser.parse_args()
+    if args.long_attention:
+        eager, ours = (long_attention_rss(args.long_attention, what) for what in ("eager", "capture"))
+        print(f"one {args.long_attention:,}-token sequence, attentions of every layer (teacher 8L × 8 heads, student 4L × 4):")
+        for name, entry in (("eager forward with output_attentions", eager), ("kdviz.capture (attention digest)", ours)):
+            print(f"  {name:38s} peak RSS {entry['peak_rss_mb']:7,.0f} MB (models {entry['rss_before_mb']:,.0f} MB), "
+                  f"{entry['seconds']:.1f} s")
+        rise = (ours["peak_rss_mb"] - ours["rss_before_mb"]) / (eager["peak_rss_mb"] - eager["rss_before_mb"])
+        print(f"  capture's rise ÷ eager's rise: {rise:.2f}")
+        print("wrote", write_result("llm_long_attention", {"tokens": args.long_attention, "eager": eager, "capture": ours,
+                                                            "rise_ratio": rise}))
+        return
     dtype = torch.bfloat16 if args.bfloat16 else torch.float32
     cases = [] if args.memory_only else [measure(vocab, args.sequences, args.repeats, args.device, dtype)
                                          for vocab in args.vocab]
