@@ -215,8 +215,9 @@ def _attribute_batch(probes: tuple[ModelProbe, ModelProbe], batch: Batch, rows: 
     seconds: dict[str, float] = dict.fromkeys(settings.methods, 0.0)
     for probe in probes:
         call = model_call(probe, inputs, positions, settings.embedding[probe.role])
-        point_bytes = graph_bytes_per_sample(probe, call) if settings.max_memory is not None else 0
+        point_bytes = 0
         if settings.max_memory is not None:
+            point_bytes = graph_bytes_per_sample(probe, call)
             settings.point_bytes[probe.role] = max(point_bytes, settings.point_bytes.get(probe.role, 0))
         for method in settings.methods:
             start = time.perf_counter()

@@ -65,8 +65,8 @@ def per_sample_summaries(a: ArrayLike, *, mask: ArrayLike | None = None, positio
     causal = t > 1 and float(torch.triu(maps[0].to(torch.float32), diagonal=1).abs().max()) <= 1e-6  # the model's mask
     out = np.empty((n, heads, len(SUMMARY_NAMES)), np.float32)
     for chosen, row, keep in _blocks(valid, heads):
-        # a block padded at the end is summarised on its real [H, L, L] maps alone: the same values (padded keys
-        # and queries carry no weight), at (L / T)² of the work
+        # a block padded at the end (or not at all) is summarised on its real [H, L, L] maps alone: the same values
+        # (padded keys and queries carry no weight), at (L / T)² of the work, with no mask to apply
         m = maps[:, :, keep, keep][chosen].to(device="cpu", dtype=torch.float32)  # [G, H, L, L]
         prefix = keep != slice(None)
         out[chosen.numpy()] = _summary_block(m, row[keep], placed[keep], distance[keep, keep],
@@ -81,14 +81,15 @@ BLOCK_BYTES = 64 * 2**20  # float32 maps summarised at once (samples sharing a m
 
 def _blocks(valid: torch.Tensor, heads: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, slice]]:
     """Samples that share one mask row, in blocks of at most `BLOCK_BYTES` of float32 maps: (sample indices [G],
-    the mask row [T], the tokens to keep: its first L when the padding is at the end, else all of them)."""
+    the mask row [T], the tokens to keep: its first L when the padding is at the end, every token is then real; else
+    ``slice(None)``, all of them, masked)."""
     rows, group = np.unique(valid.numpy(), axis=0, return_inverse=True)
     for g in range(len(rows)):
         members = torch.as_tensor(np.flatnonzero(group.reshape(-1) == g))
         row = valid[int(members[0])]
         length = _real_prefix(row)
-        keep = slice(None) if length is None or length == len(row) else slice(0, length)
-        side = length if keep != slice(None) else len(row)
+        keep = slice(None) if length is None else slice(0, length)
+        side = len(row) if length is None else length
         size = max(1, BLOCK_BYTES // (4 * heads * side * side))
         for first in range(0, len(members), size):
             yield members[first:first + size], row, keep

@@ -133,7 +133,8 @@ class AttentionData:
     def thumbnails(self, role: str, layer: int, sample: int) -> np.ndarray:
         """[H, s, s] float32 attention of one layer on one sample pooled at capture over its real tokens, s = min(real
         tokens, the stored side): keys summed and queries averaged per bin, so rows sum to 1."""
-        return self.sample_thumbnails(role, sample)[layer]
+        side = self.thumbnail_side(sample)
+        return self.sample_digest(role, sample)[1][layer][:, :side, :side].astype(np.float32)
 
     def sample_thumbnails(self, role: str, sample: int) -> list[np.ndarray]:
         """[H, s, s] float32 `thumbnails` of every layer of one model on one sample (from `sample_digest`)."""
