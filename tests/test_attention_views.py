@@ -291,9 +291,16 @@ def test_attention_explorer_follows_clicks_on_the_grid(demo_runs):
 def test_attention_explorer_windows_long_inputs(tmp_path):
     teacher, student = bert_pair(max_positions=160)
     ids = torch.randint(1, 120, (2, 160), generator=torch.Generator().manual_seed(5))
-    run = kdviz.capture(teacher, student, ids, path=tmp_path / "long.kdviz", progress=False, layers=[])
+    run = kdviz.capture(teacher, student, ids, path=tmp_path / "long.kdviz", progress=False, layers=[],
+                        attention_samples=[0])
     explorer = AttentionExplorer(run)
-    assert explorer.window_slider.visible and explorer.window == (0, 160)
+    assert explorer.window_slider.visible and not explorer.window_slider.disabled and explorer.window == (0, 160)
+    # a sample kept only as a digest has no token window: the slider is disabled, not hidden, so the page keeps its
+    # layout (a layout change lays out every Plotly figure of the document again)
+    explorer.selection.sample = 1
+    assert explorer.window_slider.visible and explorer.window_slider.disabled
+    explorer.selection.sample = 0
+    assert explorer.window_slider.visible and not explorer.window_slider.disabled
     pooled = explorer.figures()["pair"]
     explorer.window_slider.value = (20, 60)
     windowed = explorer.figures()["pair"]

@@ -141,3 +141,18 @@ def test_a_run_with_training_history_shows_its_curves_and_steps(tmp_path, digits
     board.selection.step = steps[0]  # every page shows the run as it was then
     logits = open_page(board, "Logits")
     np.testing.assert_allclose(logits.logit_data.z_s, board.library.run("hist").at_step(steps[0]).student.logits[:])
+
+
+def test_discrete_controls_are_handled_at_once_and_sliders_stay_merged(dashboard):
+    """Panel waits 50 ms after each browser change (to merge a dragged slider's bursts): the header's menus and
+    sample box, the explorers' menus and buttons, and clicks on plots skip that wait; sliders keep it."""
+    dashboard.show_run("digits-vit")
+    attention, logits = open_page(dashboard, "Attention"), open_page(dashboard, "Logits")
+    at_once = [dashboard.run_menu, dashboard.sample_input, attention.head["teacher"], attention.layer["student"],
+               attention.summary_menu, attention.bottom_buttons, attention.follow_box]
+    for widget in at_once:
+        assert "value" in widget._priority_changes or "active" in widget._priority_changes, widget
+    for pane in (*attention.panes.values(), *logits.panes.values()):
+        assert {"click_data", "relayout_data"} <= set(pane._priority_changes)
+    for slider in (logits.alpha_slider, logits.temperature._slider, attention.window_slider):
+        assert not slider._priority_changes, slider

@@ -14,7 +14,7 @@ import panel as pn
 
 from kdviz.app.query import parse_query
 from kdviz.explore import EXPLORERS, RunLibrary, Selection
-from kdviz.explore.base import notice
+from kdviz.explore.base import at_once, notice
 from kdviz.views import theme
 
 
@@ -28,9 +28,9 @@ class Dashboard:
         self.selection.param.run.objects = library.names
         first = run if run in library.names else library.names[0]
         self.pages = {kind.title: kind(library=library, selection=self.selection) for kind in EXPLORERS}
-        self.run_menu = pn.widgets.Select(label="run", options=library.names, value=first, width=220)
-        self.step_menu = pn.widgets.Select(label="training step", options={}, width=160, visible=False)
-        self.sample_input = pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"])
+        self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=220))
+        self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=160, visible=False))
+        self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"]))
         self.tabs = pn.Tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
         self.run_menu.param.watch(lambda event: self.show_run(event.new), "value")
         self.step_menu.param.watch(self._step_chosen, "value")

@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from kdviz.errors import MissingDataError
-from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
+from kdviz.explore.base import LIGHT_BUTTONS, Explorer, at_once, clicked_point, heading, plot
 from kdviz.readers.attention import ROLES
 from kdviz.views import attention as views
 
@@ -53,10 +53,11 @@ class AttentionExplorer(Explorer):
             self.redraw()
             return [heading(f"Attention transfer: {run.name}"), self.panes["spatial"]]
         self.summary_menu = self.control("summary", options={v: k for k, v in views.SUMMARY_LABELS.items()}, width=260)
-        self.layer = {role: pn.widgets.Select(label=f"{role} layer", width=220, css_classes=[f"kd-{role}-layer"],
-                                              options={f"L{i} {n}": i for i, n in enumerate(data.layers(role))})
+        self.layer = {role: at_once(pn.widgets.Select(label=f"{role} layer", width=220, css_classes=[f"kd-{role}-layer"],
+                                                      options={f"L{i} {n}": i for i, n in enumerate(data.layers(role))}))
                       for role in ROLES}
-        self.head = {role: pn.widgets.Select(label=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]) for role in ROLES}
+        self.head = {role: at_once(pn.widgets.Select(label=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]))
+                     for role in ROLES}
         self.follow_box = self.control("follow", pn.widgets.Checkbox)
         self.bottom_buttons = self.control("bottom", pn.widgets.RadioButtonGroup, options=BOTTOM_VIEWS, **LIGHT_BUTTONS)
         n_tokens = data.n_tokens
@@ -178,7 +179,9 @@ class AttentionExplorer(Explorer):
     def draw_pair(self) -> None:
         n_tokens = self.attention.n_tokens
         exact = self.attention.has_exact(self.selection.sample)  # a sample kept only as a digest has no token window
-        self.window_slider.visible = exact and n_tokens > FULL_DETAIL
+        # disabled, not hidden, for a digest-only sample: hiding it would change the page's layout, and every Plotly
+        # figure in the document (hidden tabs too) is laid out again after a layout change
+        self.window_slider.disabled = not exact
         window = tuple(self.window) if self.window is not None and n_tokens > FULL_DETAIL and exact else None
         if window == (0, n_tokens):
             window = None

@@ -39,8 +39,21 @@ LIGHT_BUTTONS = {"color" if "color" in pn.widgets.RadioButtonGroup.param else "b
 
 
 def plot(fig: go.Figure | None = None, **kwargs: Any) -> pn.pane.Plotly:
-    """A Plotly pane stretched to the page width (its height is the figure's)."""
-    return pn.pane.Plotly(fig, config=PLOT_CONFIG, sizing_mode="stretch_width", **kwargs)
+    """A Plotly pane stretched to the page width (its height is the figure's); a click or a dragged box on it is
+    handled at once (`at_once`)."""
+    return at_once(pn.pane.Plotly(fig, config=PLOT_CONFIG, sizing_mode="stretch_width", **kwargs),
+                   "click_data", "relayout_data")
+
+
+DISCRETE_VALUES = ("value", "active")  # the browser-side properties a menu, number box, toggle or button group sets
+
+
+def at_once(component: Any, *properties: str) -> Any:
+    """Handle ``component``'s browser changes (by default its value) on the server's next tick. Panel waits 50 ms
+    after each change a browser sends, to merge the bursts of a dragged slider; a menu, a number box, a toggle or a
+    click sends one change per act, so waiting only adds 50 ms to every redraw it causes."""
+    component._priority_changes = [*type(component)._priority_changes, *(properties or DISCRETE_VALUES)]
+    return component
 
 
 def notice(title: str, message: str) -> pn.pane.HTML:
@@ -159,11 +172,11 @@ class Explorer(FigureViewer):
         base = self.library.run(self.selection.run)
         controls: list[Any] = []
         if base.steps:
-            controls.append(pn.widgets.Select.from_param(self.selection.param.step, label="training step",
-                                                         options={f"step {s}": s for s in base.steps}, width=160))
+            controls.append(at_once(pn.widgets.Select.from_param(self.selection.param.step, label="training step",
+                                                                 options={f"step {s}": s for s in base.steps}, width=160)))
         if "sample" in self.watches and "sample" in self.standalone_controls:
-            controls.append(pn.widgets.IntInput.from_param(self.selection.param.sample, label="sample", start=0,
-                                                           end=base.n_samples - 1, width=120))
+            controls.append(at_once(pn.widgets.IntInput.from_param(self.selection.param.sample, label="sample", start=0,
+                                                                   end=base.n_samples - 1, width=120)))
         return [pn.Row(*controls)] if controls else []
 
     # ---- for subclasses ----
@@ -198,6 +211,8 @@ class Explorer(FigureViewer):
         map labels to values. Watchers of an earlier build are dropped when the explorer rebuilds."""
         kwargs.setdefault("label", self.param[name].label)
         widget = widget_type(value=getattr(self, name), **kwargs)
+        if not isinstance(widget, pn.widgets.slider._SliderBase):  # a slider's drags stay merged
+            at_once(widget)
 
         def to_state(event: Any) -> None:
             if event.new is not None and getattr(self, name) != event.new:
@@ -213,7 +228,7 @@ class Explorer(FigureViewer):
 
     def sample_list(self, label: str, *, size: int, width: int, css_class: str) -> pn.widgets.Select:
         """The list of samples; choosing one sets the shared sample (its options are set by `list_samples`)."""
-        samples = pn.widgets.Select(label=label, size=size, options={}, width=width, css_classes=[css_class])
+        samples = at_once(pn.widgets.Select(label=label, size=size, options={}, width=width, css_classes=[css_class]))
         samples.param.watch(self._listed_sample_chosen, "value")
         return samples
 

@@ -8,6 +8,7 @@ resolution). Numbers come from `kdviz.metrics.attention`; colours from `kdviz.vi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -275,8 +276,8 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
         starts = bin_starts(n_real, data.grid_side)
     pooled = len(starts) < stop - start
     labels = token_labels(data.tokens(sample), starts, stop)
-    layout = data.grid("teacher") if data.image(sample) is not None else None
-    rows = 2 if exact and layout and data.grid("student") == layout else 1
+    token_grid = data.grid("teacher") if data.image(sample) is not None else None
+    rows = 2 if exact and token_grid and data.grid("student") == token_grid else 1
     match = data.match(t_layer, s_layer) if data.mapped_student_layer(t_layer) == s_layer else None
     matched = match is not None and match.student_of(t_head) == s_head
     closest = (not matched and match is not None
@@ -284,9 +285,6 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     names = (f"teacher L{t_layer} · head {t_head}",
              f"student L{s_layer} · head {s_head}" + (" (matched)" if matched else " (closest)" if closest else ""),
              "teacher − student")
-    fig = make_subplots(rows=rows, cols=3, horizontal_spacing=PAIR_SPACING, vertical_spacing=0.17,
-                        subplot_titles=names + (("teacher: query → image", "student: query → image", "teacher − student")
-                                                if rows == 2 else ()))
     shown = "log" if scale == "auto" and len(starts) > LOG_AUTO_TOKENS else "linear" if scale == "auto" else scale
     t_show, s_show, diff, names_of = scaled_maps(t_map, s_map, shown)
     top = float(max(t_show.max(), s_show.max(), names_of["zmin"] + 1e-12))
@@ -297,25 +295,26 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     bar = {"len": 0.5 / rows, "y": 0.5 if rows == 1 else 0.79, "yanchor": "middle", "thickness": 12,
            "title": {"side": "top", "font": {"size": 12}}}
     shared_bar = {**bar, "x": PAIR_BAR_X, "title": {**bar["title"], "text": unit}, **names_of.get("ticks", {})}
+    traces = []
     for col, (z, raw, role) in enumerate(((t_show, t_map, "teacher"), (s_show, s_map, "student")), start=1):
-        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=labels, y=labels, customdata=raw.astype(np.float32),
-                                 colorscale=theme.SEQUENTIAL_SCALE, zmin=names_of["zmin"], zmax=top, showscale=col == 2,
-                                 colorbar=shared_bar,
-                                 hovertemplate=f"{role}<br>query %{{y}} → key %{{x}}<br>attention %{{customdata:.4g}}"
-                                               "<extra></extra>"),
-                      row=1, col=col)
-    fig.add_trace(go.Heatmap(z=diff, x=labels, y=labels, colorscale=theme.DIFFERENCE_SCALE, zmin=-spread, zmax=spread,
-                             colorbar={**bar, "title": {**bar["title"], "text": names_of["diff"]}},
-                             hovertemplate=f"query %{{y}} → key %{{x}}<br>{names_of['diff'].replace('<br>', ' ')} "
-                                           "%{z:.4f}<extra></extra>"), row=1, col=3)
-    for col in (1, 2, 3):
-        fig.update_xaxes(title="key" if col == 2 else None, type="category", showgrid=False, constrain="domain",
-                         tickfont={"size": 10}, row=1, col=col)
-        fig.update_yaxes(title="query" if col == 1 else None, type="category", autorange="reversed", showgrid=False,
-                         showticklabels=col == 1, scaleanchor=f"x{'' if col == 1 else col}", constrain="domain",
-                         tickfont={"size": 10}, row=1, col=col)
-    if rows == 2:
-        _query_overlay_row(fig, data, t_full, s_full, sample, layout, query)
+        traces.append({"type": "heatmap", "z": z.astype(np.float32), "x": labels, "y": labels,
+                       "customdata": raw.astype(np.float32), "colorscale": theme.SEQUENTIAL_SCALE,
+                       "zmin": names_of["zmin"], "zmax": top, "showscale": col == 2, "colorbar": shared_bar,
+                       "hovertemplate": f"{role}<br>query %{{y}} → key %{{x}}<br>attention %{{customdata:.4g}}<extra></extra>"})
+    traces.append({"type": "heatmap", "z": diff, "x": labels, "y": labels, "colorscale": theme.DIFFERENCE_SCALE,
+                   "zmin": -spread, "zmax": spread, "colorbar": {**bar, "title": {**bar["title"], "text": names_of["diff"]}},
+                   "hovertemplate": f"query %{{y}} → key %{{x}}<br>{names_of['diff'].replace('<br>', ' ')} "
+                                    "%{z:.4f}<extra></extra>"})
+    axes = {}
+    for col, trace in enumerate(traces, start=1):
+        suffix = "" if col == 1 else str(col)
+        trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        axes[f"xaxis{suffix}"] = {"title": {"text": "key" if col == 2 else None}, "type": "category", "showgrid": False,
+                                  "constrain": "domain", "tickfont": {"size": 10}}
+        axes[f"yaxis{suffix}"] = {"title": {"text": "query" if col == 1 else None}, "type": "category",
+                                  "autorange": "reversed", "showgrid": False, "showticklabels": col == 1,
+                                  "scaleanchor": f"x{suffix}", "constrain": "domain", "tickfont": {"size": 10}}
+    titles = names + (("teacher: query → image", "student: query → image", "teacher − student") if rows == 2 else ())
     if exact:
         kl: float | None = attn.head_divergence(t_full[None, None], s_full[None, None],
                                                 mask=None if mask is None else mask[None])[0, 0]
@@ -339,9 +338,46 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
         how.append("drag a box on a map to open those tokens; double-click to go back")
     title = ("One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
              + "".join(theme.subtitle(line) for line in how))
+    height = 450 if rows == 1 else 860
+    styled = theme.style_layout(title, height=height, legend=False)
+    styled["title"].update(_finish_title(height))
+    styled["margin"]["t"] = 115
     # what a dragged box maps back to (`window_from_range`): the first token of each shown bin, and the end
-    fig.update_layout(meta={"bin_starts": [int(v) for v in starts], "stop": int(stop), "exact": bool(exact)})
-    return _finish(fig, title, height=450 if rows == 1 else 860)
+    styled["meta"] = {"bin_starts": [int(v) for v in starts], "stop": int(stop), "exact": bool(exact)}
+    if rows == 1:  # one figure dict, validated once (make_subplots and updates cost more than the rest of the view)
+        layout = _pair_grid(titles)
+        for key, axis in axes.items():
+            layout[key] = {**layout[key], **axis}
+        fig = go.Figure({"data": traces, "layout": {**layout, **styled}})
+        theme.use_white_template(fig)
+        return fig
+    # a ViT: a second row draws the query token's attention over the image
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, **PAIR_GRID)
+    fig.add_traces(traces)
+    theme.use_white_template(fig)
+    fig.update_layout({**axes, **styled})
+    _query_overlay_row(fig, data, t_full, s_full, sample, token_grid, query)
+    return fig
+
+
+PAIR_GRID = {"horizontal_spacing": PAIR_SPACING, "vertical_spacing": 0.17}  # the pair view's subplot spacing
+
+
+@functools.cache
+def _pair_grid_template() -> dict:
+    """The layout of the one-row pair view's empty subplot grid (axis domains and anchors, three title
+    annotations), made by make_subplots once."""
+    layout = make_subplots(rows=1, cols=3, subplot_titles=["·", "·", "·"], **PAIR_GRID).layout.to_plotly_json()
+    layout.pop("template", None)
+    return layout
+
+
+def _pair_grid(titles: Sequence[str]) -> dict:
+    """A fresh copy of `_pair_grid_template` with the subplot titles ``titles``."""
+    template = _pair_grid_template()
+    layout = {key: dict(value) for key, value in template.items() if key != "annotations"}
+    layout["annotations"] = [{**note, "text": text} for note, text in zip(template["annotations"], titles, strict=True)]
+    return layout
 
 
 def window_from_range(meta: dict, low: float, high: float) -> tuple[int, int] | None:
