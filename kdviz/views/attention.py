@@ -51,8 +51,16 @@ def grid_cell(x: float, y: float, cell: int) -> tuple[int, int]:
 
 def _finish(fig: go.Figure, title: str, *, height: int, width: int | None = None, top: int = 115) -> go.Figure:
     """`theme.style`, with room above the plots for a two-line title and the subplot titles."""
-    theme.style(fig, title, height=height, width=width, legend=False)
-    return fig.update_layout(margin={"t": top}, title=_finish_title(height))
+    theme.use_white_template(fig)
+    return fig.update_layout(_finish_layout(title, height=height, width=width, top=top))
+
+
+def _finish_layout(title: str, *, height: int, width: int | None = None, top: int = 115) -> dict:
+    """`_finish`'s layout as a dict, for a view built as one figure dict."""
+    styled = theme.style_layout(title, height=height, width=width, legend=False)
+    styled["title"].update(_finish_title(height))
+    styled["margin"]["t"] = top
+    return styled
 
 
 def _finish_title(height: int) -> dict:
@@ -159,8 +167,7 @@ def head_grid(data: AttentionData, sample: int = 0, summary: str = "entropy",
                               "bins at capture, scaled to its own maximum")
              + theme.subtitle("click a head to open it"))
     height = int(rows * block + margin_t + margin_b)
-    styled = theme.style_layout(title, height=height, width=int(plot_width + margin_l + margin_r), legend=False)
-    styled["title"].update(_finish_title(height))
+    styled = _finish_layout(title, height=height, width=int(plot_width + margin_l + margin_r), top=margin_t)
     # fixed margins (the colour bar's labels may not widen them): the frames are sized in pixels for this plot area
     styled["margin"] = {"l": margin_l, "r": margin_r, "t": margin_t, "b": margin_b, "autoexpand": False}
     fig = go.Figure({"data": traces, "layout": {**layout, **styled}})
@@ -339,9 +346,7 @@ def pair_view(data: AttentionData, teacher: tuple[int, int], student: tuple[int,
     title = ("One teacher head and one student head, side by side" + theme.subtitle(" · ".join(detail))
              + "".join(theme.subtitle(line) for line in how))
     height = 450 if rows == 1 else 860
-    styled = theme.style_layout(title, height=height, legend=False)
-    styled["title"].update(_finish_title(height))
-    styled["margin"]["t"] = 115
+    styled = _finish_layout(title, height=height)
     # what a dragged box maps back to (`window_from_range`): the first token of each shown bin, and the end
     styled["meta"] = {"bin_starts": [int(v) for v in starts], "stop": int(stop), "exact": bool(exact)}
     if rows == 1:  # one figure dict, validated once (make_subplots and updates cost more than the rest of the view)
