@@ -147,7 +147,7 @@ def test_minibatch_cka_equals_the_mean_of_per_batch_reference_hsic():
        within=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, 500.0]))
 def test_minibatch_cka_equals_the_float64_reference_for_any_batches_estimator_and_precision(seed, sizes, unbiased, within,
                                                                                           dtype, offset):
-    """Every pair's HSIC comes from the raw Grams' terms (syrk triangles on the CPU); the reference centres full
+    """Every pair's HSIC comes from the raw Grams' terms (block triangles); the reference centres full
     float64 Grams. Float32 features with a +500 offset still agree, since features are centred before the product."""
     rng = np.random.default_rng(seed)
     n = sum(sizes)
@@ -163,7 +163,7 @@ def test_minibatch_cka_equals_the_float64_reference_for_any_batches_estimator_an
         return np.mean([h(ref_gram(u[a:b]), ref_gram(v[a:b])) for a, b in itertools.pairwise(edges)])
 
     result = mb.result()
-    tolerance = 1e-9 if dtype == np.float64 else 2e-4
+    tolerance = 1e-9 if dtype == np.float64 else 1e-5
     for i, t in enumerate(teacher):
         for j, v in enumerate(student):
             denominator = mean_hsic(t, t) * mean_hsic(v, v)

@@ -11,43 +11,13 @@ as it is, never clamped. Biased linear CKA is inflated when the width is much la
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from kdviz.errors import InputError
-
-F64 = torch.float64
-
-
-def _blas(name: str) -> Any:
-    from scipy.linalg import blas
-
-    return getattr(blas, name)
-
-
-SYRK = {torch.float32: lambda: _blas("ssyrk"), torch.float64: lambda: _blas("dsyrk")}
-
-
-def _features(x: Any, what: str) -> torch.Tensor:
-    """Features as a float tensor [n, d] (extra axes flattened per sample). Finiteness is checked on the Gram."""
-    tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if tensor.ndim < 2:
-        raise InputError(f"{what} must be [n, d] (or [n, ...], flattened per sample), got shape {tuple(tensor.shape)}")
-    tensor = tensor.reshape(tensor.shape[0], -1)
-    return tensor if tensor.is_floating_point() else tensor.double()
-
-
-def _check_gram(gram: torch.Tensor, features: torch.Tensor, what: str) -> None:
-    """A NaN or inf in any feature reaches the Gram's diagonal; only then scan the rows to name the samples."""
-    if not bool(torch.isfinite(gram.diagonal()).all()):
-        bad = ~torch.isfinite(features).all(dim=1)
-        rows = torch.nonzero(bad).flatten()[:5].tolist()
-        if rows:
-            raise InputError(f"{what} contain NaN or inf at sample index {rows}")
-        raise InputError(f"{what} overflow the Gram product (values too large for {features.dtype}); pass float64 features")
+from kdviz.metrics.gram_terms import F64, GramBuilder, as_features, check_finite_gram, hsic_from_terms
 
 
 def centred(x: torch.Tensor) -> torch.Tensor:
@@ -64,108 +34,8 @@ def linear_gram(x: torch.Tensor, out: torch.Tensor | None = None, what: str = "f
     xc = centred(x)
     product = xc @ xc.T
     gram = product.to(F64) if out is None else out.copy_(product)
-    _check_gram(gram, x, what)
+    check_finite_gram(gram.diagonal(), x, what)
     return gram
-
-
-@dataclass
-class GramTerms:
-    """What the HSIC of one batch needs from each layer's Gram K = X_c X_cᵀ (float64, one row per layer): ``below``
-    [L, P] the entries under the diagonal, P = n(n−1)/2; ``diagonal`` [L, n]; ``sums`` [L, n] K's column sums."""
-
-    below: torch.Tensor
-    diagonal: torch.Tensor
-    sums: torch.Tensor
-
-
-class GramBuilder:
-    """Builds `GramTerms` for batches of n samples, keeping its buffers from one layer and batch to the next.
-
-    On the CPU the Gram comes from BLAS's symmetric rank-k update (syrk) in the features' precision: one triangle,
-    half the multiply-adds of a general product, written into a reused buffer (its other triangle stays zero).
-    Elsewhere (CUDA) it is a matrix product on the features' device. Everything after the product is float64.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple, np.ndarray] = {}
-        self._below: dict[tuple[int, str], torch.Tensor] = {}
-        self._terms: dict[tuple, GramTerms] = {}
-
-    def below_index(self, n: int, device: torch.device) -> torch.Tensor:
-        """Flat row-major indices of the entries under the diagonal of an n × n matrix."""
-        key = (n, str(device))
-        if key not in self._below:
-            rows, cols = torch.tril_indices(n, n, -1, device=device)
-            self._below[key] = rows * n + cols
-        return self._below[key]
-
-    def terms(self, models: Sequence[tuple[str, Sequence[Any]]], n: int) -> list[GramTerms]:
-        """`GramTerms` of every layer of each (name, features) in ``models`` (each feature [n, ...], flattened per
-        sample and column-centred), in order.
-
-        The work goes in three phases, centring, every Gram, then reading them: BLAS's threads keep spinning for a
-        while after a call, and torch's threads running beside them wait on the same cores (a read right after
-        syrk took 10× longer than after a pause)."""
-        flat = [[_features(f, f"{what} layer {i} features") for i, f in enumerate(features)] for what, features in models]
-        centred_features = [[centred(x) for x in layers] for layers in flat]
-        grams = [[self._gram(xc, (what, i)) for i, xc in enumerate(layers)]
-                 for (what, _), layers in zip(models, centred_features, strict=True)]
-        return [self._read(model_grams, layers, what, n)
-                for (what, _), model_grams, layers in zip(models, grams, flat, strict=True)]
-
-    def _read(self, grams: list[tuple[torch.Tensor, bool]], flat: list[torch.Tensor], what: str, n: int) -> GramTerms:
-        device = grams[0][0].device
-        below = self.below_index(n, device)
-        key = (what, len(grams), n, str(device))
-        if key not in self._terms:  # reused from batch to batch (their first writes cost page faults)
-            self._terms[key] = GramTerms(torch.empty(len(grams), len(below), dtype=F64, device=device),
-                                         torch.empty(len(grams), n, dtype=F64, device=device),
-                                         torch.empty(len(grams), n, dtype=F64, device=device))
-        terms = self._terms[key]
-        for i, ((gram, triangle), features) in enumerate(zip(grams, flat, strict=True)):
-            _check_gram(gram, features, f"{what} layer {i} features")
-            diagonal = terms.diagonal[i].copy_(gram.diagonal())
-            if triangle:  # the lower triangle: column sums of the symmetric whole from its rows and columns
-                torch.add(gram.sum(0, dtype=F64), gram.sum(1, dtype=F64), out=terms.sums[i]).sub_(diagonal)
-            else:
-                torch.sum(gram, 0, dtype=F64, out=terms.sums[i])
-            terms.below[i].copy_(gram.view(-1).index_select(0, below))
-        return terms
-
-    def _gram(self, xc: torch.Tensor, slot: tuple[str, int]) -> tuple[torch.Tensor, bool]:
-        """X_c X_cᵀ in the features' precision: its lower triangle (True) on the CPU, written into the buffer of
-        ``slot`` (reused from batch to batch), or the whole matrix elsewhere."""
-        if xc.device.type != "cpu" or xc.dtype not in SYRK or xc.requires_grad:
-            return xc @ xc.T, False
-        n = len(xc)
-        key = (n, xc.dtype, *slot)
-        if key not in self._buffers:  # column-major, so syrk writes it in place; zero where syrk never writes
-            self._buffers[key] = np.zeros((n, n), dtype=xc.numpy().dtype, order="F")
-        upper = SYRK[xc.dtype]()(1.0, np.ascontiguousarray(xc.numpy()).T, trans=1, c=self._buffers[key], overwrite_c=1)
-        return torch.from_numpy(upper).T, True  # a column-major upper triangle, read row-major: the lower one
-
-
-def hsic_from_terms(a: GramTerms, b: GramTerms, n: int, *, unbiased: bool, paired: bool = False) -> torch.Tensor:
-    """HSIC of every layer of ``a`` with every layer of ``b`` [L_a, L_b] (``paired``: of row i with row i, [L]),
-    from the raw Grams' terms, with no centred n × n matrix built.
-
-    Unbiased (Song et al. 2012), with K̃ = K with its diagonal zeroed:
-    [tr(K̃L̃) + 1ᵀK̃1 · 1ᵀL̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3)), the same value as ⟨U(K), U(L)⟩ / (n(n−3)).
-    Biased: ⟨HKH, HLH⟩ / (n−1)² = [⟨K, L⟩ − 2/n · 1ᵀKL1 + 1ᵀK1 · 1ᵀL1 / n²] / (n−1)².
-    """
-    def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ip,ip->i", x, y) if paired else x @ y.T
-
-    def outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x * y if paired else x[:, None] * y[None, :]
-
-    off_diagonal = 2 * dot(a.below, b.below)  # Σ over i ≠ j of K_ij L_ij (both symmetric)
-    if unbiased:
-        sums_a, sums_b = a.sums - a.diagonal, b.sums - b.diagonal  # column sums of K̃ and L̃
-        return (off_diagonal + outer(sums_a.sum(1), sums_b.sum(1)) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * dot(sums_a, sums_b)) / (n * (n - 3))
-    full = off_diagonal + dot(a.diagonal, b.diagonal)
-    return (full - 2 / n * dot(a.sums, b.sums) + outer(a.sums.sum(1), b.sums.sum(1)) / n**2) / (n - 1) ** 2
 
 
 def rbf_gram(x: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
@@ -219,7 +89,7 @@ def cka(x: Any, y: Any, *, unbiased: bool = True, kernel: str = "linear", bandwi
     CKA = HSIC(K, L) / √(HSIC(K, K)·HSIC(L, L)); ``unbiased`` uses the debiased HSIC (n ≥ 4) and may be slightly
     negative for unrelated features. ``kernel`` is ``"linear"`` or ``"rbf"`` (median-distance bandwidth by default).
     """
-    fx, fy = _features(x, "x"), _features(y, "y")
+    fx, fy = as_features(x, "x"), as_features(y, "y")
     if fx.shape[0] != fy.shape[0]:
         raise InputError(f"x and y must describe the same samples: {fx.shape[0]} vs {fy.shape[0]} rows")
     if kernel == "linear":
@@ -237,9 +107,10 @@ def cka(x: Any, y: Any, *, unbiased: bool = True, kernel: str = "linear", bandwi
 class MinibatchCKA:
     """Streaming minibatch CKA (Nguyen et al. 2021) for every teacher layer × student layer pair at once.
 
-    For each batch, every layer's Gram matrix is built once (`GramBuilder`: column-centred features, syrk on the CPU),
-    the entries under its diagonal are stacked, and one float64 matrix product plus O(n) terms per pair give the HSIC
-    of every pair (`hsic_from_terms`), with no centred n × n matrix built. The estimate is
+    For each batch, every layer's Gram matrix is built once, as its lower block triangle (`gram_terms.GramBuilder`:
+    column-centred features, about 5/8 of a full product at n = 1,024), and chunked products of those blocks summed
+    in float64, plus O(n) terms per pair, give the HSIC of every pair (`gram_terms.hsic_from_terms`), with no centred
+    n × n matrix built. The estimate is
     mean_b HSIC(K_b, L_b) / √(mean_b HSIC(K_b, K_b) · mean_b HSIC(L_b, L_b)). Memory is O(layers · n²), independent
     of feature width. Batches may differ in size (each HSIC uses its own n); with ``unbiased`` each needs n ≥ 4.
     ``within=True`` also accumulates teacher × teacher and student × student matrices.
@@ -272,7 +143,7 @@ class MinibatchCKA:
             raise InputError(f"a batch of {n} samples is too small for the unbiased HSIC (needs n ≥ 4); drop it or use unbiased=False")
         if not self.unbiased and n < 2:
             raise InputError("a batch of 1 sample has no biased HSIC (needs n ≥ 2); drop it")
-        t, s = self._grams.terms([("teacher", teacher), ("student", student)], n)
+        t, s = self._grams.terms("teacher", teacher, n), self._grams.terms("student", student, n)
         self.cross += hsic_from_terms(t, s, n, unbiased=self.unbiased).cpu()
         if self.within:
             self.teacher_self += hsic_from_terms(t, t, n, unbiased=self.unbiased).cpu()
