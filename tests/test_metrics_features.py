@@ -147,23 +147,26 @@ def test_minibatch_cka_equals_the_mean_of_per_batch_reference_hsic():
        within=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, 500.0]))
 def test_minibatch_cka_equals_the_float64_reference_for_any_batches_estimator_and_precision(seed, sizes, unbiased, within,
                                                                                           dtype, offset):
-    """Every pair's HSIC comes from the raw Grams' terms (block triangles); the reference centres full
-    float64 Grams. Float32 features with a +500 offset still agree, since features are centred before the product."""
+    """Every pair's HSIC comes from the raw Grams' terms (block triangles); the reference centres full float64 Grams
+    of the very values MinibatchCKA was given (float32 rounding of the input is the input's, not the estimator's).
+    Float32 features with a +500 offset still agree, since features are centred before the product."""
     rng = np.random.default_rng(seed)
     n = sum(sizes)
     teacher = [rng.normal(size=(n, d)) for d in (3, 70)]
     student = [teacher[1][:, :20] @ rng.normal(size=(20, 9)) + 0.5 * rng.normal(size=(n, 9)), rng.normal(size=(n, 2, 3))]
+    teacher, student = ([(x + offset).astype(dtype) for x in model] for model in (teacher, student))
     mb = fm.MinibatchCKA(2, 2, unbiased=unbiased, within=within)
     edges = np.cumsum([0, *sizes])
     for a, b in itertools.pairwise(edges):
-        mb.update([(t[a:b] + offset).astype(dtype) for t in teacher], [(v[a:b] + offset).astype(dtype) for v in student])
+        mb.update([t[a:b] for t in teacher], [v[a:b] for v in student])
     h = ref_hsic_unbiased if unbiased else ref_hsic_biased
 
     def mean_hsic(u, v):
         return np.mean([h(ref_gram(u[a:b]), ref_gram(v[a:b])) for a, b in itertools.pairwise(edges)])
 
     result = mb.result()
-    tolerance = 1e-9 if dtype == np.float64 else 1e-5
+    # float32 Gram products: the debiased estimator's cancellation magnifies their rounding at a handful of samples
+    tolerance = 1e-9 if dtype == np.float64 else (2e-4 if min(sizes) < 16 else 1e-5)
     for i, t in enumerate(teacher):
         for j, v in enumerate(student):
             denominator = mean_hsic(t, t) * mean_hsic(v, v)

@@ -70,29 +70,30 @@ def test_hsic_of_every_pair_equals_the_float64_reference(seed, n, rows, unbiased
     rng = np.random.default_rng(seed)
     left = [rng.normal(size=(n, 3)), rng.normal(size=(n, 17))]
     right = [left[1][:, :2] @ rng.normal(size=(2, 6)) + 0.3 * rng.normal(size=(n, 6)), rng.normal(size=(n, 4, 2))]
+    left, right = ([(x + offset).astype(dtype) for x in model] for model in (left, right))  # the reference sees these
     builder = gt.GramBuilder(rows_per_block=rows)
-    a = builder.terms("left", [(x + offset).astype(dtype) for x in left], n)
-    b = builder.terms("right", [(y + offset).astype(dtype) for y in right], n)
+    a, b = builder.terms("left", left, n), builder.terms("right", right, n)
     got = gt.hsic_from_terms(a, b, n, unbiased=unbiased, paired=paired).numpy()
     pairs = [(0, 0), (1, 1)] if paired else [(i, j) for i in range(2) for j in range(2)]
     for i, j in pairs:
         k, m = ref_gram(left[i]), ref_gram(right[j])
         expected = ref_hsic(k, m, unbiased)
         scale = np.sqrt(ref_hsic(k, k, unbiased) * ref_hsic(m, m, unbiased))  # CKA's denominator
-        tolerance = 1e-10 if dtype == np.float64 else 1e-5
+        # float32 Gram products: the debiased estimator's cancellation magnifies their rounding at a handful of samples
+        tolerance = 1e-10 if dtype == np.float64 else (2e-4 if n < 16 else 1e-5)
         value = got[i] if paired else got[i, j]
         assert abs(value - expected) <= tolerance * scale, (i, j, value, expected, scale)
 
 
 def test_minibatch_cka_over_blocks_equals_the_reference_at_a_real_batch_size():
-    """n = 600 is cut into two row blocks by default: the same CKA as the float64 reference, float32 input."""
+    """n = 600 is cut into four row blocks by default: the same CKA as the float64 reference, float32 input."""
     rng = np.random.default_rng(11)
     latent = rng.normal(size=(600, 16))
     teacher = [np.maximum(latent @ rng.normal(size=(16, d)), 0) + 0.5 * rng.normal(size=(600, d)) for d in (40, 90)]
     student = [np.tanh(latent @ rng.normal(size=(16, 30)))]
     mb = MinibatchCKA(2, 1)
     mb.update([t.astype(np.float32) for t in teacher], [s.astype(np.float32) for s in student])
-    assert len(mb._grams.terms("teacher", teacher, 600).layout.edges) == 3
+    assert len(mb._grams.terms("teacher", teacher, 600).layout.edges) == 5
     result = mb.result()
     for i, t in enumerate(teacher):
         k, m = ref_gram(t), ref_gram(student[0])

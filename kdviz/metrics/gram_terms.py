@@ -22,7 +22,7 @@ from kdviz.errors import InputError
 F64 = torch.float64
 CHUNK = 8192  # entries per float32 product of ⟨K, L⟩, summed in float64 (relative error ~1e-8 at n = 1,024)
 MAX_BLOCKS = 4  # row blocks of the Gram: k blocks compute (k + 1) / (2k) of the full product
-ROWS_PER_BLOCK = 256
+ROWS_PER_BLOCK = 128  # measured best at n = 256 and 512 (n = 1,024 takes MAX_BLOCKS either way)
 
 
 def as_features(x: Any, what: str) -> torch.Tensor:
