@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +75,16 @@ def test_hf_example_runs(tmp_path, capsys):
     run = module["main"](str(tmp_path))
     assert run.teacher.heads == [4, 4, 4, 4] and run.class_names == ["negative", "positive"]
     assert "bert.encoder.layer.1.output" in capsys.readouterr().out
+
+
+def test_cross_tokenizer_example_runs(capsys):
+    module = runpy.run_path(str(ROOT / "examples" / "cross_tokenizer.py"))
+    result = module["main"]()
+    alignment, boundaries, spans = result["alignment"], result["boundaries"], result["spans"]
+    assert len(alignment.boundaries) > 50 and alignment.boundaries[-1] == 400  # the whole text is covered
+    assert (boundaries["kl"].numpy() >= 0).all() and (boundaries["reverse_kl"].numpy() >= 0).all()
+    for role in ("teacher", "student"):
+        outside = boundaries[f"{role}_outside_mass"].numpy()
+        assert ((outside >= 0) & (outside <= 1)).all()
+    assert np.isfinite(spans["difference"][1:]).all()
+    assert "shared boundaries" in capsys.readouterr().out
