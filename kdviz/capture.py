@@ -264,7 +264,7 @@ class CaptureSession:
                         if not self.captured:
                             self._scout_attention(batch, inputs)
                         streaming = self._stream_attention(batch)
-                        outputs = tuple(probe.forward(inputs) for probe in self.probes)
+                        outputs = tuple(probe.forward(inputs, self.offset) for probe in self.probes)
                         records = self._records(batch, outputs, streaming)
                     self.batch_seconds.append(time.perf_counter() - started)
                     self.captured.append(index)

@@ -159,3 +159,23 @@ def test_a_torch_dataset_is_batched_in_order(tmp_path, cnn_pair):
     reference = kdviz.capture(teacher, student, (dataset.x, dataset.y), path=tmp_path / "t.kdviz", progress=False)
     np.testing.assert_array_equal(run.labels[:], dataset.y.numpy())
     np.testing.assert_allclose(run.teacher.logits[:], reference.teacher.logits[:], rtol=1e-5, atol=1e-6)
+
+
+def test_token_ids_beyond_a_models_embedding_are_refused_with_the_model_and_the_id(tmp_path):
+    """Ids the model has no embedding row for (a text tokenized for a model with a larger vocabulary): an InputError
+    that names the model, the id, the sample and the fix, before the model fails with a bare IndexError."""
+    teacher, student = gpt2_pair(vocab=30)
+    ids = torch.randint(0, 30, (6, 12), generator=torch.Generator().manual_seed(0))
+    ids[4, 7] = 41
+    with pytest.raises(InputError, match=r"the teacher \(GPT2LMHeadModel\) reads token ids 0…29, but sample 4 holds "
+                                         r"id 41 at position 7; tokenize the text with the teacher's own tokenizer"):
+        kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "bad.kdviz", batch_size=2, progress=False)
+    assert not (tmp_path / "bad.kdviz").exists()
+    ids[4, 7] = 29  # the last row of the embedding
+    run = kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "ok.kdviz", batch_size=2, progress=False)
+    assert run.n_samples == 6
+    from kdviz.adapters.probe import ModelProbe
+
+    probe = ModelProbe(student, "student", layers=None, attentions=False, device=torch.device("cpu"))
+    with pytest.raises(InputError, match=r"the student .* holds id -3 at position 0"):
+        probe.check_token_ids({"input_ids": torch.tensor([[-3, 1]])})

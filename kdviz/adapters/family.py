@@ -82,6 +82,11 @@ class ModelFamily:
         """The embedding module of a model that takes token ids (the first ``nn.Embedding``)."""
         return next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
 
+    def token_rows(self, model: nn.Module) -> int | None:
+        """How many token ids the model can read (its token embedding's rows); None where that is not known for
+        sure, and ids are then not checked."""
+        return None
+
     def pad_token_id(self, model: nn.Module) -> int:
         """The token id of an integrated-gradients baseline for text."""
         return 0

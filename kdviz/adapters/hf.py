@@ -124,6 +124,10 @@ class HuggingFace(ModelFamily):
     def input_embeddings(self, model: nn.Module) -> nn.Module | None:
         return model.get_input_embeddings()
 
+    def token_rows(self, model: nn.Module) -> int | None:
+        embedding = model.get_input_embeddings()
+        return embedding.num_embeddings if isinstance(embedding, nn.Embedding) else None
+
     def pad_token_id(self, model: nn.Module) -> int:
         return getattr(getattr(model, "config", None), "pad_token_id", None) or 0
 

@@ -14,7 +14,7 @@ from kdviz.adapters.family import AttentionTap
 from kdviz.adapters.hooks import FeatureHooks, resolve_modules
 from kdviz.adapters.outputs import extract_logits
 from kdviz.adapters.registry import family_of
-from kdviz.errors import CaptureError
+from kdviz.errors import CaptureError, InputError
 from kdviz.metrics.attention import spatial_attention
 from kdviz.metrics.vocabulary import HeadLogits
 
@@ -66,6 +66,7 @@ class ModelProbe:
         self.keep_graph = keep_graph
         self.eval_mode = eval_mode
         self.family = family_of(model)
+        self._token_rows = self.family.token_rows(model)
         self.layer_patterns = list(layers) if layers is not None else None
         self.hidden_states = self.family.gives_hidden_states(model) and layers is None
         self.tap = AttentionTap()
@@ -147,9 +148,11 @@ class ModelProbe:
         return hook
 
     # ---- one batch ----
-    def forward(self, inputs: torch.Tensor | dict[str, Any]) -> ProbeOutput:
-        """Run the model on one batch (already on the device) and collect what was asked for."""
+    def forward(self, inputs: torch.Tensor | dict[str, Any], offset: int = 0) -> ProbeOutput:
+        """Run the model on one batch (already on the device) and collect what was asked for; ``offset`` is the
+        batch's first sample in the data, for errors."""
         family, model = self.family, self.model
+        self.check_token_ids(inputs, offset)
         self._head_input = None
         self.streamed = 0
         collect = self.want_attentions and self._stream is None
@@ -166,6 +169,27 @@ class ModelProbe:
                 name: spatial_attention(value, self.spatial_p) for name, value in result.features.items() if value.ndim == 4
             }
         return result
+
+    def check_token_ids(self, inputs: torch.Tensor | dict[str, Any], offset: int = 0) -> None:
+        """Refuse token ids the model's embedding has no row for, before the model fails on them with a bare
+        IndexError (a text tokenized for the other model, whose vocabulary is larger)."""
+        rows = self._token_rows
+        if rows is None:
+            return
+        name = self.family.main_input_name(self.model)
+        ids = inputs.get(name) if isinstance(inputs, dict) and name else None
+        if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.numel() == 0:
+            return
+        bad = (ids >= rows) | (ids < 0)
+        if bool(bad.any()):
+            first = torch.nonzero(bad)[0].tolist()
+            sample, position = first[0], (first[1] if len(first) > 1 else 0)
+            value = int(ids[tuple(first)])
+            raise InputError(
+                f"the {self.role} ({self.name}) reads token ids 0…{rows - 1}, but sample {offset + sample} holds id "
+                f"{value} at position {position}; tokenize the text with the {self.role}'s own tokenizer (models with "
+                "different tokenizers each need their own ids), or check that the tokenizer belongs to this model"
+            )
 
     def _keep_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """Forward pre-hook on the output head: keep its input [B, T, D] and let it compute the last position only."""
