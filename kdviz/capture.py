@@ -57,6 +57,7 @@ def capture(
     keep_full_logits: int | Sequence[int] = 0,
     topk: int = 10,
     next_token: bool | None = None,
+    vocab_size: int | None = None,
     token_features: str = "pooled",
     max_length: int | None = None,
     dry_run: bool = False,
@@ -84,6 +85,10 @@ def capture(
       true-token probability); ``keep_full_logits`` keeps full logits for the first K samples or given indices.
     - ``next_token``: whether the target of position t is token t + 1 (default: yes for causal LMs and
       models that are not Hugging Face ones, no otherwise).
+    - ``vocab_size``: the tokenizer's real vocabulary, for language models whose output layers are padded past it
+      (Qwen2: 151,936 or 152,064 rows for 151,646 ids). Both are compared over ids 0 … vocab_size − 1 only, and each
+      model's mass on the padding ids is stored per token (``padding_mass``: about 0; a large value means a bug).
+      When the two output layers differ in size it defaults to ``len(tokenizer)`` of a Hugging Face ``tokenizer``.
     - ``data`` may also come one sample at a time: a Hugging Face ``datasets.Dataset``, a ``torch.utils.data.Dataset``
       or a list of per-sample dicts, batched here with token ids padded per batch (as ``DataCollatorWithPadding``).
       Batches of different lengths (dynamic padding) are stored at the longest one's length, found by reading the data
@@ -124,7 +129,8 @@ def capture(
     )
     session = CaptureSession(
         probes, data, batch_size=batch_size, labels=labels, tokenizer=tokenizer, keep_full_logits=keep_full_logits,
-        topk=topk, next_token=next_token, progress=progress, description=f"kdviz capture {remote.url_name(str(final_path))}",
+        topk=topk, next_token=next_token, vocab_size=vocab_size, progress=progress,
+        description=f"kdviz capture {remote.url_name(str(final_path))}",
         shard=shard, token_features=token_features, max_length=max_length, layer_map=layer_map,
         attention_samples=attention_samples,
     )
@@ -199,6 +205,7 @@ class CaptureSession:
         keep_full_logits: int | Sequence[int] = 0,
         topk: int = 10,
         next_token: bool | None = None,
+        vocab_size: int | None = None,
         progress: bool = True,
         description: str = "kdviz capture",
         shard: distributed_module.Shard | None = None,
@@ -223,6 +230,10 @@ class CaptureSession:
         self.batch_size = batch_size
         self.labels = labels
         self.decode = _token_decoder(tokenizer)
+        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
+            raise InputError(f"vocab_size must be a positive number of token ids, got {vocab_size!r}")
+        self.vocab_size = vocab_size
+        self.tokenizer_size = len(tokenizer) if hasattr(tokenizer, "convert_ids_to_tokens") else None
         self.keep = keep_full_logits
         self.topk = topk
         self.next_token = next_token
@@ -349,15 +360,16 @@ class CaptureSession:
                  streaming: bool = False) -> dict[str, np.ndarray]:
         offset = self.offset
         z_t, z_s = outputs[0].logits, outputs[1].logits
-        logit_metrics.check_pair(z_t, z_s)
         task = "classification" if z_t.ndim == 2 else "tokens"
+        vocab = self._compared_vocabulary(z_t, z_s) if task == "tokens" else None
+        logit_metrics.check_vocabulary(z_t, z_s, vocab)
         if task == "classification":  # vocabulary-sized logits are checked through their statistics (TokenRecords)
             for role, z in zip(ROLES, (z_t, z_s), strict=True):
                 logit_metrics.check_finite(z, f"{role} logits", offset)
         if self.task is None:
             self.task = task
-            self.n_classes = int(z_t.shape[-1])
-            self.builder = self._builder_for(task)
+            self.n_classes = int(vocab if vocab is not None else z_t.shape[-1])
+            self.builder = self._builder_for(task, vocab)
             self.summary_token = self._summary_token(task)
             main = batch.main_tensor(self.main_input_name)
             for role, out in zip(ROLES, outputs, strict=True):
@@ -473,13 +485,27 @@ class CaptureSession:
         """Accuracy and perplexity of one model over the batches captured (`records.TaskRecords.quality`)."""
         return self.builder.quality(role) if self.builder is not None else {"accuracy": None, "perplexity": None}
 
-    def _builder_for(self, task: str | None) -> TaskRecords:
+    def _builder_for(self, task: str | None, vocab: int | None = None) -> TaskRecords:
         if task == "classification":
             return ClassificationRecords()
         next_token = self.next_token
         if next_token is None:  # the model's family knows whether position t predicts token t + 1
             next_token = self.probes[0].family.predicts_next_token(self.probes[0].model)
-        return TokenRecords(topk=self.topk, keep=self.keep, next_token=next_token)
+        return TokenRecords(topk=self.topk, keep=self.keep, next_token=next_token, vocab=vocab)
+
+    def _compared_vocabulary(self, z_t: Any, z_s: Any) -> int | None:
+        """The ids two language models are compared over: ``vocab_size``; else, when their output layers differ in
+        size (one padded past the tokenizer), the tokenizer's length; else None (all of them)."""
+        if self.vocab_size is not None:
+            return self.vocab_size
+        if z_t.shape[-1] == z_s.shape[-1]:
+            return None
+        if self.tokenizer_size is not None:
+            return self.tokenizer_size
+        raise InputError(
+            f"the teacher predicts over {z_t.shape[-1]} token ids and the student over {z_s.shape[-1]}: if one output "
+            "layer is padded past the tokenizer, pass vocab_size= the tokenizer's real vocabulary (len(tokenizer)) or "
+            "tokenizer=; models with different tokenizers need each their own token ids")
 
     def _input_records(self, batch: Batch) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
@@ -551,7 +577,8 @@ class CaptureSession:
             models[role] = {**probe.describe(), **self.structure[role], **self.quality(role)}
         if self.task == "tokens":
             for model in models.values():
-                model["token_stats"] = [stat for stat in ROLE_STATS if stat != "true_prob" or self.has_labels]
+                model["token_stats"] = [stat for stat in ROLE_STATS if (stat != "true_prob" or self.has_labels) and (
+                    stat != "padding_mass" or getattr(self.builder, "vocab", None) is not None)]
         unit = "attention" if models["teacher"]["heads"] and models["student"]["heads"] else "features"
         key = "heads" if unit == "attention" else "feature_names"
         layer_map = self.layer_map

@@ -117,16 +117,18 @@ class TokenRecords(TaskRecords):
 
     task = "tokens"
 
-    def __init__(self, *, topk: int, keep: int | Sequence[int], next_token: bool) -> None:
+    def __init__(self, *, topk: int, keep: int | Sequence[int], next_token: bool, vocab: int | None = None) -> None:
         super().__init__()
         self.topk, self.keep, self.next_token = topk, keep, next_token
+        self.vocab = vocab  # compare over ids 0 … vocab − 1 of output layers padded past them (None: all, equal)
         self.kept_indices: list[int] = []
 
     def records(self, batch: Batch, outputs: tuple[ProbeOutput, ProbeOutput], offset: int) -> dict[str, np.ndarray]:
         records: dict[str, np.ndarray] = {}
         z_t, z_s = outputs[0].logits, outputs[1].logits
-        targets = self.targets(batch, z_t.shape[:2], z_t.device, z_t.shape[-1], offset)
-        stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk)
+        vocab = self.vocab if self.vocab is not None else z_t.shape[-1]
+        targets = self.targets(batch, z_t.shape[:2], z_t.device, vocab, offset)
+        stats = logit_metrics.token_statistics(z_t, z_s, targets, self.topk, vocab=self.vocab)
         for role in ROLES:  # a NaN or ±inf logit anywhere in a row makes its entropy NaN: no second pass over [B, T, V]
             logit_metrics.check_finite(stats[f"{role}_entropy"], f"{role} logits", offset)
         for stat in PAIR_STATS:
@@ -151,7 +153,7 @@ class TokenRecords(TaskRecords):
         if keep:
             self.kept_indices.extend(offset + i for i in keep)
             for role, z in zip(ROLES, (z_t, z_s), strict=True):
-                records[layout.logits(role)] = as_numpy(z[keep].float())
+                records[layout.logits(role)] = as_numpy(z[keep][..., :vocab].float())
         return records
 
     def targets(self, batch: Batch, shape: torch.Size, device: torch.device, vocab_size: int,
@@ -187,14 +189,15 @@ class TokenRecords(TaskRecords):
         return kept_rows(self.keep, offset, size)
 
     def settings(self) -> dict[str, Any]:
-        return {"topk": self.topk, "full_logits_index": self.kept_indices}
+        return {"topk": self.topk, "full_logits_index": self.kept_indices, "vocab_size": self.vocab}
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "kept_indices": self.kept_indices}
+        return {**super().state(), "kept_indices": self.kept_indices, "vocab": self.vocab}
 
     def absorb(self, states: Sequence[dict[str, Any]]) -> None:
         super().absorb(states)
         self.kept_indices = sorted(i for state in states for i in state["kept_indices"])
+        self.vocab = next((state["vocab"] for state in states if state.get("vocab") is not None), self.vocab)
 
 
 def kept_rows(keep: int | Sequence[int], offset: int, size: int) -> list[int]:

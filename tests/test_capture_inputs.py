@@ -179,3 +179,49 @@ def test_token_ids_beyond_a_models_embedding_are_refused_with_the_model_and_the_
     probe = ModelProbe(student, "student", layers=None, attentions=False, device=torch.device("cpu"))
     with pytest.raises(InputError, match=r"the student .* holds id -3 at position 0"):
         probe.check_token_ids({"input_ids": torch.tensor([[-3, 1]])})
+
+
+def test_a_student_whose_output_layer_is_padded_is_compared_over_the_tokenizers_ids(tmp_path):
+    """Teacher 30 output rows, student 34 (padded past a 30-id tokenizer, as Qwen2's are): refused with the fix, then
+    compared over the 30 real ids with vocab_size= or a tokenizer, and each model's padding mass stored per token."""
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from kdviz.metrics.vocabulary import token_statistics
+
+    teacher, _ = gpt2_pair(vocab=30)
+    torch.manual_seed(1)
+    student = GPT2LMHeadModel(GPT2Config(vocab_size=34, n_positions=32, n_layer=1, n_head=2, n_embd=16,
+                                         bos_token_id=0, eos_token_id=0)).eval()
+    with torch.no_grad():
+        student.lm_head.weight[30:] *= 4  # padding rows with visible mass, so a wrong column would show
+    ids = torch.randint(0, 30, (4, 10), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError, match=r"teacher predicts over 30 token ids and the student over 34: .* pass "
+                                         r"vocab_size= the tokenizer's real vocabulary"):
+        kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "refused.kdviz", progress=False)
+    run = kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "padded.kdviz", vocab_size=30,
+                        batch_size=2, attentions=False, progress=False)
+    assert run.meta["n_classes"] == 30 and run.meta["capture"]["vocab_size"] == 30
+    assert "padding_mass" in run.student.token_stats
+    teacher.eval()  # as capture runs it (dropout off)
+    with torch.no_grad():
+        z_t, z_s = teacher(input_ids=ids).logits.double(), student(input_ids=ids).logits.double()
+    expected_pad = torch.softmax(z_s, -1)[..., 30:].sum(-1).numpy()
+    np.testing.assert_allclose(run.student.token("padding_mass")[:], expected_pad, rtol=1e-4, atol=1e-7)
+    assert expected_pad.mean() > 0.01  # the check above could fail
+    np.testing.assert_array_equal(run.teacher.token("padding_mass")[:], 0.0)
+    from kdviz.readers.logits import LogitData
+    from kdviz.views.logits import summary_card
+
+    summary = LogitData.from_run(run).summary()
+    assert summary["student_padding_mass"] == pytest.approx(expected_pad.mean(), rel=1e-4)
+    labels = summary_card(summary).data[0].cells.values[0]
+    assert labels[-1].startswith("mass on padding ids") and not any("ECE" in label for label in labels)  # no data, no row
+    direct = token_statistics(z_t.float(), z_s[..., :30].float(), None, 10)
+    np.testing.assert_allclose(run.pair_token_stat("kl")[:], direct["kl"].numpy(), rtol=1e-4, atol=1e-6)
+    vocabulary = Tokenizer(models.WordLevel({f"w{i}": i for i in range(30)}, unk_token="w0"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=vocabulary)
+    by_tokenizer = kdviz.capture(teacher, student, {"input_ids": ids}, path=tmp_path / "tok.kdviz", tokenizer=tokenizer,
+                                 batch_size=2, attentions=False, progress=False)
+    assert by_tokenizer.meta["n_classes"] == 30 and len(by_tokenizer.meta["vocab"]) == 30
+    np.testing.assert_allclose(by_tokenizer.pair_token_stat("kl")[:], run.pair_token_stat("kl")[:])

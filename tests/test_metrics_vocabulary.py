@@ -122,3 +122,36 @@ def test_a_vocabulary_permutation_changes_no_statistic_but_the_ids(seed, vocab):
     for name in ("kl", "reverse_kl", "teacher_entropy", "student_tail_mass", "teacher_shared_topk_mass", "student_true_prob"):
         torch.testing.assert_close(moved[name].double(), plain[name].double(), rtol=1e-5, atol=1e-6, msg=name)
     np.testing.assert_array_equal(perm[moved["teacher_topk_ids"].numpy()], plain["teacher_topk_ids"].numpy())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), vocab=st.integers(2, 40), pad_t=st.integers(0, 9), pad_s=st.integers(0, 70),
+       shift=st.floats(-12.0, 4.0))
+def test_output_layers_padded_past_the_vocabulary_are_compared_over_the_real_ids(seed, vocab, pad_t, pad_s, shift):
+    """Padding columns (any logits) change no statistic taken over the real ids: the reference renormalises each
+    model's softmax over them; padding_mass is each model's full-softmax mass on the padding ids, in float64."""
+    z_t, z_s = random_logits(seed, (2, 5, vocab))
+    rng = np.random.default_rng(seed + 1)
+    padded_t = np.concatenate([z_t, rng.normal(size=(2, 5, pad_t)) + shift], -1)
+    padded_s = np.concatenate([z_s, rng.normal(size=(2, 5, pad_s)) + shift], -1)
+    targets = rng.integers(0, vocab, size=(2, 5))
+    k = min(4, vocab)
+    got = vocabulary.token_statistics(torch.tensor(padded_t, dtype=torch.float32),
+                                      torch.tensor(padded_s, dtype=torch.float32), torch.tensor(targets), k, vocab=vocab)
+    want = reference(z_t.astype(np.float32), z_s.astype(np.float32), targets, k)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name].double().numpy(), value, rtol=1e-5, atol=2e-6, err_msg=name)
+    assert int(got["teacher_topk_ids"].max()) < vocab and int(got["student_topk_ids"].max()) < vocab
+    for role, z in (("teacher", padded_t), ("student", padded_s)):
+        z64 = z.astype(np.float32).astype(np.float64)
+        p = np.exp(z64 - z64.max(-1, keepdims=True))
+        expected = p[..., vocab:].sum(-1) / p.sum(-1)
+        np.testing.assert_allclose(got[f"{role}_padding_mass"].numpy(), expected, rtol=1e-5, atol=1e-12)
+
+
+def test_a_vocabulary_larger_than_an_output_layer_is_refused():
+    z = torch.zeros(1, 3, 10)
+    with pytest.raises(vocabulary.InputError, match="vocab_size= the tokenizer's real vocabulary"):
+        vocabulary.token_statistics(z, torch.zeros(1, 3, 12), None, 3, vocab=11)
+    with pytest.raises(vocabulary.InputError, match="same classes"):
+        vocabulary.token_statistics(z, torch.zeros(1, 3, 12), None, 3)

@@ -22,6 +22,7 @@ from kdviz.metrics.tempered import ArrayLike, _as_tensor, _like_input, check_pai
 from kdviz.metrics.tempered import check_finite as check_finite  # public here, as before
 from kdviz.metrics.tempered import log_probs as log_probs
 from kdviz.metrics.tempered import probabilities as probabilities
+from kdviz.metrics.vocabulary import check_vocabulary as check_vocabulary  # padded output layers
 from kdviz.metrics.vocabulary import token_statistics as token_statistics  # per-token LM summaries, chunked
 
 MEASURES: dict[str, str] = {

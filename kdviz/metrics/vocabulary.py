@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdviz.errors import InputError
 from kdviz.metrics.tempered import check_pair
 
 F64 = torch.float64
@@ -67,14 +68,31 @@ def _logit_rows(z: torch.Tensor | HeadLogits, vocab: int) -> tuple[Callable[[int
 
 
 PAIR_STATS = ("kl", "reverse_kl")  # [B, T] between the models
-ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob")  # per model, stored
+# per model, stored; padding_mass only for a pair compared over a real vocabulary smaller than an output layer
+ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob", "padding_mass")
+
+
+def check_vocabulary(z_t: torch.Tensor | HeadLogits, z_s: torch.Tensor | HeadLogits, vocab: int | None) -> None:
+    """Two models' [B, T, V] logits compared over the first ``vocab`` ids: both output layers must hold them (they
+    may be padded past them). Without ``vocab`` the shapes must be equal (`tempered.check_pair`)."""
+    if vocab is None:
+        check_pair(z_t, z_s)
+        return
+    if z_t.shape[:-1] != z_s.shape[:-1] or vocab < 1 or min(z_t.shape[-1], z_s.shape[-1]) < vocab:
+        raise InputError(
+            f"teacher logits {tuple(z_t.shape)} and student logits {tuple(z_s.shape)} cannot be compared over a "
+            f"vocabulary of {vocab} ids: both must cover the same tokens and hold at least that many ids; pass "
+            "vocab_size= the tokenizer's real vocabulary (len(tokenizer))")
 
 
 def token_statistics(
-    z_t: torch.Tensor | HeadLogits, z_s: torch.Tensor | HeadLogits, targets: torch.Tensor | None, topk: int = 10
+    z_t: torch.Tensor | HeadLogits, z_s: torch.Tensor | HeadLogits, targets: torch.Tensor | None, topk: int = 10,
+    vocab: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-token summaries of two [B, T, V] logit tensors (or `HeadLogits`, computed here block by block), so
-    vocabulary-sized outputs need not be stored.
+    vocabulary-sized outputs need not be stored. With ``vocab``, both are compared over ids 0 … vocab − 1 only (an
+    output layer padded past its tokenizer: Qwen2's 151,936 or 152,064 rows for 151,646 real ids), each model's
+    distribution renormalised over them, and ``padding_mass`` [B, T] per model is what it put on the other ids.
 
     Returns [B, T] float64 ``kl`` (KL(p_t‖p_s)) and ``reverse_kl``, and per role (``teacher_…``, ``student_…``):
     - ``entropy`` [B, T] (nats);
@@ -84,9 +102,10 @@ def token_statistics(
     - with ``targets`` [B, T] (negative: no target), ``true_prob`` [B, T] (0 where there is no target) and
       ``true_logprob`` [B, T] (−inf there), for perplexity without underflow.
     """
-    check_pair(z_t, z_s)
-    lead, vocab = z_t.shape[:-1], z_t.shape[-1]
-    (rows_t, block_t), (rows_s, block_s) = _logit_rows(z_t, vocab), _logit_rows(z_s, vocab)
+    check_vocabulary(z_t, z_s, vocab)
+    padded = vocab is not None
+    lead, vocab = z_t.shape[:-1], vocab if vocab is not None else z_t.shape[-1]
+    (rows_t, block_t), (rows_s, block_s) = _logit_rows(z_t, z_t.shape[-1]), _logit_rows(z_s, z_s.shape[-1])
     flat_targets = targets.reshape(-1).to(z_t.device) if targets is not None else None
     k = min(topk, vocab)
     rows = int(np.prod(lead))
@@ -99,7 +118,9 @@ def token_statistics(
         if flat_targets is not None:
             out[f"{role}_true_prob"] = torch.empty(rows, dtype=torch.float32, device=z_t.device)
             out[f"{role}_true_logprob"] = torch.empty(rows, dtype=F64, device=z_t.device)
-    step = max(1, CHUNK_BYTES // (4 * vocab))
+        if padded:
+            out[f"{role}_padding_mass"] = torch.zeros(rows, dtype=F64, device=z_t.device)
+    step = max(1, CHUNK_BYTES // (4 * max(z_t.shape[-1], z_s.shape[-1])))
     block = max(step, min(block_t, block_s) // step * step)  # head logits are computed a block at a time
     for block_start in range(0, rows, block):
         block_stop = min(rows, block_start + block)
@@ -108,7 +129,11 @@ def token_statistics(
             stop = min(block_stop, start + step)
             chunk_targets = flat_targets[start:stop] if flat_targets is not None else None
             local = slice(start - block_start, stop - block_start)
-            _chunk_statistics(logits_t[local].float(), logits_s[local].float(), chunk_targets, k, out, start)
+            chunk = {"teacher": logits_t[local].float(), "student": logits_s[local].float()}
+            for role, z in chunk.items():
+                if z.shape[-1] > vocab:
+                    out[f"{role}_padding_mass"][start:stop] = _padding_mass(z, vocab)
+            _chunk_statistics(chunk["teacher"][:, :vocab], chunk["student"][:, :vocab], chunk_targets, k, out, start)
     shaped: dict[str, torch.Tensor] = {}
     for name, value in out.items():
         shaped[name] = value.reshape(*lead, *value.shape[1:])
@@ -161,6 +186,11 @@ def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor 
     for role in ("teacher", "student"):
         mass = p[role].gather(-1, shared_ids).to(F64) / total[role].unsqueeze(-1)
         out[f"{role}_shared_topk_mass"][start:stop] = torch.where(shared, mass, torch.zeros_like(mass)).sum(-1)
+
+
+def _padding_mass(z: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Σ softmax(z) over ids ≥ ``vocab`` of float32 logits [r, V] = exp(lse(z[vocab:]) − lse(z)), float64 [r]."""
+    return torch.exp(torch.logsumexp(z[:, vocab:], -1).to(F64) - torch.logsumexp(z, -1).to(F64))
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -79,9 +79,15 @@ class LogitData:
             z_t, z_s = self.require_logits()
             return logit_summary(z_t, z_s, self.labels, T)
         teacher, student = self.run.teacher.description, self.run.student.description
-        return {"n": self.run.n_samples, "T": 1.0, "kl_T1": lm.dataset_mean(self.token_stats["kl"]),
-                "teacher_accuracy": teacher.get("accuracy"), "student_accuracy": student.get("accuracy"),
-                "teacher_perplexity": teacher.get("perplexity"), "student_perplexity": student.get("perplexity")}
+        out = {"n": self.run.n_samples, "T": 1.0, "kl_T1": lm.dataset_mean(self.token_stats["kl"]),
+               "teacher_accuracy": teacher.get("accuracy"), "student_accuracy": student.get("accuracy"),
+               "teacher_perplexity": teacher.get("perplexity"), "student_perplexity": student.get("perplexity")}
+        for role in ("teacher", "student"):  # output layers padded past the tokenizer: their mass on the padding ids
+            if f"{role}_padding_mass" in self.token_stats:
+                mass = np.asarray(self.token_stats[f"{role}_padding_mass"][:], dtype=np.float64)
+                mask = self.token_stats.get("mask")
+                out[f"{role}_padding_mass"] = float(mass[mask].mean() if mask is not None else mass.mean())
+        return out
 
     def vocab(self) -> list[str] | None:
         """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""

@@ -331,14 +331,18 @@ def summary_card(summary: Mapping[str, Any]) -> go.Figure:
         ("accuracy", pct(summary.get("teacher_accuracy")), pct(summary.get("student_accuracy")), ""),
         ("top-1 agreement", "", "", pct(summary.get("top1_agreement"))),
         ("mean KL(p_t‖p_s), T=1", "", "", num(summary.get("kl_T1"))),
-        (f"mean KL(p_t‖p_s), T={T:g}", "", "", num(summary.get("kl_T"))),
-        ("  × T² (KD-loss scale)", "", "", num(summary.get("kl_T_scaled"))),
-        (f"ECE, T={T:g} (15 bins)", num(summary.get("teacher_ece")), num(summary.get("student_ece")), ""),
     ]
-    if summary.get("kl_T_scaled") is None:  # language-model runs: statistics at T = 1 only
-        rows = [row for row in rows if not row[0].startswith("  ×")]
+    if float(T) != 1.0:  # at T = 1 these would repeat the row above
+        rows.append((f"mean KL(p_t‖p_s), T={T:g}", "", "", num(summary.get("kl_T"))))
+        if summary.get("kl_T_scaled") is not None:  # language-model runs: statistics at T = 1 only
+            rows.append(("  × T² (KD-loss scale)", "", "", num(summary.get("kl_T_scaled"))))
+    rows.append((f"ECE, T={T:g} (15 bins)", num(summary.get("teacher_ece")), num(summary.get("student_ece")), ""))
     if summary.get("teacher_perplexity") is not None:
         rows.insert(1, ("perplexity", num(summary["teacher_perplexity"]), num(summary.get("student_perplexity")), ""))
+    if summary.get("student_padding_mass") is not None:  # a padded output layer: should be about 0
+        rows.append(("mass on padding ids (≈ 0, else a bug)", num(summary.get("teacher_padding_mass")),
+                     num(summary["student_padding_mass"]), ""))
+    rows = [row for row in rows if any(cell not in ("", "—") for cell in row[1:])]  # a row with no number says nothing
     fig = go.Figure(go.Table(
         columnwidth=[2.5, 1, 1, 1],
         header={"values": ["", "<b>teacher</b>", "<b>student</b>", "<b>pair</b>"], "fill_color": "white",
