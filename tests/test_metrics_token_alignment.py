@@ -186,3 +186,8 @@ def test_bad_inputs_are_refused_with_the_fix():
         ta.matched_divergence(torch.zeros(2, 2), torch.zeros(3, 2), match)
     with pytest.raises(InputError, match="logits \\[T, V\\]"):
         ta.true_token_logprobs(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
+
+
+def test_piece_ends_skip_pieces_without_text_but_a_leading_bos():
+    offsets = [[0, 0], [0, 2], [2, 2], [3, 5], [0, 0]]  # BOS, a piece, a trimmed lone space, a piece, EOS
+    np.testing.assert_array_equal(ta.piece_ends(offsets), [0, 2, -1, 5, -1])

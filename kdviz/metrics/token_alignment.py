@@ -221,3 +221,34 @@ def span_logprobs(alignment: Alignment, teacher_logprobs: torch.Tensor,
         out[role] = np.array([values[list(span)].sum() for span in alignment.spans(role)], dtype=np.float64)
     out["difference"] = out["teacher"] - out["student"]
     return out
+
+
+@dataclass(frozen=True)
+class TextComparison:
+    """One text as two models tokenized and scored it: each model's pieces [T_m] (strings, as its tokenizer lists
+    them) and character offsets [T_m, 2]; their `Alignment`; at each shared boundary [K] the next-piece divergences
+    of `matched_divergence`; for each span [K] both models' log-probabilities and their difference
+    (`span_logprobs`)."""
+
+    text: str
+    pieces: dict[str, list[str]]
+    offsets: dict[str, np.ndarray]
+    alignment: Alignment
+    boundary: dict[str, np.ndarray]
+    spans: dict[str, np.ndarray]
+
+    def span_text(self, k: int) -> str:
+        start = int(self.alignment.boundaries[k - 1]) if k > 0 else 0
+        return self.text[start:int(self.alignment.boundaries[k])]
+
+
+def piece_ends(offsets: np.ndarray) -> np.ndarray:
+    """Each piece's end character from a tokenizer's offsets [T, 2], for `align`: −1 for pieces that cover no text
+    (special tokens), except one at the very start (BOS), which ends at 0."""
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    ends = offsets[:, 1].copy()
+    empty = offsets[:, 0] == offsets[:, 1]
+    ends[empty] = -1
+    if len(ends) and empty[0]:
+        ends[0] = 0
+    return ends

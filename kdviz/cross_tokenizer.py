@@ -1,0 +1,90 @@
+"""Two causal LMs with different tokenizers, compared on the same texts straight from the models (issue 19): each
+text is tokenized by each model's own tokenizer, both models score it, and `metrics.token_alignment` aligns and
+compares them. Nothing is stored; `compare_texts` returns one `TextComparison` per text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdviz.adapters.probe import ModelProbe
+from kdviz.capture import resolve_device
+from kdviz.errors import InputError
+from kdviz.metrics import token_alignment as ta
+
+
+def vocabulary_pieces(tokenizer: Any, rows: int) -> list[str | None]:
+    """The entry of each of a model's ``rows`` output ids as its tokenizer lists it; None for special tokens and for
+    the padding rows past the tokenizer, which are never matched."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(min(rows, size))))
+    return [None if i in special else str(p) for i, p in enumerate(pieces)] + [None] * max(0, rows - size)
+
+
+def _encode(tokenizer: Any, text: str, max_length: int | None, role: str) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(ids [T], offsets [T, 2], pieces [T]) of one text by one model's tokenizer."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(f"the {role}'s tokenizer must be a fast (Rust) Hugging Face tokenizer, which gives character "
+                         "offsets; load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+    encoding = tokenizer(text, return_offsets_mapping=True, truncation=max_length is not None, max_length=max_length)
+    ids = torch.tensor(encoding["input_ids"], dtype=torch.long)
+    if len(ids) == 0:
+        raise InputError(f"the {role}'s tokenizer gives no tokens for the text {text[:40]!r}; pass non-empty texts")
+    return ids, np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2), tokenizer.convert_ids_to_tokens(ids.tolist())
+
+
+def compare_texts(
+    teacher: nn.Module,
+    student: nn.Module,
+    texts: Sequence[str],
+    *,
+    tokenizer: Any,
+    student_tokenizer: Any = None,
+    max_length: int | None = 1024,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> list[ta.TextComparison]:
+    """Score each text with both causal LMs, each through its own tokenizer (``student_tokenizer=None``: the
+    teacher's), and compare them where the tokenizations share a boundary (exact next-piece KL over the strings both
+    vocabularies hold, and each model's mass outside them) and by span log-probabilities between boundaries.
+
+    ``texts``: strings; ``max_length``: each tokenization is cut at that many tokens (the comparison covers the text
+    both cuts hold). Tokenizers must be fast Hugging Face tokenizers (they give character offsets). Memory: one text's
+    logits per model, [T, V] float32.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise InputError("texts must be a list of strings")
+    tokenizers = {"teacher": tokenizer, "student": student_tokenizer if student_tokenizer is not None else tokenizer}
+    target = resolve_device(device)
+    probes = {role: ModelProbe(model, role, layers=[], attentions=False, device=target)
+              for role, model in (("teacher", teacher), ("student", student))}
+    match: ta.VocabularyMatch | None = None
+    out = []
+    with probes["teacher"], probes["student"], torch.inference_mode():
+        for text in tqdm(texts, desc="kdviz compare texts", unit="text", disable=not progress):
+            encoded = {role: _encode(tokenizers[role], text, max_length, role) for role in probes}
+            logits, logprobs = {}, {}
+            for role, probe in probes.items():
+                ids = encoded[role][0]
+                z = probe.forward({"input_ids": ids[None].to(target)}).logits
+                logits[role] = z[0].float()
+                logprobs[role] = ta.true_token_logprobs(logits[role], ids)
+            if match is None:
+                match = ta.VocabularyMatch.from_pieces(
+                    vocabulary_pieces(tokenizers["teacher"], logits["teacher"].shape[-1]),
+                    vocabulary_pieces(tokenizers["student"], logits["student"].shape[-1]))
+            alignment = ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
+            boundary = ta.matched_divergence(logits["teacher"][alignment.teacher_piece],
+                                             logits["student"][alignment.student_piece], match)
+            out.append(ta.TextComparison(
+                text=text, pieces={role: encoded[role][2] for role in probes},
+                offsets={role: encoded[role][1] for role in probes}, alignment=alignment,
+                boundary={name: value.cpu().numpy() for name, value in boundary.items()},
+                spans=ta.span_logprobs(alignment, logprobs["teacher"], logprobs["student"])))
+    return out
