@@ -16,28 +16,14 @@ Run:  python examples/cross_tokenizer.py
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from kdviz.demo.data import corpus_text
+from kdviz.demo.tokenizers import train_byte_level, train_sentencepiece_like
 from kdviz.metrics import token_alignment as ta
 
 
-def train_tokenizer(kind: str, size: int, text: str) -> Tokenizer:
-    if kind == "byte_level":
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    else:
-        tokenizer = Tokenizer(models.BPE(byte_fallback=True))
-        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
-        trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=[f"<0x{b:02X}>" for b in range(256)])
-    tokenizer.train_from_iterator([text], trainer)
-    return tokenizer
-
-
-def pieces(tokenizer: Tokenizer) -> list[str]:
+def pieces(tokenizer) -> list[str]:
     vocabulary = tokenizer.get_vocab()
     by_id = {i: piece for piece, i in vocabulary.items()}
     return [by_id.get(i) for i in range(tokenizer.get_vocab_size())]
@@ -46,8 +32,7 @@ def pieces(tokenizer: Tokenizer) -> list[str]:
 def main() -> dict:
     torch.manual_seed(0)
     corpus = corpus_text(60_000)
-    tokenizers = {"teacher": train_tokenizer("byte_level", 300, corpus),
-                  "student": train_tokenizer("sentencepiece", 600, corpus)}
+    tokenizers = {"teacher": train_byte_level(corpus, 300), "student": train_sentencepiece_like(corpus, 600)}
     lms = {role: GPT2LMHeadModel(GPT2Config(vocab_size=tok.get_vocab_size(), n_layer=2, n_head=2, n_embd=64,
                                             n_positions=512, bos_token_id=0, eos_token_id=0)).eval()
            for role, tok in tokenizers.items()}

@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from tokenizers import Tokenizer
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from kdviz.cross_tokenizer import compare_texts, vocabulary_pieces
 from kdviz.demo.data import corpus_text
+from kdviz.demo.tokenizers import as_hugging_face, train_byte_level, train_sentencepiece_like
 from kdviz.errors import InputError
 from kdviz.metrics import token_alignment as ta
 
@@ -21,25 +22,12 @@ CORPUS = corpus_text(40_000)
 TEXTS = [CORPUS[2_000:2_300], CORPUS[5_000:5_150] + " naïve — café"]
 
 
-def byte_level(size: int) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator([CORPUS], trainers.BpeTrainer(vocab_size=size,
-                                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return tokenizer
+def byte_level(size: int):
+    return train_byte_level(CORPUS, size)
 
 
-def sentencepiece_like(size: int) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE(byte_fallback=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
-    tokenizer.train_from_iterator([CORPUS], trainers.BpeTrainer(
-        vocab_size=size, special_tokens=[f"<0x{b:02X}>" for b in range(256)]))
-    return tokenizer
-
-
-def fast(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+def sentencepiece_like(size: int):
+    return train_sentencepiece_like(CORPUS, size)
 
 
 def lm(vocab: int, seed: int) -> GPT2LMHeadModel:
@@ -65,8 +53,8 @@ def test_a_permuted_vocabulary_gives_divergence_zero_at_every_boundary_and_span(
     with torch.no_grad():  # the student is the teacher, its embedding (tied to its head) rows renumbered
         student.load_state_dict(teacher.state_dict())
         student.transformer.wte.weight.copy_(teacher.transformer.wte.weight[torch.from_numpy(perm)])
-    results = compare_texts(teacher, student, TEXTS, tokenizer=fast(teacher_tokenizer),
-                            student_tokenizer=fast(permuted(teacher_tokenizer, perm)), progress=False)
+    results = compare_texts(teacher, student, TEXTS, tokenizer=as_hugging_face(teacher_tokenizer),
+                            student_tokenizer=as_hugging_face(permuted(teacher_tokenizer, perm)), progress=False)
     for result in results:
         assert result.pieces["teacher"] == result.pieces["student"]  # the same strings, other ids
         ends = ta.piece_ends(result.offsets["teacher"])
@@ -76,12 +64,12 @@ def test_a_permuted_vocabulary_gives_divergence_zero_at_every_boundary_and_span(
             np.testing.assert_allclose(result.boundary[name], 0.0, atol=1e-6)
         np.testing.assert_allclose(result.spans["difference"][1:], 0.0, atol=1e-4)
     # matched by id instead, the same pair would diverge: the zero above is the string match's doing
-    by_id = compare_texts(teacher, student, TEXTS[:1], tokenizer=fast(teacher_tokenizer), progress=False)[0]
+    by_id = compare_texts(teacher, student, TEXTS[:1], tokenizer=as_hugging_face(teacher_tokenizer), progress=False)[0]
     assert by_id.boundary["kl"].mean() > 0.01
 
 
 def test_two_different_tokenizers_are_compared_over_the_whole_text():
-    teacher_tokenizer, student_tokenizer = fast(byte_level(300)), fast(sentencepiece_like(700))
+    teacher_tokenizer, student_tokenizer = as_hugging_face(byte_level(300)), as_hugging_face(sentencepiece_like(700))
     teacher, student = lm(len(teacher_tokenizer), 0), lm(len(student_tokenizer) + 6, 1)  # a padded student head
     results = compare_texts(teacher, student, TEXTS, tokenizer=teacher_tokenizer, student_tokenizer=student_tokenizer,
                             progress=False)
@@ -99,7 +87,7 @@ def test_two_different_tokenizers_are_compared_over_the_whole_text():
 
 
 def test_bad_inputs_are_refused():
-    tokenizer = fast(byte_level(300))
+    tokenizer = as_hugging_face(byte_level(300))
     teacher = lm(len(tokenizer), 0)
     with pytest.raises(InputError, match="list of strings"):
         compare_texts(teacher, teacher, "one text", tokenizer=tokenizer, progress=False)
@@ -113,7 +101,7 @@ def test_bad_inputs_are_refused():
 def test_the_alignment_view_colours_each_span_in_both_lanes_and_joins_only_shared_boundaries():
     from kdviz.views.tokenizers import LANE_ROWS, alignment_view
 
-    teacher_tokenizer, student_tokenizer = fast(byte_level(300)), fast(sentencepiece_like(700))
+    teacher_tokenizer, student_tokenizer = as_hugging_face(byte_level(300)), as_hugging_face(sentencepiece_like(700))
     result = compare_texts(lm(len(teacher_tokenizer), 0), lm(len(student_tokenizer), 1), TEXTS[1:],
                            tokenizer=teacher_tokenizer, student_tokenizer=student_tokenizer, progress=False)[0]
     fig = alignment_view(result, chars_per_line=40)

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kdviz.demo.tokenizers import train_byte_level, train_sentencepiece_like
 from kdviz.errors import InputError
 from kdviz.metrics import token_alignment as ta
 
@@ -46,19 +47,7 @@ def ref_matched_kl(z_t, z_s, pieces_t, pieces_s):
 
 
 def trained(kind: str, size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    if kind == "byte_level":
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    else:
-        tokenizer = Tokenizer(models.BPE(byte_fallback=True))
-        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
-        trainer = trainers.BpeTrainer(vocab_size=size, special_tokens=[f"<0x{b:02X}>" for b in range(256)])
-    tokenizer.train_from_iterator([TEXT], trainer)
-    return tokenizer
+    return train_byte_level(TEXT, size) if kind == "byte_level" else train_sentencepiece_like(TEXT, size)
 
 
 @pytest.mark.parametrize("kind, size", [("byte_level", 300), ("byte_level", 600), ("sentencepiece", 400)])

@@ -1,0 +1,37 @@
+"""Small tokenizers trained offline with the `tokenizers` library, for the cross-tokenizer demo, examples and tests:
+a byte-level BPE (GPT-2 style, "Ġ" marks a space) and a sentencepiece-style BPE ("▁" marks a space, byte fallback
+pieces "<0xNN>" for bytes it has no piece for)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def train_byte_level(text: str, size: int) -> Any:
+    """A byte-level BPE of about ``size`` pieces trained on ``text`` (a `tokenizers.Tokenizer`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([text], trainers.BpeTrainer(vocab_size=size,
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tokenizer
+
+
+def train_sentencepiece_like(text: str, size: int) -> Any:
+    """A sentencepiece-style BPE of about ``size`` pieces (256 of them the byte-fallback pieces) trained on ``text``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+    tokenizer.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=size, special_tokens=[f"<0x{b:02X}>" for b in range(256)]))
+    return tokenizer
+
+
+def as_hugging_face(tokenizer: Any) -> Any:
+    """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (what `compare_texts` and capture take)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
