@@ -128,6 +128,12 @@ def test_logit_explorer_on_a_language_model_run(demo_runs):
     assert explorer.values.shape == (64,)
     assert "reverse KL" in explorer.figures()["detail"].layout.title.text
     assert list(explorer.measure_menu.options.values()) == ["kl", "reverse_kl"]
+    token_map = explorer.figures()["token_map"]  # redrawn for the measure: its axis names it
+    assert "reverse KL" in token_map.layout.yaxis.title.text and len(token_map.data[0].x) > 1000
+    sample = int(token_map.data[0].customdata[7][1])
+    explorer.panes["token_map"].click_data = {"points": [{"customdata": list(token_map.data[0].customdata[7])}]}
+    assert explorer.selection.sample == sample  # a click on a token opens its sample
+    assert "token_map" not in LogitExplorer(demo_runs["digits-cnn"]).figures()
 
 
 def test_temperature_lab_reacts_to_the_slider():

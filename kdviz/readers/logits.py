@@ -164,3 +164,28 @@ class LogitData:
             label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""
             text += f"   {label}teacher {names[self.z_t[i].argmax()]}, student {names[self.z_s[i].argmax()]}"
         return text
+
+    def token_points(self, measure: str = "kl") -> dict[str, np.ndarray]:
+        """Every real token of a language-model run, for the token map: ``entropy`` [M] (the teacher's), ``divergence``
+        [M] (``measure``), ``shared_mass`` [M] (the teacher's mass on the ids in both top-k lists), and its
+        ``sample`` and ``position`` [M]. Remembered per measure (read-only)."""
+        if self.task != "tokens":
+            raise MissingDataError("the token map needs a language-model run (per-token statistics)")
+        if measure not in self.measures():
+            raise MissingDataError(f"this run stores {self.measures()} per token, not {measure!r}")
+        return self._remember(("token_points", measure), lambda: self._token_points(measure))
+
+    def _token_points(self, measure: str) -> dict[str, np.ndarray]:
+        divergence = np.asarray(self.token_stats[measure], dtype=np.float64)
+        entropy = np.asarray(self.token_stats["teacher_entropy"][:], dtype=np.float64)
+        keep = np.isfinite(divergence) & np.isfinite(entropy)
+        if self.token_stats.get("mask") is not None:
+            keep &= self.token_stats["mask"]
+        sample, position = np.nonzero(keep)
+        shared = self.token_stats.get("teacher_shared_topk_mass")
+        points = {"entropy": entropy[keep], "divergence": divergence[keep], "sample": sample, "position": position,
+                  "shared_mass": np.asarray(shared[:], dtype=np.float64)[keep] if shared is not None else None}
+        for value in points.values():
+            if value is not None:
+                value.setflags(write=False)
+        return points
