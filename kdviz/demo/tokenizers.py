@@ -35,3 +35,14 @@ def as_hugging_face(tokenizer: Any) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+
+
+def character_tokenizer(vocab: list[str]) -> Any:
+    """A Hugging Face fast tokenizer with one id per character of ``vocab`` (the charlm demo's), so that text goes
+    in and out of the demo character LMs as it does for any Hugging Face LM; unknown characters become id 0."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({ch: i for i, ch in enumerate(vocab)}, unk_token=vocab[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")  # every character
+    tokenizer.decoder = decoders.Fuse()
+    return as_hugging_face(tokenizer)

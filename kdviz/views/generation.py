@@ -1,0 +1,89 @@
+"""On-policy vs off-policy (issue 19): divergence against position on the student's own continuations and on the
+teacher's, and the fork of one prompt, both continuations from where they part."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from kdviz.metrics import logits as lm
+from kdviz.metrics.generation import mean_by_position
+from kdviz.text import display_token, escape_label
+from kdviz.views import theme
+
+WRITERS = {"student": ("on-policy: the student's continuations", theme.STUDENT),
+           "teacher": ("off-policy: the teacher's continuations", theme.TEACHER)}
+
+
+def drift_by_position(generations: Sequence[Any], measure: str = "kl") -> go.Figure:
+    """Mean ``measure`` at each new-token position over the prompts, on the student's continuations (on-policy) and
+    on the teacher's (off-policy); hover gives how many continuations reach each position. ``generations``:
+    `generation.PromptGenerations`. A student trained only off-policy drifts on its own prefixes: its line rises."""
+    fig = go.Figure()
+    for writer, (label, colour) in WRITERS.items():
+        rows = [(g.on_policy if writer == "student" else g.off_policy).stats[measure] for g in generations]
+        mean, count = mean_by_position(rows)
+        fig.add_trace(go.Scatter(
+            x=np.arange(1, len(mean) + 1), y=mean, mode="lines+markers", name=label, line={"color": colour, "width": 2.5},
+            marker={"size": 5}, customdata=count,
+            hovertemplate=f"{label}<br>new token %{{x}}: mean %{{y:.4f}} nats over %{{customdata}} continuations<extra></extra>"))
+    forks = [g.fork for g in generations if g.fork is not None]
+    ratio = np.nanmean([g.length_ratio for g in generations]) if generations else float("nan")
+    repeats = {w: np.nanmean([(g.on_policy if w == "student" else g.off_policy).repetition for g in generations])
+               for w in WRITERS}
+    detail = (f"{len(generations)} prompts; the two continuations part at new token "
+              f"{int(np.median(forks)) + 1 if forks else '—'} (median; {len(forks)} of {len(generations)} part)<br>"
+              f"length student ÷ teacher {ratio:.2f}; repeated 4-grams: student {repeats['student']:.0%}, "
+              f"teacher {repeats['teacher']:.0%}")
+    fig.update_xaxes(title_text="new token (position after the prompt)", rangemode="tozero")
+    fig.update_yaxes(title_text=f"mean {lm.MEASURES[measure]} (nats)", rangemode="tozero")
+    fig = theme.style(fig, "Divergence along the continuation, on-policy and off-policy" + theme.subtitle(detail),
+                      height=480)
+    return fig.update_layout(margin={"t": 110}, legend={"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
+                                                        "bgcolor": theme.rgba(theme.CARD, 0.85)})
+
+
+def fork_view(generation: Any, vocab_decode: Any = None, *, measure: str = "kl", context: int = 4,
+              max_tokens: int = 24) -> go.Figure:
+    """One prompt's two continuations from a few tokens before their fork, one row each, every new token coloured by
+    ``measure`` at it (white to deep red, one scale for both rows); the fork is marked. ``vocab_decode``: id → string
+    (default: the id)."""
+    decode = vocab_decode or (lambda i: f"#{i}")
+    start = max(0, (generation.fork or 0) - context)
+    rows = [("student (on-policy)", generation.on_policy), ("teacher (off-policy)", generation.off_policy)]
+    width = max(1, min(max_tokens, max(len(c.ids) for _, c in rows) - start))
+    z = np.full((2, width), np.nan)
+    text = np.full((2, width), "", dtype=object)
+    hover = np.full((2, width), "", dtype=object)
+    for r, (name, continuation) in enumerate(rows):
+        for column in range(width):
+            j = start + column
+            if j >= len(continuation.ids):
+                continue
+            token = escape_label(display_token(str(decode(int(continuation.ids[j])))))
+            value = float(continuation.stats[measure][j])
+            z[r, column], text[r, column] = value, token
+            hover[r, column] = (f"{name}, new token {j + 1}: <b>{token}</b><br>{lm.MEASURES[measure]} {value:.4f} nats"
+                                f"<br>log p_t {continuation.stats['teacher_true_logprob'][j]:.3f}, "
+                                f"log p_s {continuation.stats['student_true_logprob'][j]:.3f}")
+    finite = z[np.isfinite(z)]
+    fig = go.Figure(go.Heatmap(
+        z=z, text=text, customdata=hover, texttemplate="%{text}", hovertemplate="%{customdata}<extra></extra>",
+        textfont={"family": "monospace", "size": 13}, colorscale=theme.DIVERGENCE_SCALE, zmin=0,
+        zmax=float(np.percentile(finite, 99)) if len(finite) else 1.0, xgap=2, ygap=6,
+        colorbar={"title": {"text": "nats", "side": "right"}}))
+    if generation.fork is not None and generation.fork - start < width:
+        fig.add_vline(x=generation.fork - start - 0.5, line={"color": theme.INK, "width": 2})
+        fig.add_annotation(x=generation.fork - start - 0.5, y=1.02, yref="paper", text="fork", showarrow=False,
+                           font={"color": theme.INK, "size": 13}, yanchor="bottom")
+    fig.update_xaxes(tickvals=list(range(width)), ticktext=[str(start + c + 1) for c in range(width)],
+                     title_text="new token", showgrid=False)
+    fig.update_yaxes(tickvals=[0, 1], ticktext=[name for name, _ in rows], autorange="reversed", showgrid=False)
+    fork = "the continuations are identical" if generation.fork is None else f"they part at new token {generation.fork + 1}"
+    title = f"Where the two continuations fork: {fork}" + theme.subtitle(
+        f"prompt: {escape_label(generation.prompt[-80:])}; colour: {lm.MEASURES[measure]} at each token")
+    fig = theme.style(fig, title, height=260, width=max(700, 120 + 46 * width), legend=False)
+    return fig.update_layout(margin={"l": 150, "r": 20, "t": 90, "b": 50})
