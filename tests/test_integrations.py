@@ -80,3 +80,22 @@ def test_lightning_callback_records_snapshots(tmp_path):
     assert "kd_total" in run.step_info(16)["losses"] and run.at_step(8).student.features("layer3").shape[0] == 100
     kl = [float(kdviz.metrics.logits.kl(run.teacher.logits[:], run.at_step(s).student.logits[:]).mean()) for s in run.steps]
     assert kl[-1] < kl[0]
+
+
+@pytest.mark.parametrize("trainer", ["distillation", "gkd"])
+def test_trl_distillation_trainers_are_recorded_by_the_callback(tmp_path, trainer, capsys):
+    """TRL's DistillationTrainer and GKDTrainer (transformers.Trainer subclasses) on the demo character LMs, through
+    the runnable example: a snapshot per step, the student moving, the Trainer's loss kept with each."""
+    import runpy
+    from pathlib import Path
+
+    module = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "trl_distillation.py"))
+    run = module["main"](trainer, str(tmp_path), steps=2)
+    assert run.steps == [0, 1, 2] and run.task == "tokens"
+    before = np.asarray(run.at_step(0).student.token("entropy")[:])
+    after = np.asarray(run.at_step(2).student.token("entropy")[:])
+    assert before.shape == (8, 32) and not np.allclose(before, after)  # the student was trained between snapshots
+    np.testing.assert_allclose(np.asarray(run.at_step(0).teacher.token("entropy")[:]),
+                               np.asarray(run.at_step(2).teacher.token("entropy")[:]))  # the teacher is frozen
+    assert "loss" in run.step_info(2)["losses"]
+    assert "recorded steps [0, 1, 2]" in capsys.readouterr().out
