@@ -155,3 +155,23 @@ def test_a_vocabulary_larger_than_an_output_layer_is_refused():
         vocabulary.token_statistics(z, torch.zeros(1, 3, 12), None, 3, vocab=11)
     with pytest.raises(vocabulary.InputError, match="same classes"):
         vocabulary.token_statistics(z, torch.zeros(1, 3, 12), None, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 5), vocab=st.integers(1, 30_000), k=st.integers(1, 20),
+       ties=st.booleans(), padded=st.booleans())
+def test_blockwise_top_k_equals_torch_topk(seed, rows, vocab, k, ties, padded):
+    """The k largest values exactly (ties too: integer logits), and ids that hold them, for any vocabulary size,
+    also on a row-strided view (a vocabulary sliced out of a padded output layer)."""
+    rng = np.random.default_rng(seed)
+    k = min(k, vocab)
+    full = rng.integers(-5, 5, size=(rows, vocab + 7)) if ties else rng.normal(size=(rows, vocab + 7)) * 4
+    z = torch.tensor(full, dtype=torch.float32)
+    z = z[:, :vocab] if padded else z[:, :vocab].contiguous()
+    values, ids = vocabulary.top_k(z, k)
+    expected = z.topk(k, dim=-1).values
+    torch.testing.assert_close(values, expected, rtol=0, atol=0)
+    torch.testing.assert_close(z.gather(-1, ids), values, rtol=0, atol=0)
+    assert all(len(set(row)) == k for row in ids.tolist())  # k distinct ids
+    if not ties:
+        torch.testing.assert_close(ids, z.topk(k, dim=-1).indices)
