@@ -21,6 +21,7 @@ from torch import nn
 from kdviz.errors import InputError
 from kdviz.metrics.attention import attention_kl, spatial_attention
 from kdviz.metrics.logits import dkd_terms, kl_rows, log_probs
+from kdviz.metrics.sorted_distance import uld_distance
 
 
 @dataclass
@@ -142,6 +143,33 @@ class DKD(DistillLoss):
         terms = dkd_terms(log_probs(z_t[keep].detach(), self.T), log_probs(z_s[keep], self.T), y[keep])
         scale = self.T**2
         return {"tckd": self.alpha * scale * terms["tckd"].mean(), "nckd": self.beta * scale * terms["nckd"].mean()}
+
+
+class ULD(DistillLoss):
+    """Universal Logit Distillation (Boizard et al. 2024), for a teacher and a student with different tokenizers:
+    λ · mean over aligned positions of Σ_i |p_t↓(i) − p_s↓(i)|, the L1 distance between the two next-token
+    distributions sorted in decreasing order, the shorter zero-padded (`kdviz.metrics.sorted_distance`). No entry of
+    one vocabulary is matched to the other, so the vocabularies may differ in size and content.
+
+    Rows must be aligned: [M, V_t] and [M, V_s] logits of the same M positions (for two tokenizations of one text,
+    the shared boundaries of `kdviz.metrics.token_alignment.align`: rows ``alignment.teacher_piece`` and
+    ``alignment.student_piece``), or [B, T, V_t] and [B, T, V_s] with a [B, T] mask, position by position as in the
+    paper. Add `CE` for the label term. Component: ``uld``."""
+
+    name = "uld"
+
+    def __init__(self, T: float = 1.0, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        if T <= 0:
+            raise InputError(f"ULD needs T > 0, got T={T}")
+        self.T = float(T)
+
+    def forward(self, outputs: StepOutputs) -> dict[str, torch.Tensor]:
+        z_t, z_s = _rows(outputs.z_t, outputs.mask), _rows(outputs.z_s, outputs.mask)
+        if z_t.shape[0] != z_s.shape[0]:
+            raise InputError(f"ULD compares aligned positions, but the teacher gives {z_t.shape[0]} and the student "
+                             f"{z_s.shape[0]}; gather the rows of the shared boundaries (token_alignment.align) first")
+        return {"uld": uld_distance(z_t.detach(), z_s, self.T).mean()}
 
 
 class AttentionTransfer(DistillLoss):

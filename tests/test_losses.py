@@ -184,3 +184,49 @@ def test_losses_refuse_what_they_cannot_compute():
     with pytest.raises(InputError, match="pairs"):
         AttentionTransfer([])
     assert float(KD(alpha=0.0)(outputs)["kd"]) == 0.0  # no labels needed without the CE term
+
+
+def _uld_reference(z_t: np.ndarray, z_s: np.ndarray, T: float) -> np.ndarray:
+    """ULD in float64 straight from Boizard et al. (2024): sort each softmax row descending, zero-pad the shorter
+    vocabulary, sum the absolute differences."""
+    def sorted_rows(z: np.ndarray, width: int) -> np.ndarray:
+        e = np.exp((z - z.max(-1, keepdims=True)) / T)
+        p = -np.sort(-(e / e.sum(-1, keepdims=True)), axis=-1)
+        return np.concatenate([p, np.zeros((p.shape[0], width - p.shape[1]))], axis=1)
+    width = max(z_t.shape[1], z_s.shape[1])
+    return np.abs(sorted_rows(z_t, width) - sorted_rows(z_s, width)).sum(-1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 5), v_t=st.integers(1, 40), v_s=st.integers(1, 40), T=st.floats(0.5, 4.0), seed=st.integers(0, 2**31 - 1))
+def test_uld_equals_the_float64_reference_is_bounded_and_ignores_relabelling(rows, v_t, v_s, T, seed):
+    from kdviz.metrics.sorted_distance import uld_distance
+
+    rng = np.random.default_rng(seed)
+    z_t, z_s = rng.normal(0, 3, (rows, v_t)), rng.normal(0, 3, (rows, v_s))
+    got = uld_distance(torch.tensor(z_t), torch.tensor(z_s), T).numpy()
+    np.testing.assert_allclose(got, _uld_reference(z_t, z_s, T), atol=1e-12)
+    assert (got >= 0).all() and (got <= 2 + 1e-12).all()
+    # relabelling either vocabulary changes nothing; the same distribution over another vocabulary gives 0
+    permuted = torch.tensor(z_s[:, rng.permutation(v_s)])
+    np.testing.assert_allclose(uld_distance(torch.tensor(z_t), permuted, T).numpy(), got, atol=1e-12)
+    np.testing.assert_allclose(uld_distance(torch.tensor(z_t), torch.tensor(z_t[:, rng.permutation(v_t)]), T).numpy(), 0, atol=1e-12)
+
+
+def test_uld_loss_averages_aligned_rows_trains_only_the_student_and_refuses_unaligned_rows():
+    from kdviz.losses import ULD
+
+    torch.manual_seed(0)
+    z_t = torch.randn(2, 5, 11, dtype=torch.float64, requires_grad=True)
+    z_s = torch.randn(2, 5, 17, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    loss = ULD(T=2.0)(StepOutputs(z_t, z_s, mask=mask))["uld"]
+    keep = mask.reshape(-1).bool().numpy()
+    expected = _uld_reference(z_t.detach().reshape(-1, 11).numpy()[keep], z_s.detach().reshape(-1, 17).numpy()[keep], 2.0).mean()
+    assert math.isclose(loss.item(), expected, rel_tol=1e-12)
+    loss.backward()
+    assert z_t.grad is None and z_s.grad is not None and z_s.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="aligned positions"):
+        ULD()(StepOutputs(torch.zeros(3, 4), torch.zeros(2, 6)))
+    with pytest.raises(InputError, match="T > 0"):
+        ULD(T=0)
