@@ -130,6 +130,11 @@ def compare_generations(
                 raise InputError(f"the tokenizer gives no tokens for the prompt {prompt[:40]!r}")
             for probe in probes.values():
                 probe.check_token_ids({"input_ids": prompt_ids[None]})
+                positions = probe.family.position_rows(probe.model)
+                if positions is not None and len(prompt_ids) + max_new_tokens > positions:
+                    raise InputError(f"the {probe.role} reads at most {positions} positions, and the prompt "
+                                     f"{prompt[:40]!r} has {len(prompt_ids)} tokens; keep prompt + max_new_tokens "
+                                     f"within {positions} (max_new_tokens ≤ {positions - len(prompt_ids)})")
             for draw in range(n):
                 continuations = {}
                 for writer in ("student", "teacher"):

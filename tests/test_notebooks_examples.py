@@ -88,3 +88,15 @@ def test_cross_tokenizer_example_runs(capsys):
         assert ((outside >= 0) & (outside <= 1)).all()
     assert np.isfinite(spans["difference"][1:]).all()
     assert "shared boundaries" in capsys.readouterr().out
+
+
+def test_logit_lens_example_runs_on_the_trained_demo_pair(capsys):
+    module = runpy.run_path(str(ROOT / "examples" / "logit_lens.py"))
+    lens = module["main"](n_texts=4, length=64)
+    assert lens.teacher.layers == 4 and lens.student.layers == 2
+    assert lens.teacher.top1.shape == (5, sum(len(text) for text in lens.texts)) and len(lens.texts) == 4
+    # trained models sharpen towards their output: the read-out is far from the final at the embeddings, 0 at the end
+    for model in (lens.teacher, lens.student):
+        medians = np.median(model.kl_to_own_final, axis=1)
+        assert medians[0] > 1.0 and medians[-1] == 0.0
+    assert "median commit depth" in capsys.readouterr().out

@@ -33,6 +33,16 @@ class AttentionTap:
         return self.collector.collect() if self.collector is not None else []
 
 
+@dataclass(frozen=True)
+class LensParts:
+    """What a logit lens needs of a causal LM: its decoder blocks in order (the input of the first is the
+    embedding), the norm applied after the last block, and the unembedding."""
+
+    blocks: list[nn.Module]
+    norm: nn.Module
+    head: nn.Module
+
+
 class ModelFamily:
     """A plain ``nn.Module``: called as ``model(x)`` or ``model(**inputs)``, no attention probabilities, features by
     forward hooks (common to every family), a square token grid guessed from image inputs."""
@@ -87,6 +97,11 @@ class ModelFamily:
         sure, and ids are then not checked."""
         return None
 
+    def position_rows(self, model: nn.Module) -> int | None:
+        """How many positions the model can read, where a learned position embedding bounds it (GPT-2, BERT); None
+        where nothing bounds it for sure (rotary models extrapolate), and lengths are then not checked."""
+        return None
+
     def pad_token_id(self, model: nn.Module) -> int:
         """The token id of an integrated-gradients baseline for text."""
         return 0
@@ -98,6 +113,10 @@ class ModelFamily:
     def output_head(self, model: nn.Module) -> nn.Linear | None:
         """The Linear that turns a language model's last hidden states into its logits, when it has one kdviz can run
         itself a block of tokens at a time (None: the model's own logits are used)."""
+        return None
+
+    def lens_parts(self, model: nn.Module) -> LensParts | None:
+        """The decoder blocks, final norm and unembedding a logit lens reads a causal LM through (None: unknown)."""
         return None
 
     def summary_token(self, model: nn.Module) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdviz.adapters.family import AttentionTap, ModelFamily
+from kdviz.adapters.family import AttentionTap, LensParts, ModelFamily
 from kdviz.errors import CaptureError
 
 
@@ -59,6 +59,11 @@ def layer_names(model: nn.Module, count: int) -> list[str]:
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return [f"{name}.{i}" for i in range(count)]
     return [f"layer.{i}" for i in range(count)]
+
+
+BLOCK_LISTS = ("layers", "h", "blocks")
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "norm_f")
+POSITION_TABLES = ("wpe", "position_embeddings")
 
 
 class HuggingFace(ModelFamily):
@@ -128,6 +133,17 @@ class HuggingFace(ModelFamily):
         embedding = model.get_input_embeddings()
         return embedding.num_embeddings if isinstance(embedding, nn.Embedding) else None
 
+    def position_rows(self, model: nn.Module) -> int | None:
+        # GPT-2's wpe and BERT's position_embeddings are plain tables with one row per position (OPT's table is
+        # offset by 2 and not claimed here)
+        base = getattr(model, "base_model", model)
+        for holder in (base, getattr(base, "embeddings", None)):
+            for name in POSITION_TABLES:
+                table = getattr(holder, name, None)
+                if type(table) is nn.Embedding:
+                    return table.num_embeddings
+        return None
+
     def pad_token_id(self, model: nn.Module) -> int:
         return getattr(getattr(model, "config", None), "pad_token_id", None) or 0
 
@@ -138,6 +154,20 @@ class HuggingFace(ModelFamily):
         # decoder classifiers (LlamaForSequenceClassification…) read the last real token: their attention is causal
         causal = is_causal_lm(model) or any(getattr(m, "is_causal", False) is True for m in model.modules())
         return "last" if causal else "first"
+
+    def lens_parts(self, model: nn.Module) -> LensParts | None:
+        # the base model's block list and final norm go by a few names: Llama/Qwen2/Mistral (layers, norm), GPT-2
+        # (h, ln_f), OPT (decoder.layers, decoder.final_layer_norm), GPT-NeoX (layers, final_layer_norm)
+        if not is_causal_lm(model):
+            return None
+        base = getattr(model, "base_model", model)
+        base = getattr(base, "decoder", base)
+        blocks = next((getattr(base, n) for n in BLOCK_LISTS if isinstance(getattr(base, n, None), nn.ModuleList)), None)
+        norm = next((getattr(base, n) for n in FINAL_NORMS if isinstance(getattr(base, n, None), nn.Module)), None)
+        head = model.get_output_embeddings()
+        if blocks is None or norm is None or head is None or len(blocks) == 0:
+            return None
+        return LensParts(list(blocks), norm, head)
 
     def output_head(self, model: nn.Module) -> nn.Linear | None:
         head = model.get_output_embeddings() if is_causal_lm(model) else None

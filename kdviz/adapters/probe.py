@@ -171,14 +171,20 @@ class ModelProbe:
         return result
 
     def check_token_ids(self, inputs: torch.Tensor | dict[str, Any], offset: int = 0) -> None:
-        """Refuse token ids the model's embedding has no row for, before the model fails on them with a bare
-        IndexError (a text tokenized for the other model, whose vocabulary is larger)."""
-        rows = self._token_rows
-        if rows is None:
-            return
+        """Refuse token ids the model's embedding has no row for, and sequences longer than its position table,
+        before the model fails on them with a bare IndexError (a text tokenized for the other model, whose
+        vocabulary is larger; a text longer than GPT-2's or BERT's positions)."""
         name = self.family.main_input_name(self.model)
         ids = inputs.get(name) if isinstance(inputs, dict) and name else None
         if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.numel() == 0:
+            return
+        positions = self.family.position_rows(self.model)
+        if positions is not None and ids.ndim == 2 and ids.shape[1] > positions:
+            raise InputError(
+                f"the {self.role} ({self.name}) reads at most {positions} positions, but the inputs hold "
+                f"{ids.shape[1]} tokens; cut them to {positions} (max_length={positions}, or truncation in the tokenizer)")
+        rows = self._token_rows
+        if rows is None:
             return
         bad = (ids >= rows) | (ids < 0)
         if bool(bad.any()):
