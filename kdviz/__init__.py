@@ -5,6 +5,7 @@ from kdviz.attribute import attribute
 from kdviz.capture import capture, estimate
 from kdviz.errors import KdvizError
 from kdviz.store import Run
+from kdviz.text_capture import capture_text
 from kdviz.train import distill
 
-__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture", "distill", "estimate"]
+__all__ = ["KdvizError", "Run", "__version__", "attribute", "capture", "capture_text", "distill", "estimate"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz.adapters.probe import ModelProbe
+from kdviz.adapters.probe import ModelProbe, logit_probes
 from kdviz.capture import resolve_device
 from kdviz.errors import InputError
 from kdviz.metrics import token_alignment as ta
@@ -62,29 +62,43 @@ def compare_texts(
         raise InputError("texts must be a list of strings")
     tokenizers = {"teacher": tokenizer, "student": student_tokenizer if student_tokenizer is not None else tokenizer}
     target = resolve_device(device)
-    probes = {role: ModelProbe(model, role, layers=[], attentions=False, device=target)
-              for role, model in (("teacher", teacher), ("student", student))}
-    match: ta.VocabularyMatch | None = None
-    out = []
+    probes = logit_probes(teacher, student, target)
+    scorer = TextScorer(probes, tokenizers, max_length)
     with probes["teacher"], probes["student"], torch.inference_mode():
-        for text in tqdm(texts, desc="kdviz compare texts", unit="text", disable=not progress):
-            encoded = {role: _encode(tokenizers[role], text, max_length, role) for role in probes}
-            logits, logprobs = {}, {}
-            for role, probe in probes.items():
-                ids = encoded[role][0]
-                z = probe.forward({"input_ids": ids[None].to(target)}).logits
-                logits[role] = z[0].float()
-                logprobs[role] = ta.true_token_logprobs(logits[role], ids)
-            if match is None:
-                match = ta.VocabularyMatch.from_pieces(
-                    vocabulary_pieces(tokenizers["teacher"], logits["teacher"].shape[-1]),
-                    vocabulary_pieces(tokenizers["student"], logits["student"].shape[-1]))
-            alignment = ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
-            boundary = ta.matched_divergence(logits["teacher"][alignment.teacher_piece],
-                                             logits["student"][alignment.student_piece], match)
-            out.append(ta.TextComparison(
-                text=text, pieces={role: encoded[role][2] for role in probes},
-                offsets={role: encoded[role][1] for role in probes}, alignment=alignment,
-                boundary={name: value.cpu().numpy() for name, value in boundary.items()},
-                spans=ta.span_logprobs(alignment, logprobs["teacher"], logprobs["student"])))
-    return out
+        return [scorer.compare(text) for text in tqdm(texts, desc="kdviz compare texts", unit="text", disable=not progress)]
+
+
+class TextScorer:
+    """Scores one text at a time with both models (inside their probes' context), each through its own tokenizer,
+    and compares them (`metrics.token_alignment`); the vocabulary match is built from the first text's logits."""
+
+    def __init__(self, probes: dict[str, ModelProbe], tokenizers: dict[str, Any], max_length: int | None) -> None:
+        self.probes, self.tokenizers, self.max_length = probes, tokenizers, max_length
+        self.match: ta.VocabularyMatch | None = None
+
+    def encode(self, text: str) -> dict[str, tuple[torch.Tensor, np.ndarray, list[str]]]:
+        """Each model's (ids [T], offsets [T, 2], pieces [T]) of ``text``."""
+        return {role: _encode(self.tokenizers[role], text, self.max_length, role) for role in self.probes}
+
+    def compare(self, text: str, encoded: dict[str, tuple[torch.Tensor, np.ndarray, list[str]]] | None = None) -> ta.TextComparison:
+        encoded = encoded or self.encode(text)
+        logits, logprobs = {}, {}
+        for role, probe in self.probes.items():
+            ids = encoded[role][0]
+            z = probe.forward({"input_ids": ids[None].to(probe.device)}).logits
+            logits[role] = z[0].float()
+            logprobs[role] = ta.true_token_logprobs(logits[role], ids)
+        if self.match is None:
+            self.match = ta.VocabularyMatch.from_pieces(
+                vocabulary_pieces(self.tokenizers["teacher"], logits["teacher"].shape[-1]),
+                vocabulary_pieces(self.tokenizers["student"], logits["student"].shape[-1]))
+        alignment = ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
+        rows = {"teacher": logits["teacher"][alignment.teacher_piece], "student": logits["student"][alignment.student_piece]}
+        boundary = ta.matched_divergence(rows["teacher"], rows["student"], self.match)
+        for role, z in rows.items():  # each model's own uncertainty there, over its whole vocabulary
+            boundary[f"{role}_entropy"] = ta.entropy_rows(z)
+        return ta.TextComparison(
+            text=text, pieces={role: encoded[role][2] for role in self.probes},
+            offsets={role: encoded[role][1] for role in self.probes}, alignment=alignment,
+            boundary={name: value.cpu().numpy() for name, value in boundary.items()},
+            spans=ta.span_logprobs(alignment, logprobs["teacher"], logprobs["student"]))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdviz.adapters.probe import ModelProbe
+from kdviz.adapters.probe import ModelProbe, logit_probes
 from kdviz.capture import resolve_device
 from kdviz.errors import InputError
 from kdviz.metrics import generation as gm
@@ -120,8 +120,7 @@ def compare_generations(
     else:  # greedy: silence the sampling settings a model's generation config may carry
         settings.update(temperature=None, top_p=None, top_k=None)
     target = resolve_device(device)
-    probes = {role: ModelProbe(model, role, layers=[], attentions=False, device=target)
-              for role, model in (("teacher", teacher), ("student", student))}
+    probes = logit_probes(teacher, student, target)
     out = []
     with probes["teacher"], probes["student"], torch.inference_mode():
         for prompt in tqdm(prompts, desc="kdviz generate", unit="prompt", disable=not progress):

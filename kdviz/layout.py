@@ -102,3 +102,15 @@ def cache(name: str) -> str:
 def snapshot(step: int) -> str:
     """``history/00000120``, the group of the training snapshot at ``step``: zero-padded, so groups list in step order."""
     return f"{HISTORY}/{int(step):08d}"
+
+
+TEXT = "text"  # what a run made from texts (`kdviz.capture_text`) keeps of them
+TEXT_BYTES = "text/texts/utf8"  # [total] uint8: the texts, UTF-8, one after the other
+TEXT_STARTS = "text/texts/start"  # [N + 1] int64: where each text starts in TEXT_BYTES
+
+
+def alignment(name: str) -> str:
+    """``text/alignment/<name>``: a role's character offsets [N, P, 2] (``teacher_offsets``), and in a two-tokenizer
+    run the shared boundaries [N, S] (``boundaries``), the last piece of each span [N, S] (``teacher_piece``) and
+    each span's log-probability [N, S] (``teacher_span_logprob``); −1 or NaN past a text's end."""
+    return f"text/alignment/{name}"

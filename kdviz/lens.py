@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz.adapters.family import LensParts
-from kdviz.adapters.probe import ModelProbe
+from kdviz.adapters.probe import ModelProbe, logit_probes
 from kdviz.capture import resolve_device
 from kdviz.errors import InputError
 from kdviz.metrics import logit_lens as ll
@@ -136,8 +136,7 @@ def logit_lens(
         raise InputError("texts must be a non-empty list of non-empty strings")
     vocab = int(vocab_size if vocab_size is not None else len(tokenizer))
     target = resolve_device(device)
-    probes = {role: ModelProbe(model, role, layers=[], attentions=False, device=target)
-              for role, model in (("teacher", teacher), ("student", student))}
+    probes = logit_probes(teacher, student, target)
     stats: dict[str, dict[str, list[np.ndarray]]] = {"teacher": {}, "student": {}}
     pieces, text_of_token = [], []
     with probes["teacher"], probes["student"], torch.inference_mode():

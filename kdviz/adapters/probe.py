@@ -250,6 +250,13 @@ class ModelProbe:
         }
 
 
+def logit_probes(teacher: nn.Module, student: nn.Module, device: torch.device) -> dict[str, ModelProbe]:
+    """{"teacher": …, "student": …}: a probe of each model that gives its logits only (no features, no attention),
+    for the language-model tools that score text with both models."""
+    return {role: ModelProbe(model, role, layers=[], attentions=False, device=device)
+            for role, model in (("teacher", teacher), ("student", student))}
+
+
 def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
     for module, training in modes:
         module.training = training

@@ -146,6 +146,12 @@ def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMa
     return out
 
 
+def entropy_rows(z: torch.Tensor) -> torch.Tensor:
+    """H(p) = −Σ p log p of softmax(z) per row of logits [r, V], in float64 [r] (nats)."""
+    log_p = torch.log_softmax(z.to(F64), dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """Σ p (log p − log q) over the last axis, with 0 · log 0 = 0 (float64 [r])."""
     p = log_p.exp()
@@ -227,8 +233,8 @@ def span_logprobs(alignment: Alignment, teacher_logprobs: torch.Tensor,
 class TextComparison:
     """One text as two models tokenized and scored it: each model's pieces [T_m] (strings, as its tokenizer lists
     them) and character offsets [T_m, 2]; their `Alignment`; at each shared boundary [K] the next-piece divergences
-    of `matched_divergence`; for each span [K] both models' log-probabilities and their difference
-    (`span_logprobs`)."""
+    of `matched_divergence` and each model's entropy there (``teacher_entropy``, ``student_entropy``); for each span
+    [K] both models' log-probabilities and their difference (`span_logprobs`)."""
 
     text: str
     pieces: dict[str, list[str]]

@@ -4,6 +4,7 @@ attributions and lazily read arrays."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import warnings
@@ -483,6 +484,31 @@ class Run:
     def thumbnails(self) -> LazyArray | None:
         """[N, h, w] or [N, h, w, 3] uint8 previews of image inputs (None for other inputs)."""
         return self.array(layout.THUMBNAILS) if self.has(layout.THUMBNAILS) else None
+
+    @property
+    def tokenizations(self) -> int:
+        """How many tokenizations a run made from texts holds (`kdviz.capture_text`): 1 (shared), 2 (each model its
+        own; the run's tokens are then the spans both share), 0 for other runs."""
+        if not self.has(layout.TEXT_BYTES):
+            return 0
+        return 2 if self.has(layout.alignment("boundaries")) else 1
+
+    def texts(self) -> list[str] | None:
+        """The texts of a run made from texts, in sample order (None for other runs)."""
+        if not self.has(layout.TEXT_BYTES):
+            return None
+        data, starts = self.array(layout.TEXT_BYTES)[:].tobytes(), self.array(layout.TEXT_STARTS)[:].tolist()
+        return [data[a:b].decode("utf-8") for a, b in itertools.pairwise(starts)]
+
+    def text_alignment(self, name: str) -> LazyArray:
+        """An array of a text run's alignment (`layout.alignment`): ``teacher_offsets`` [N, P, 2], and in a
+        two-tokenizer run ``student_offsets``, ``boundaries``, ``teacher_piece``, ``student_piece``,
+        ``teacher_span_logprob`` and ``student_span_logprob`` [N, S]."""
+        key = layout.alignment(name)
+        if not self.has(key):
+            raise MissingDataError(f"run {self.name!r} keeps no text alignment {name!r}; capture it with "
+                                   "kdviz.capture_text (two tokenizers for the span alignment)")
+        return self.array(key)
 
     def pair_token_stat(self, stat: str) -> LazyArray:
         """[N, T] per-token divergence between the models of a language-model run: ``kl`` or ``reverse_kl`` (T = 1)."""

@@ -310,8 +310,11 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
                             thumbnail=data.thumbnail(index), sample_index=index)
 
 
-def _top_of(stats: Mapping[str, Any], role: str, index: int) -> tuple[Any, Any, Any]:
-    """(top-k ids [T, k], probabilities [T, k], mass outside the top-k [T] or None in runs that predate it) of a sample."""
+def _top_of(stats: Mapping[str, Any], role: str, index: int) -> tuple[Any, Any, Any] | None:
+    """(top-k ids [T, k], probabilities [T, k], mass outside the top-k [T] or None in runs that predate it) of a
+    sample; None for runs without top-k (two tokenizers: the run's tokens are spans, which no vocabulary lists)."""
+    if f"{role}_topk_ids" not in stats:
+        return None
     tail = stats.get(f"{role}_tail_mass")
     return stats[f"{role}_topk_ids"][index], stats[f"{role}_topk_probs"][index], tail[index] if tail is not None else None
 
