@@ -41,13 +41,14 @@ def test_export_of_the_demo_runs_opens_offline_with_every_page(explained_demo_ru
     log, plots, drawn = open_offline(out, "export-demo.png")
     assert log["blocked"] == [] and log["console_errors"] == [] and log["dialogs"] == []
     # every explorer's figures(): overview 1 (summary card), logits 4 (summary, histogram, drill-down, class view; charlm
-    # 4: no classes, but the token map), attention 1 for the CNN (attention-transfer overlay) or 3 (grid, pair, layer
-    # map), features 5, attribution 5 (4 for charlm: no class logits, so no scatter). digits-cnn 16, digits-vit 18,
-    # charlm 17
-    assert plots == drawn == 51
+    # 3: no classes), tokens 2 for charlm (strip, token map), attention 1 for the CNN (attention-transfer overlay) or 3
+    # (grid, pair, layer map), features 5, attribution 5 (4 for charlm: no class logits, so no scatter). digits-cnn 16,
+    # digits-vit 18, charlm 18
+    assert plots == drawn == 52
     for name in explained_demo_runs:
         assert f"<h2>{name}</h2>" in html
-    assert html.count("class='kd-missing'") == 3  # the three runs have no training history, and say how to record it
+    # the three runs have no training history, and the two image runs no tokens: each says how to capture them
+    assert html.count("class='kd-missing'") == 5
 
 
 @pytest.mark.browser

@@ -111,3 +111,23 @@ def test_bad_inputs_are_refused_with_the_fix(cross_pair, tmp_path):
                         attentions=False, path=tmp_path / "ids.kdviz", progress=False)
     with pytest.raises(MissingDataError, match="capture_text"):
         TextData.from_run(run)
+
+
+def test_the_tokens_page_shows_the_stored_alignment_of_the_open_text(cross_pair, tmp_path):
+    from kdviz.widgets import TokenExplorer
+
+    teacher, student, tok_t, tok_s = cross_pair
+    run = kdviz.capture_text(teacher, student, THREE, tokenizer=tok_t, student_tokenizer=tok_s,
+                             path=tmp_path / "page.kdviz", progress=False)
+    explorer = TokenExplorer(run, sample=1)
+    assert explorer.two_tokenizers and set(explorer.figures()) == {"strip", "alignment", "token_map"}
+    comparison = TextData.from_run(run).comparison(1)
+    k = len(comparison.alignment.boundaries)
+    assert f"{k} shared boundaries" in explorer.figures()["alignment"].layout.title.text
+    strip = np.asarray(explorer.figures()["strip"].data[0].z, dtype=float).reshape(-1)
+    np.testing.assert_allclose(strip[:k], comparison.boundary["kl"], rtol=1e-6)  # the text's real spans only
+    assert np.isnan(strip[k:]).all()
+    assert any(THREE[0][:20].replace("\n", " ").strip()[:10] in label for label in explorer.samples.options)
+    explorer.selection.sample = 2
+    assert f"{len(TextData.from_run(run).comparison(2).alignment.boundaries)} shared boundaries" in \
+        explorer.figures()["alignment"].layout.title.text

@@ -133,8 +133,12 @@ def test_token_strip_stays_readable_for_2000_tokens_and_escapes_text():
     assert grid.shape == (40, 50)  # wrapped into rows, not one 2000-wide line
     assert fig.layout.height >= 40 * 20
     labels = np.asarray(fig.data[0].text).reshape(-1)
-    assert labels[5] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    # 50 cells a row hold 2 characters each: a longer token is cut in its cell, escaped, and whole in the hover
+    assert labels[5] == "&lt;…" and labels[7] == "w7" and labels[12] == "w…"
+    assert "token 5: <b>&lt;script&gt;alert(1)&lt;/script&gt;</b>" in np.asarray(fig.data[0].customdata).reshape(-1)[5]
     assert "<script>" not in all_text(fig)
+    auto = views.token_strip(tokens, rng.random(2000))  # by default: 96 characters a row over tokens of (90th pct.) 5
+    assert np.asarray(auto.data[0].z).shape[1] == 16 and np.asarray(auto.data[0].text).reshape(-1)[1999] == "w1999"
 
 
 def test_class_names_are_escaped_everywhere(cnn):

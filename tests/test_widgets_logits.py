@@ -128,12 +128,29 @@ def test_logit_explorer_on_a_language_model_run(demo_runs):
     assert explorer.values.shape == (64,)
     assert "reverse KL" in explorer.figures()["detail"].layout.title.text
     assert list(explorer.measure_menu.options.values()) == ["kl", "reverse_kl"]
+    assert "token_map" not in explorer.figures()  # which tokens carry it is the Tokens page's
+
+
+def test_token_explorer_on_a_language_model_run(demo_runs):
+    from kdviz.errors import MissingDataError
+    from kdviz.widgets import TokenExplorer
+
+    explorer = TokenExplorer(demo_runs["charlm"])
+    assert explorer.two_tokenizers is False and explorer.texts is None  # captured from ids, not from texts
+    listed, values = explorer.listed(), explorer.values
+    most = np.argsort(-values, kind="stable")[:40].tolist()  # the 40 most divergent, and the open text if not among them
+    assert listed == (most if 0 in most else [0, *most])
+    explorer.measure = "reverse_kl"
     token_map = explorer.figures()["token_map"]  # redrawn for the measure: its axis names it
     assert "reverse KL" in token_map.layout.yaxis.title.text and len(token_map.data[0].x) > 1000
+    assert "reverse KL" in explorer.figures()["strip"].layout.title.text
     sample = int(token_map.data[0].customdata[7][1])
     explorer.panes["token_map"].click_data = {"points": [{"customdata": list(token_map.data[0].customdata[7])}]}
-    assert explorer.selection.sample == sample  # a click on a token opens its sample
-    assert "token_map" not in LogitExplorer(demo_runs["digits-cnn"]).figures()
+    assert explorer.selection.sample == sample  # a click on a token opens its text
+    shares = explorer.regions.token_share
+    assert f"{shares['confident, disagreeing']:.0%}" in explorer.shares.object and "this text: tokens" in explorer.shares.object
+    with pytest.raises(MissingDataError, match="language-model runs"):
+        TokenExplorer(demo_runs["digits-cnn"])
 
 
 def test_temperature_lab_reacts_to_the_slider():

@@ -11,11 +11,12 @@ from kdviz.explore.logits import LogitExplorer
 from kdviz.explore.overview import OverviewExplorer
 from kdviz.explore.selection import Selection
 from kdviz.explore.temperature_lab import TemperatureLab
+from kdviz.explore.tokens import TokenExplorer
 from kdviz.explore.training import TrainingExplorer
 
-EXPLORERS: tuple[type[Explorer], ...] = (OverviewExplorer, LogitExplorer, AttentionExplorer, FeatureExplorer,
-                                         AttributionExplorer, TrainingExplorer)
+EXPLORERS: tuple[type[Explorer], ...] = (OverviewExplorer, LogitExplorer, TokenExplorer, AttentionExplorer,
+                                         FeatureExplorer, AttributionExplorer, TrainingExplorer)
 """The dashboard's tabs and the export's sections, in order."""
 
 __all__ = ["EXPLORERS", "AttentionExplorer", "AttributionExplorer", "Explorer", "FeatureExplorer", "LogitExplorer",
-           "OverviewExplorer", "RunLibrary", "Selection", "TemperatureLab", "TrainingExplorer", "open_runs"]
+           "OverviewExplorer", "RunLibrary", "Selection", "TemperatureLab", "TokenExplorer", "TrainingExplorer", "open_runs"]

@@ -20,6 +20,7 @@ from kdviz.readers.attention import AttentionData
 from kdviz.readers.attribution import AttributionData
 from kdviz.readers.features import cka_matrix
 from kdviz.readers.logits import LogitData
+from kdviz.readers.text import TextData
 from kdviz.readers.training import TrainingData
 from kdviz.store import Run, iter_run_paths
 
@@ -28,6 +29,7 @@ LOADERS: dict[str, Callable[[Run], Any]] = {
     "logits": LogitData.from_run,
     "attribution": AttributionData.from_run,
     "training": TrainingData.from_run,
+    "text": TextData.from_run,
 }
 
 

@@ -2,8 +2,8 @@
 
 The summary at T, the divergence histogram (click a bar to list its samples and open its most divergent one), the
 sample list with class and correctness filters, and the open sample's drill-down. Language-model runs show
-per-token divergence and the token map (every token by teacher entropy and divergence, in four regions); their
-statistics are stored at T = 1, so the temperature is fixed there.
+per-token divergence (their statistics are stored at T = 1, so the temperature is fixed there); which tokens carry
+it, the token map, is the Tokens page's (`explore.tokens`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import param
 from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
-from kdviz.metrics.token_regions import token_regions
 from kdviz.readers.logits import CLASS_VIEWS, SORTS, LogitData
 from kdviz.views import logits as views
-from kdviz.views.token_map import token_map
 
 LIST_ROWS = 40
 
@@ -61,12 +59,10 @@ class LogitExplorer(Explorer):
         self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=12, width=440,
                                         css_class="kd-sample-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
-        self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes", "token_map")}
+        self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
         self.panes["summary"].sizing_mode, self.panes["summary"].width = "fixed", 470
         self.show_all.on_click(lambda _event: self.show_bin(None))
         self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
-        self.panes["token_map"].param.watch(self._token_clicked, "click_data")
-        self.map_key: str | None = None  # the measure of the token map drawn
         note = [] if not tokens else [pn.pane.Markdown(
             "*Language-model runs store per-token statistics at T = 1, so the temperature is fixed here.*")]
         self.has_classes = not tokens and data.z_t is not None
@@ -82,8 +78,6 @@ class LogitExplorer(Explorer):
             pn.FlexBox(pn.Column(self.samples, self.show_all), self.panes["summary"], flex_wrap="wrap",
                        sizing_mode="stretch_width"),
             self.panes["histogram"], self.panes["detail"], *classes,
-            *([pn.pane.HTML("<b>Token map</b> (click a token to open its sample)", margin=(12, 10, 0, 10)),
-               self.panes["token_map"]] if tokens else []),
         ]
 
     @property
@@ -121,17 +115,6 @@ class LogitExplorer(Explorer):
         self.show_figure("detail", self.panes["detail"], views.sample_detail(data, sample, measure=self.detail_measure(), T=T))
         if self.has_classes and self.classes_key != (self.class_view, T):
             self.draw_classes()
-        if data.task == "tokens" and self.map_key != self.detail_measure():
-            self.draw_token_map()
-
-    def draw_token_map(self) -> None:
-        """Every real token at (teacher entropy, divergence), in four regions with their shares (`views.token_map`)."""
-        measure = self.map_key = self.detail_measure()
-        points = self.logit_data.token_points(measure)
-        regions = token_regions(points["entropy"], points["divergence"])
-        self.show_figure("token_map", self.panes["token_map"], token_map(
-            points["entropy"], points["divergence"], regions, colour=points["shared_mass"], measure=measure,
-            where=(points["sample"], points["position"])))
 
     def draw_classes(self) -> None:
         """The chosen class-level view, at the explorer's temperature where it depends on one."""
@@ -162,12 +145,6 @@ class LogitExplorer(Explorer):
             return
         finite = self.visible[np.isfinite(self.values[self.visible])]  # the histogram draws finite values only
         self.show_bin(finite[np.asarray(point["pointNumbers"], dtype=int)])
-
-    def _token_clicked(self, event: Any) -> None:
-        point = clicked_point(event.new)
-        if point is None or len(point.get("customdata") or []) < 3:
-            return
-        self.selection.sample = int(point["customdata"][1])  # every explorer of the selection opens that sample
 
     def show_bin(self, members: np.ndarray | None) -> None:
         """List only a histogram bar's samples and open the most divergent of them (None: list every sample again)."""

@@ -236,6 +236,9 @@ def class_mean_logit_difference(diff: Any, class_names: Sequence[str] | None = N
 
 
 # ---- language models --------------------------------------------------------------------------------------------------
+ROW_CHARS = 96  # monospace characters a strip row holds (about 700 px at 12 px: a notebook or a saved PNG)
+
+
 def token_strip(
     tokens: Sequence[str],
     values: Any,
@@ -245,19 +248,25 @@ def token_strip(
     teacher_top: tuple[Any, ...] | None = None,
     student_top: tuple[Any, ...] | None = None,
     vocab: Sequence[str] | None = None,
-    per_row: int = 48,
+    per_row: int | None = None,
     top: int = 5,
 ) -> go.Figure:
     """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
 
     ``tokens`` [L] strings, ``values`` [L]; ``teacher_top`` / ``student_top`` = (ids [L, k], probs [L, k]) give the
     hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings), and an optional third item, the
-    mass outside the top-k [L], is shown after them. Tokens are escaped text.
+    mass outside the top-k [L], is shown after them. Tokens are escaped text. ``per_row`` (default: as many as fit
+    `ROW_CHARS` characters of the tokens' usual length, 6 to 48) sets the cells a row; a token longer than its
+    cell is cut with "…" in the cell and shown whole in the hover.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     length = len(v)
     if len(tokens) != length:
         raise ValueError(f"{len(tokens)} tokens but {length} values")
+    if per_row is None:
+        usual = float(np.percentile([len(t) for t in tokens], 90)) if length else 1.0
+        per_row = int(np.clip(ROW_CHARS // (usual + 1), 6, 48))
+    fits = max(2, ROW_CHARS // per_row - 1)  # characters a cell holds
     rows = max(1, -(-length // per_row))
     grid = np.full((rows, per_row), np.nan)
     grid.flat[:length] = v
@@ -276,8 +285,10 @@ def token_strip(
 
     for i in range(length):
         r, c = divmod(i, per_row)
-        labels[r, c] = escape_label(display_token(tokens[i]))
-        text = f"token {i}: <b>{labels[r, c]}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
+        shown = display_token(tokens[i])
+        whole = escape_label(shown)
+        labels[r, c] = whole if len(shown) <= fits else escape_label(shown[: fits - 1] + "…")
+        text = f"token {i}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
         if teacher_top is not None:
             text += f"<br>teacher next:<br>{top_text(teacher_top, i)}"
         if student_top is not None:
@@ -302,21 +313,26 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
     if data.task == "tokens":
         stats = data.token_stats
         tokens = data.tokens[index] if data.tokens else [str(t) for t in range(stats["kl"].shape[1])]
-        return token_strip(tokens, stats[measure][index], measure=measure, vocab=data.vocab(),
-                           teacher_top=_top_of(stats, "teacher", index), student_top=_top_of(stats, "student", index))
+        mask = stats.get("mask")
+        real = np.asarray(mask[index], dtype=bool) if mask is not None else np.ones(len(tokens), dtype=bool)
+        tops = [_top_of(stats, role, index, real) for role in ("teacher", "student")]
+        return token_strip([t for t, keep in zip(tokens, real, strict=True) if keep], np.asarray(stats[measure][index])[real],
+                           measure=measure, vocab=data.vocab(), teacher_top=tops[0], student_top=tops[1])
     z_t, z_s = data.require_logits()
     target = int(data.labels[index]) if data.labels is not None else None
     return sample_drilldown(z_t[index], z_s[index], T=T, target=target, class_names=data.class_names,
                             thumbnail=data.thumbnail(index), sample_index=index)
 
 
-def _top_of(stats: Mapping[str, Any], role: str, index: int) -> tuple[Any, Any, Any] | None:
+def _top_of(stats: Mapping[str, Any], role: str, index: int, real: np.ndarray) -> tuple[Any, Any, Any] | None:
     """(top-k ids [T, k], probabilities [T, k], mass outside the top-k [T] or None in runs that predate it) of a
-    sample; None for runs without top-k (two tokenizers: the run's tokens are spans, which no vocabulary lists)."""
+    sample's ``real`` tokens; None for runs without top-k (two tokenizers: the run's tokens are spans, which no
+    vocabulary lists)."""
     if f"{role}_topk_ids" not in stats:
         return None
     tail = stats.get(f"{role}_tail_mass")
-    return stats[f"{role}_topk_ids"][index], stats[f"{role}_topk_probs"][index], tail[index] if tail is not None else None
+    return (np.asarray(stats[f"{role}_topk_ids"][index])[real], np.asarray(stats[f"{role}_topk_probs"][index])[real],
+            np.asarray(tail[index])[real] if tail is not None else None)
 
 
 # ---- summary ----------------------------------------------------------------------------------------------------------

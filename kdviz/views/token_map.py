@@ -66,7 +66,13 @@ def token_map(entropy: Any, divergence: Any, regions: TokenRegions, *, colour: A
                  f"of the {SHORT[measure]}", align=xanchor, font={"size": 13, "color": theme.INK},
             bgcolor=theme.rgba(theme.CARD, 0.85))
     fig.update_xaxes(title_text="teacher entropy H(p_t) (nats)", rangemode="tozero")
-    fig.update_yaxes(title_text=f"{lm.MEASURES[measure]} (nats, log scale)", type="log", dtick=1)  # decades only
+    # decades as ticks; where the values span less than two decades, which would leave one tick or none, five ticks
+    # spaced evenly on the log axis between the smallest and the largest value, at two significant digits
+    ticks: dict[str, Any] = {"dtick": 1}
+    if len(y) and np.log10(float(y.max()) / float(y.min())) < 2:
+        values = np.unique([float(f"{v:.2g}") for v in np.geomspace(float(y.min()), float(y.max()), 5)])
+        ticks = {"tickvals": values.tolist(), "ticktext": [f"{v:.2g}" for v in values]}
+    fig.update_yaxes(title_text=f"{lm.MEASURES[measure]} (nats, log scale)", type="log", **ticks)
     subset = f"{len(shown):,} of {len(h):,} tokens drawn (a random subset); " if len(shown) < len(h) else ""
     title = ("Which tokens carry the divergence" + theme.subtitle(
         f"{subset}split at H(p_t) = {regions.entropy_split:.3g} and {SHORT[measure]} = {regions.divergence_split:.3g} nats "
