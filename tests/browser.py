@@ -68,6 +68,16 @@ def served(command: list[str], port: int, *, timeout: float = 60, env: dict[str,
             process.kill()
 
 
+def is_purged_plot_resize(exc: object) -> bool:
+    """Whether a page error is Panel 1.9's Plotly view laying out a plot it has already removed: ``remove()``
+    purges the plot, and a stylesheet that finishes loading afterwards still calls ``style_redraw`` →
+    ``resize_layout`` → ``Plotly.relayout`` on the purged div, which throws on its missing ``_fullLayout``
+    ("reading '_guiEditing'"). It happens when a rebuild replaces a page's plots while their stylesheets load; the
+    plot is gone, so nothing a visitor sees changes. Recognised by its whole stack, so every other error counts."""
+    stack = getattr(exc, "stack", None) or ""
+    return "_guiEditing" in str(exc) and "resize_layout" in stack and "relayout" in stack
+
+
 @contextlib.contextmanager
 def offline_page(viewport: tuple[int, int] = (1280, 900)) -> Iterator[tuple[object, dict[str, list[str]]]]:
     """A Chromium page that refuses every request off localhost; yields it with logs of console errors,
@@ -75,7 +85,7 @@ def offline_page(viewport: tuple[int, int] = (1280, 900)) -> Iterator[tuple[obje
     browser context (its own session cookies and storage), logging into the same ``log``."""
     from playwright.sync_api import sync_playwright
 
-    log: dict[str, list[str]] = {"console_errors": [], "blocked": [], "dialogs": []}
+    log: dict[str, list[str]] = {"console_errors": [], "blocked": [], "dialogs": [], "panel_purged_plot": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
         try:
@@ -89,7 +99,8 @@ def offline_tab(browser, log: dict[str, list[str]], viewport: tuple[int, int] = 
     blocked requests and dialogs (dismissed) into ``log``."""
     page = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}).new_page()
     page.on("console", lambda msg: log["console_errors"].append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: log["console_errors"].append(str(exc)))
+    page.on("pageerror", lambda exc: log["panel_purged_plot"].append(str(exc)) if is_purged_plot_resize(exc)
+            else log["console_errors"].append(str(exc)))
 
     def on_dialog(dialog) -> None:
         log["dialogs"].append(dialog.message)
