@@ -52,9 +52,14 @@ def run_summary(name: str, meta: Mapping[str, Any], *, where: str | None = None,
         model_line("teacher", teacher),
         model_line("student", student),
         f"  size     teacher/student parameters: {ratio}",
-        f"  layers   {meta['layer_map'].get('spec', 'given')} map over {meta['layer_map'].get('unit', 'layers')}: "
-        f"{describe_layer_map(meta['layer_map']['pairs'])}",
     ]
+    text = meta.get("text") or {}
+    if text.get("tokenizations") == 2:  # a run of two tokenizers (kdviz.capture_text): its tokens are spans
+        vocabularies = " / ".join(f"{meta[role].get('vocabulary', '?'):,} pieces" for role in ("teacher", "student"))
+        lines.append(f"  text     two tokenizations ({vocabularies}); the run's tokens are the spans they share")
+    if meta["layer_map"]["pairs"]:
+        lines.append(f"  layers   {meta['layer_map'].get('spec', 'given')} map over {meta['layer_map'].get('unit', 'layers')}: "
+                     f"{describe_layer_map(meta['layer_map']['pairs'])}")
     capture = meta.get("capture", {})
     settings = ", ".join(f"{k}={v}" for k, v in capture.items() if k in ("batch_size", "attentions", "spatial_p", "topk", "device"))
     lines.append(f"  capture  {settings}; kdviz {meta.get('kdviz_version', '?')}, {meta.get('created', '')}")

@@ -12,6 +12,7 @@ offsets, the boundaries, the pieces of each span) is kept under ``text/`` for th
 
 from __future__ import annotations
 
+import datetime
 import os
 import tempfile
 from collections.abc import Sequence
@@ -78,18 +79,19 @@ def capture_text(
       the run also keeps the texts and each token's character offsets under ``text/``.
     - A different ``student_tokenizer``: each model reads its own tokenization, the two are aligned by character
       offsets, and the run's tokens are the spans between shared boundaries (see the module's docstring); no
-      attention or features are captured. Both tokenizers must be fast Hugging Face tokenizers (character offsets).
+      attention or features are captured (``names`` and ``extra_meta`` apply, as for `kdviz.capture`). Both
+      tokenizers must be fast Hugging Face tokenizers (character offsets).
     ``max_length`` cuts each tokenization; ``path`` as for `kdviz.capture` (default: a new temporary directory).
     """
     texts = _check_texts(texts)
     if student_tokenizer is None or student_tokenizer is tokenizer:
         return _capture_shared(teacher, student, texts, tokenizer, max_length, path, overwrite, device, progress, options)
-    unsupported = sorted(set(options) - {"batch_size"})
+    unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta"})
     if unsupported:
         raise InputError(f"with two tokenizers capture_text compares the models' outputs only, so {unsupported} do "
                          "not apply; capture attention and features per model with kdviz.capture and one tokenizer")
     return _capture_cross(teacher, student, texts, {"teacher": tokenizer, "student": student_tokenizer}, max_length,
-                          path, overwrite, device, progress)
+                          path, overwrite, device, progress, options.get("names"), options.get("extra_meta"))
 
 
 def _capture_shared(teacher: nn.Module, student: nn.Module, texts: list[str], tokenizer: Any, max_length: int | None,
@@ -113,9 +115,11 @@ def _capture_shared(teacher: nn.Module, student: nn.Module, texts: list[str], to
 
 def _capture_cross(teacher: nn.Module, student: nn.Module, texts: list[str], tokenizers: dict[str, Any],
                    max_length: int | None, path: str | os.PathLike | None, overwrite: bool, device: Any,
-                   progress: bool) -> Run:
+                   progress: bool, names: tuple[str, str] | None, extra: dict[str, Any] | None) -> Run:
     target = resolve_device(device)
     probes = logit_probes(teacher, student, target)
+    for probe, name in zip(probes.values(), names or (None, None), strict=True):
+        probe.name = name or probe.name
     scorer = TextScorer(probes, tokenizers, max_length)
     # the alignment needs only the offsets: every text's span and piece counts are known before a model runs
     encoded = [scorer.encode(text) for text in texts]
@@ -133,7 +137,7 @@ def _capture_cross(teacher: nn.Module, student: nn.Module, texts: list[str], tok
             writer.append_batch(_span_records(comparison, encoding, spans, pieces))
         writer.append_batch(_text_records(texts))
         meta = _cross_meta(probes, texts, encoded, alignments, tokenizers)
-        writer.commit(meta)
+        writer.commit({**meta, **({"extra": dict(extra)} if extra else {})})
     return Run.open(final)
 
 
@@ -181,6 +185,7 @@ def _cross_meta(probes: dict[str, Any], texts: list[str], encoded: list[dict[str
                         "tokenizer": type(tokenizers[role]).__name__, "vocabulary": len(tokenizers[role])}
     return {
         "task": "tokens", "n_samples": len(texts), "n_classes": None, **models,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "layer_map": {"spec": "none", "unit": "attention", "pairs": []},
         "class_names": None, "tokens": [span_texts(t, a.boundaries) for t, a in zip(texts, alignments, strict=True)],
         "inputs": {"labels": False, "seq_len": length},

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
-    """The three demo runs without attributions, built once by `kdviz demo --build-only --no-attributions` from
+    """The four demo runs without attributions, built once by `kdviz demo --build-only --no-attributions` from
     the committed weights (about 10 s on 2 cores): {name: Run}. Read-only: tests never write into them."""
     from kdviz.cli import main
     from kdviz.store import Run
@@ -34,9 +34,12 @@ def explained_demo_runs(demo_runs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo-explained")
     runs = {}
+    from kdviz.demo.build import DEMO_ATTRIBUTIONS
+
     for name, run in demo_runs.items():
         shutil.copytree(run.path, out / run.path.name)
-        runs[name] = add_demo_attributions(Run.open(out / run.path.name), progress=False)
+        copy = Run.open(out / run.path.name)
+        runs[name] = add_demo_attributions(copy, progress=False) if name in DEMO_ATTRIBUTIONS else copy
     return runs
 
 

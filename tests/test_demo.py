@@ -1,4 +1,4 @@
-"""The shipped demo: committed weights, the three runs, retraining, and the `kdviz` command."""
+"""The shipped demo: committed weights, the four runs, retraining, and the `kdviz` command."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from kdviz.demo.train import PAIRS, retrain, train_image_pair
 from kdviz.demo.weights import assets_dir, load_pair
 
 
-def test_demo_builds_three_runs_with_real_accuracies(demo_runs):
-    assert sorted(demo_runs) == ["charlm", "digits-cnn", "digits-vit"]
+def test_demo_builds_four_runs_with_real_accuracies(demo_runs):
+    assert sorted(demo_runs) == ["charlm", "cross-tokenizer", "digits-cnn", "digits-vit"]
     cnn, vit, lm = demo_runs["digits-cnn"], demo_runs["digits-vit"], demo_runs["charlm"]
     assert cnn.n_samples == vit.n_samples == demo_data.N_TEST_DIGITS
     # the committed weights are trained models, not random ones (random would be ~10%)
@@ -49,8 +49,10 @@ def test_demo_shapes(demo_runs):
 def test_committed_weights_are_small_safetensors():
     assets = assets_dir()
     files = sorted(assets.glob("*.safetensors"))
-    assert len(files) == 6
+    assert len(files) == 8
     assert (assets / "charlm_teacher.safetensors").stat().st_size < 600_000  # clearly under 1 MB
+    cross = [*assets.glob("crosslm_*.safetensors"), *assets.glob("crosslm_*.tokenizer.json")]
+    assert len(cross) == 4 and sum(f.stat().st_size for f in cross) < 2_000_000  # the pair and its tokenizers
     assert not list(assets.glob("*.pt")) and not list(assets.glob("*.pkl"))
 
 
@@ -64,7 +66,7 @@ def test_training_is_reproducible_from_the_seed():
 
 def test_retrain_writes_loadable_weights(tmp_path):
     manifest = retrain(tmp_path, fast=True, progress=False)
-    assert set(manifest["pairs"]) == {"cnn", "vit", "charlm"}
+    assert set(manifest["pairs"]) == {"cnn", "vit", "charlm", "crosslm"}
     teacher, _, _ = load_pair("vit", tmp_path)
     out = teacher(torch.rand(2, 1, 8, 8))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -85,7 +87,8 @@ def test_demo_runs_carry_attributions_of_both_models(explained_demo_runs):
     from kdviz.demo.build import DEMO_ATTRIBUTIONS
 
     for name, run in explained_demo_runs.items():
-        assert run.attribution_targets() == {"teacher_pred": sorted(DEMO_ATTRIBUTIONS[name]["methods"])}
+        expected = {"teacher_pred": sorted(DEMO_ATTRIBUTIONS[name]["methods"])} if name in DEMO_ATTRIBUTIONS else {}
+        assert run.attribution_targets() == expected  # the cross-tokenizer run's tokens are spans: nothing to explain
     lm = explained_demo_runs["charlm"].attribution("attention_x_gradient")
     assert lm.maps("teacher").shape == (explained_demo_runs["charlm"].n_samples, demo_data.SEQ_LEN)
     assert explained_demo_runs["digits-cnn"].attribution("grad_cam").attrs["layers"] == {"teacher": "layer3", "student": "layer3"}
@@ -99,3 +102,30 @@ def test_info_command_reports_errors_without_a_trace(tmp_path, capsys):
 def test_thumbnails_are_display_images(demo_runs):
     thumbs = demo_runs["digits-cnn"].array("inputs/thumbnails")[:10]
     assert thumbs.dtype == np.uint8 and thumbs.max() == 255 and thumbs.min() == 0
+
+
+def test_the_cross_tokenizer_demo_pair_reads_its_own_tokenizers_and_was_distilled(demo_runs):
+    """Two GPT-2 models with different trained tokenizers: the stored run compares them span by span, and the
+    trained student is closer to its teacher than a fresh one of the same size (the distillation did something)."""
+    from kdviz.cross_tokenizer import compare_texts
+    from kdviz.demo.build import demo_pair
+    from kdviz.demo.models import build
+    from kdviz.demo.weights import load_tokenizers
+
+    run = demo_runs["cross-tokenizer"]
+    assert run.task == "tokens" and run.tokenizations == 2 and run.n_samples == 64
+    tokenizers = load_tokenizers("crosslm")
+    assert len(tokenizers["teacher"]) == 1024 and len(tokenizers["student"]) == 768
+    assert tokenizers["teacher"].convert_ids_to_tokens(tokenizers["teacher"](" the")["input_ids"])[0].startswith("Ġ")
+    assert tokenizers["student"].convert_ids_to_tokens(tokenizers["student"](" the")["input_ids"])[0].startswith("▁")
+    teacher, student, texts = demo_pair("cross-tokenizer")
+    mask = run.attention_mask[:].astype(bool)
+    stored = run.pair_token_stat("kl")[:][mask]
+    assert np.isfinite(stored).all() and (stored >= 0).all()
+    entry = load_pair("crosslm")[2]
+    torch.manual_seed(0)
+    fresh = build("char_lm", entry["student"]["kwargs"]).eval()
+    kl = {name: np.mean([c.boundary["kl"].mean() for c in compare_texts(
+        teacher, model, texts[:8], tokenizer=tokenizers["teacher"], student_tokenizer=tokenizers["student"],
+        progress=False)]) for name, model in (("trained", student), ("fresh", fresh))}
+    assert kl["trained"] < 0.5 * kl["fresh"]

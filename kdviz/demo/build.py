@@ -1,4 +1,5 @@
-"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM."""
+"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, and two
+language models with different tokenizers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from torch import nn
 from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
-from kdviz.demo.weights import assets_dir, load_pair, read_manifest
+from kdviz.demo.cross_training import held_out_lines
+from kdviz.demo.weights import assets_dir, load_pair, load_tokenizers, read_manifest
 from kdviz.errors import KdvizError
 from kdviz.store import Run
+from kdviz.text_capture import capture_text
 
-DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm")
+DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm", "cross-tokenizer")
 N_TEXT_SAMPLES = 64
+CROSS_TEXTS, CROSS_CHARS = 64, 240  # held-out lines of prose for the cross-tokenizer run, cut at 240 characters
 
 
 # What `build_demo_runs(..., attributions=True)` explains in each run (for the teacher's predicted class / next character).
@@ -30,10 +34,14 @@ IMAGE_PAIRS = {"digits-cnn": ("cnn", "CNN", ["layer1", "layer2", "layer3"]), "di
 
 def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
     """(teacher, student, data) of one demo run, the data in the order the run was captured from: for
-    `kdviz.attribute` (or a capture of your own) on the same samples. ``name``: one of `DEMO_RUNS`."""
+    `kdviz.attribute` (or a capture of your own) on the same samples; for ``cross-tokenizer``, its texts.
+    ``name``: one of `DEMO_RUNS`."""
     if name not in DEMO_RUNS:
         raise KdvizError(f"unknown demo run {name!r}; choose from {list(DEMO_RUNS)}")
     assets = assets_dir()
+    if name == "cross-tokenizer":
+        teacher, student, _ = load_pair("crosslm", assets)
+        return teacher, student, held_out_lines(CROSS_TEXTS, CROSS_CHARS)
     if name in IMAGE_PAIRS:
         teacher, student, _ = load_pair(IMAGE_PAIRS[name][0], assets)
         digits = demo_data.load_digits()
@@ -45,9 +53,11 @@ def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
 
 
 def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bool = True, attributions: bool = False) -> list[Run]:
-    """Capture the three demo pairs into ``out_dir/{digits-cnn,digits-vit,charlm}.kdviz`` and return the runs.
+    """Capture the four demo pairs into ``out_dir/{digits-cnn,digits-vit,charlm,cross-tokenizer}.kdviz`` and return
+    the runs.
 
-    With ``attributions``, also explain both models' predictions in each run (`DEMO_ATTRIBUTIONS`, `kdviz.attribute`).
+    With ``attributions``, also explain both models' predictions in each run that has tokens or images of one model
+    (`DEMO_ATTRIBUTIONS`, `kdviz.attribute`; the cross-tokenizer run's tokens are spans of text, not inputs).
     """
     out_dir = Path(out_dir)
     assets = assets_dir()
@@ -75,8 +85,16 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
                         "data": "Python's pydoc topics, held-out 10%"},
         )
     )
+    teacher, student, texts = demo_pair("cross-tokenizer")
+    tokenizers = load_tokenizers("crosslm", assets)
+    runs.append(capture_text(
+        teacher, student, texts, tokenizer=tokenizers["teacher"], student_tokenizer=tokenizers["student"],
+        path=out_dir / "cross-tokenizer.kdviz", progress=progress, overwrite=overwrite, device="cpu",
+        names=("GPT-2 teacher, byte-level BPE", "GPT-2 student, sentencepiece BPE"),
+        extra_meta={"demo": "crosslm", "distillation": manifest["pairs"]["crosslm"]["train"],
+                    "data": "Python's pydoc topics, held-out lines of prose"}))
     if attributions:
-        runs = [add_demo_attributions(run, progress=progress) for run in runs]
+        runs = [add_demo_attributions(run, progress=progress) if run.name in DEMO_ATTRIBUTIONS else run for run in runs]
     return runs
 
 

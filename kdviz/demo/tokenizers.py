@@ -30,6 +30,19 @@ def train_sentencepiece_like(text: str, size: int) -> Any:
     return tokenizer
 
 
+def train_tokenizer(text: str, scheme: str, size: int) -> Any:
+    """A tokenizer of ``scheme`` ("byte_level" or "sentencepiece") and about ``size`` pieces, trained on ``text``."""
+    trainers = {"byte_level": train_byte_level, "sentencepiece": train_sentencepiece_like}
+    return trainers[scheme](text, size)
+
+
+def load_tokenizer(path: Any) -> Any:
+    """A tokenizer saved with ``tokenizer.save(path)`` (its JSON), as a Hugging Face fast tokenizer."""
+    from tokenizers import Tokenizer
+
+    return as_hugging_face(Tokenizer.from_file(str(path)))
+
+
 def as_hugging_face(tokenizer: Any) -> Any:
     """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (what `compare_texts` and capture take)."""
     from transformers import PreTrainedTokenizerFast

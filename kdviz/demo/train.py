@@ -7,7 +7,7 @@ The students are distilled with Hinton KD, α·CE + (1−α)·T²·KL(p_t‖p_s)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz.demo import data as demo_data
+from kdviz.demo.cross_training import train_cross_tokenizer_pair
 from kdviz.demo.models import build
 from kdviz.demo.weights import save_model
 from kdviz.metrics.logits import kl
@@ -37,6 +38,14 @@ PAIRS: dict[str, dict[str, Any]] = {
         "teacher": {"kind": "char_lm", "kwargs": {"n_layer": 4, "n_head": 4, "n_embd": 64}},
         "student": {"kind": "char_lm", "kwargs": {"n_layer": 2, "n_head": 2, "n_embd": 32}},
         "train": {"steps": 1500, "lr": 3e-3, "batch_size": 32, "T": 1.0, "alpha": 0.5},
+    },
+    # two tokenizers (`kdviz.demo.cross_training`): the student learns by α·CE + (1 − α)·ULD at shared boundaries
+    "crosslm": {
+        "teacher": {"kind": "char_lm", "kwargs": {"n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 160}},
+        "student": {"kind": "char_lm", "kwargs": {"n_layer": 2, "n_head": 2, "n_embd": 48, "n_positions": 160}},
+        "tokenizers": {"teacher": {"scheme": "byte_level", "size": 1024},
+                       "student": {"scheme": "sentencepiece", "size": 768}},
+        "train": {"steps": 1500, "lr": 3e-3, "batch_size": 32, "window": 64, "alpha": 0.5, "loss": "CE + ULD"},
     },
 }
 
@@ -122,24 +131,37 @@ def train_char_lm_pair(
     return teacher, student
 
 
-def retrain(out_dir: Path, *, fast: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train all three demo pairs and write their safetensors and ``demo.json`` into ``out_dir``."""
+def retrain(out_dir: Path, *, fast: bool = False, progress: bool = True, pairs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train the demo pairs (all, or those ``pairs`` names) and write their safetensors (and the cross-tokenizer
+    pair's tokenizers) and ``demo.json`` into ``out_dir``; pairs not retrained keep their entry of an existing
+    ``demo.json`` there."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.use_deterministic_algorithms(True)
     vocab = sorted(set(demo_data.corpus_text()))
+    existing = out_dir / "demo.json"
     manifest: dict[str, Any] = {"seed": SEED, "vocab": vocab, "pairs": {}}
+    if existing.is_file() and pairs is not None:
+        manifest["pairs"] = json.loads(existing.read_text(encoding="utf-8"))["pairs"]
     for pair, settings in PAIRS.items():
-        if pair == "charlm":
+        if pairs is not None and pair not in pairs:
+            continue
+        entry = json.loads(json.dumps(settings))
+        if pair == "crosslm":
+            teacher, student, tokenizers = train_cross_tokenizer_pair(settings, SEED, fast, progress)
+            for role, tokenizer in tokenizers.items():
+                entry[role]["kwargs"]["vocab_size"] = tokenizer.get_vocab_size()
+                entry[role]["tokenizer"] = f"{pair}_{role}.tokenizer.json"
+                tokenizer.save(str(out_dir / entry[role]["tokenizer"]))
+        elif pair == "charlm":
             teacher, student = train_char_lm_pair(settings, vocab, fast, progress)
         else:
             teacher, student = train_image_pair(pair, settings, fast, progress)
-        entry = json.loads(json.dumps(settings))
         for role, model in (("teacher", teacher), ("student", student)):
             if pair == "charlm":
                 entry[role]["kwargs"]["vocab_size"] = len(vocab)
             entry[role]["file"] = f"{pair}_{role}.safetensors"
-            # float16 keeps the LM teacher well under 1 MB; the image models are tiny either way.
-            save_model(model, out_dir / entry[role]["file"], torch.float16 if pair == "charlm" else torch.float32)
+            # float16 keeps the LM teachers well under 1 MB; the image models are tiny either way.
+            save_model(model, out_dir / entry[role]["file"], torch.float16 if pair.endswith("lm") else torch.float32)
         manifest["pairs"][pair] = entry
-    (out_dir / "demo.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    existing.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest

@@ -43,8 +43,19 @@ def read_manifest(directory: Path | None = None) -> dict[str, Any]:
     return json.loads(((directory or assets_dir()) / "demo.json").read_text(encoding="utf-8"))
 
 
+def load_tokenizers(pair: str, directory: Path | None = None) -> dict[str, Any]:
+    """{"teacher": …, "student": …}: the Hugging Face fast tokenizers of a demo pair that has its own (``crosslm``)."""
+    from kdviz.demo.tokenizers import load_tokenizer
+
+    directory = directory or assets_dir()
+    entry = read_manifest(directory)["pairs"][pair]
+    if "tokenizer" not in entry["teacher"]:
+        raise KdvizError(f"the demo pair {pair!r} has no tokenizers of its own")
+    return {role: load_tokenizer(directory / entry[role]["tokenizer"]) for role in ("teacher", "student")}
+
+
 def load_pair(pair: str, directory: Path | None = None) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """(teacher, student, manifest entry) of one demo pair: ``cnn``, ``vit`` or ``charlm``."""
+    """(teacher, student, manifest entry) of one demo pair: ``cnn``, ``vit``, ``charlm`` or ``crosslm``."""
     directory = directory or assets_dir()
     entry = read_manifest(directory)["pairs"][pair]
     models = [load_model(entry[role]["kind"], entry[role]["kwargs"], directory / entry[role]["file"]) for role in ("teacher", "student")]
