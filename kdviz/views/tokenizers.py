@@ -106,5 +106,7 @@ def alignment_view(comparison: TextComparison, *, start: int = 0, max_chars: int
              f"{len(comparison.alignment.boundaries)} shared boundaries" + theme.subtitle(
                  f"characters {start}–{stop} of {len(text)}; dark line: both end a piece; white gap: one does; "
                  "colour: the span's log p_t − log p_s (blue: teacher likelier)"))
-    fig = theme.style(fig, title, height=110 + 22 * rows * LANE_ROWS, width=150 + 15 * chars_per_line, legend=False)
+    # at least 280 px, so that a text of one line still leaves its colour bar room for a scale and its title
+    fig = theme.style(fig, title, height=max(280, 110 + 22 * rows * LANE_ROWS), width=150 + 15 * chars_per_line,
+                      legend=False)
     return fig.update_layout(margin={"l": 70, "r": 20, "t": 90, "b": 10})
