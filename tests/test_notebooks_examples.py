@@ -100,3 +100,13 @@ def test_logit_lens_example_runs_on_the_trained_demo_pair(capsys):
         medians = np.median(model.kl_to_own_final, axis=1)
         assert medians[0] > 1.0 and medians[-1] == 0.0
     assert "median commit depth" in capsys.readouterr().out
+
+
+def test_cross_tokenizer_demo_example_runs_on_the_shipped_pair(capsys):
+    module = runpy.run_path(str(ROOT / "examples" / "cross_tokenizer_demo.py"))
+    figures = module["main"](n_texts=8)
+    distilled, fresh = figures["distilled student"], figures["fresh student"]
+    assert distilled["teacher_nats_per_char"] == fresh["teacher_nats_per_char"]  # the same teacher on the same text
+    assert distilled["student_nats_per_char"] < fresh["student_nats_per_char"] and distilled["matched_kl"] < fresh["matched_kl"]
+    assert 0 < distilled["teacher_outside_mass"] < 1
+    assert "nats per character" in capsys.readouterr().out
