@@ -82,21 +82,23 @@ class TextScorer:
 
     def compare(self, text: str, encoded: dict[str, tuple[torch.Tensor, np.ndarray, list[str]]] | None = None) -> ta.TextComparison:
         encoded = encoded or self.encode(text)
-        logits, logprobs = {}, {}
+        logits, logprobs, lse = {}, {}, {}
         for role, probe in self.probes.items():
             ids = encoded[role][0]
             z = probe.forward({"input_ids": ids[None].to(probe.device)}).logits
             logits[role] = z[0].float()
-            logprobs[role] = ta.true_token_logprobs(logits[role], ids)
+            lse[role] = torch.logsumexp(logits[role], dim=-1)  # [T], shared by the chain rule and the entropies
+            logprobs[role] = ta.true_token_logprobs(logits[role], ids, lse[role])
         if self.match is None:
             self.match = ta.VocabularyMatch.from_pieces(
                 vocabulary_pieces(self.tokenizers["teacher"], logits["teacher"].shape[-1]),
                 vocabulary_pieces(self.tokenizers["student"], logits["student"].shape[-1]))
         alignment = ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
-        rows = {"teacher": logits["teacher"][alignment.teacher_piece], "student": logits["student"][alignment.student_piece]}
+        at = {"teacher": alignment.teacher_piece, "student": alignment.student_piece}
+        rows = {role: logits[role][index] for role, index in at.items()}
         boundary = ta.matched_divergence(rows["teacher"], rows["student"], self.match)
         for role, z in rows.items():  # each model's own uncertainty there, over its whole vocabulary
-            boundary[f"{role}_entropy"] = ta.entropy_rows(z)
+            boundary[f"{role}_entropy"] = ta.entropy_rows(z, lse[role][at[role]])
         return ta.TextComparison(
             text=text, pieces={role: encoded[role][2] for role in self.probes},
             offsets={role: encoded[role][1] for role in self.probes}, alignment=alignment,

@@ -104,13 +104,13 @@ class VocabularyMatch:
 
 def _string_log_probs(z: torch.Tensor, slots: torch.Tensor, n_shared: int) -> tuple[torch.Tensor, torch.Tensor]:
     """From logits [r, V]: log P(string) over the shared strings [r, n_shared] (−inf where no id has mass) and the
-    mass on strings the other model lacks [r], float64."""
-    logp = torch.log_softmax(z.to(F64), dim=-1)
-    p = logp.exp()
+    mass on strings the other model lacks [r], float64; the softmax over V in z's dtype (float32 at least)."""
+    z = _working(z)
+    p = torch.softmax(z, dim=-1)
     shared = slots >= 0
-    mass = torch.zeros(len(z), n_shared, dtype=F64, device=z.device).index_add_(1, slots[shared], p[:, shared])
-    outside = p[:, ~shared].sum(-1)
-    return torch.log(mass), outside
+    mass = torch.zeros(len(z), n_shared, dtype=z.dtype, device=z.device).index_add_(1, slots[shared], p[:, shared])
+    outside = p[:, ~shared].sum(-1, dtype=F64)
+    return torch.log(mass.to(F64)), outside
 
 
 def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMatch) -> dict[str, torch.Tensor]:
@@ -146,10 +146,20 @@ def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMa
     return out
 
 
-def entropy_rows(z: torch.Tensor) -> torch.Tensor:
-    """H(p) = −Σ p log p of softmax(z) per row of logits [r, V], in float64 [r] (nats)."""
-    log_p = torch.log_softmax(z.to(F64), dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
+def _working(z: torch.Tensor) -> torch.Tensor:
+    """Logits in the dtype the per-row passes run in: float64 stays float64, anything else is float32 (one pass
+    over a [T, V] block in float32 is a quarter of the memory traffic of a float64 copy)."""
+    return z if z.dtype == F64 else z.float()
+
+
+def entropy_rows(z: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tensor:
+    """H(p) = −Σ p log p of softmax(z) per row of logits [r, V] (nats), in z's dtype (float32 at least; every term
+    is ≥ 0, so the sum loses no digits to cancellation), returned as float64 [r]. ``lse``: logsumexp(z) per row [r]
+    when the caller has it."""
+    z = _working(z)
+    lse = torch.logsumexp(z, dim=-1) if lse is None else lse.to(z.dtype)
+    log_p = z - lse.unsqueeze(-1)
+    return -(log_p.exp() * log_p).sum(-1).to(F64)
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -204,15 +214,18 @@ def align(teacher_ends: Sequence[int], student_ends: Sequence[int]) -> Alignment
                      np.array([at_s[b] for b in shared], dtype=np.int64))
 
 
-def true_token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def true_token_logprobs(logits: torch.Tensor, ids: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tensor:
     """log p(piece_j | pieces before j) of a causal LM [T] from its logits [T, V] and the pieces' ids [T]: row j − 1
-    predicts piece j (float64; NaN at j = 0, which nothing before it predicts)."""
+    predicts piece j (float64, from z's dtype, float32 at least; NaN at j = 0, which nothing before it predicts).
+    ``lse``: logsumexp of every row [T] when the caller has it."""
     if logits.ndim != 2 or ids.ndim != 1 or len(logits) != len(ids):
         raise InputError(f"true_token_logprobs needs logits [T, V] and ids [T], got {tuple(logits.shape)} and {tuple(ids.shape)}")
     out = torch.full((len(ids),), float("nan"), dtype=F64, device=logits.device)
-    if len(ids) > 1:
-        logp = torch.log_softmax(logits[:-1].to(F64), dim=-1)
-        out[1:] = logp.gather(-1, ids[1:].to(logits.device).long().unsqueeze(-1)).squeeze(-1)
+    if len(ids) > 1:  # z[id] − logsumexp(z): one pass over the rows, no [T, V] log-softmax kept
+        z = _working(logits[:-1])
+        chosen = z.gather(-1, ids[1:].to(logits.device).long().unsqueeze(-1)).squeeze(-1)
+        norm = torch.logsumexp(z, dim=-1) if lse is None else lse[:-1]
+        out[1:] = chosen.to(F64) - norm.to(F64)
     return out
 
 
