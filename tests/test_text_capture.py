@@ -124,6 +124,7 @@ def test_the_tokens_page_shows_the_stored_alignment_of_the_open_text(cross_pair,
     comparison = TextData.from_run(run).comparison(1)
     k = len(comparison.alignment.boundaries)
     assert f"{k} shared boundaries" in explorer.figures()["alignment"].layout.title.text
+    assert f"per span at T=1 ({k:,} spans" in explorer.figures()["strip"].layout.title.text  # its tokens are spans
     strip = np.asarray(explorer.figures()["strip"].data[0].z, dtype=float).reshape(-1)
     np.testing.assert_allclose(strip[:k], comparison.boundary["kl"], rtol=1e-6)  # the text's real spans only
     assert np.isnan(strip[k:]).all()

@@ -93,6 +93,10 @@ class LogitData:
         """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""
         return self.run.meta.get("vocab")
 
+    def token_unit(self) -> str:
+        """What a language-model run's tokens are: "span" (two tokenizations, `kdviz.capture_text`) or "token"."""
+        return "span" if (self.run.meta.get("text") or {}).get("tokenizations") == 2 else "token"
+
     def measures(self) -> list[str]:
         """The divergence measures this run supports: all of `metrics.logits.MEASURES`, or the two stored per token."""
         return ["kl", "reverse_kl"] if self.task == "tokens" else list(lm.MEASURES)

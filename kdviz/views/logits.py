@@ -250,12 +250,14 @@ def token_strip(
     vocab: Sequence[str] | None = None,
     per_row: int | None = None,
     top: int = 5,
+    unit: str = "token",
 ) -> go.Figure:
     """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
 
     ``tokens`` [L] strings, ``values`` [L]; ``teacher_top`` / ``student_top`` = (ids [L, k], probs [L, k]) give the
     hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings), and an optional third item, the
-    mass outside the top-k [L], is shown after them. Tokens are escaped text. ``per_row`` (default: as many as fit
+    mass outside the top-k [L], is shown after them. Tokens are escaped text; ``unit`` names them ("span" in a run
+    of two tokenizations). ``per_row`` (default: as many as fit
     `ROW_CHARS` characters of the tokens' usual length, 6 to 48) sets the cells a row; a token longer than its
     cell is cut with "…" in the cell and shown whole in the hover.
     """
@@ -288,7 +290,7 @@ def token_strip(
         shown = display_token(tokens[i])
         whole = escape_label(shown)
         labels[r, c] = whole if len(shown) <= fits else escape_label(shown[: fits - 1] + "…")
-        text = f"token {i}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
+        text = f"{unit} {i}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
         if teacher_top is not None:
             text += f"<br>teacher next:<br>{top_text(teacher_top, i)}"
         if student_top is not None:
@@ -303,7 +305,7 @@ def token_strip(
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     # no axes, so little bottom margin; at least 180 px, as plotly.js cannot scale a plot area of a few pixels
-    fig = theme.style(fig, f"{lm.MEASURES[measure]} per token at T={T:g} ({length:,} tokens, darker = further apart)",
+    fig = theme.style(fig, f"{lm.MEASURES[measure]} per {unit} at T={T:g} ({length:,} {unit}s, darker = further apart)",
                       height=max(180, 100 + 28 * rows), legend=False)
     return fig.update_layout(margin={"b": 20})
 
@@ -317,7 +319,8 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
         real = np.asarray(mask[index], dtype=bool) if mask is not None else np.ones(len(tokens), dtype=bool)
         tops = [_top_of(stats, role, index, real) for role in ("teacher", "student")]
         return token_strip([t for t, keep in zip(tokens, real, strict=True) if keep], np.asarray(stats[measure][index])[real],
-                           measure=measure, vocab=data.vocab(), teacher_top=tops[0], student_top=tops[1])
+                           measure=measure, vocab=data.vocab(), teacher_top=tops[0], student_top=tops[1],
+                           unit=data.token_unit())
     z_t, z_s = data.require_logits()
     target = int(data.labels[index]) if data.labels is not None else None
     return sample_drilldown(z_t[index], z_s[index], T=T, target=target, class_names=data.class_names,
