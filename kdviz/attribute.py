@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -102,7 +101,7 @@ def attribute(
                                  "run=that path; to start a new run, choose another path")
         run = capture(teacher, student, data, layers=[], attentions=False, batch_size=batch_size, labels=labels,
                       class_names=class_names, device=device, progress=progress,
-                      path=path if path is not None else Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz")
+                      path=path)  # None: capture's new temporary run
     elif not isinstance(run, Run):
         run = Run.open(run)
     wanted = _sample_selection(samples, run.n_samples)

@@ -36,6 +36,11 @@ MAX_VOCAB_IN_META = 300_000
 TOKEN_FEATURES = ("pooled", "tokens")
 
 
+def new_run_path() -> Path:
+    """Where a run goes when no ``path`` is given: ``run.kdviz`` in a new temporary directory."""
+    return Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
+
+
 def capture(
     teacher: nn.Module,
     student: nn.Module,
@@ -116,7 +121,7 @@ def capture(
         distributed_module.require_path(path)
     target_device = resolve_device(device)
     if path is None:
-        final_path: Path | str = Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz"
+        final_path: Path | str = new_run_path()
     else:
         final_path = os.fspath(path) if remote.is_url(path) else Path(path)
     teacher_layers, student_layers = split_layers(layers)

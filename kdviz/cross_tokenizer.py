@@ -68,6 +68,11 @@ def compare_texts(
         return [scorer.compare(text) for text in tqdm(texts, desc="kdviz compare texts", unit="text", disable=not progress)]
 
 
+def align(encoded: dict[str, tuple[torch.Tensor, np.ndarray, list[str]]]) -> ta.Alignment:
+    """The alignment of one text's two tokenizations (`TextScorer.encode`), from their character offsets alone."""
+    return ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
+
+
 class TextScorer:
     """Scores one text at a time with both models (inside their probes' context), each through its own tokenizer,
     and compares them (`metrics.token_alignment`); the vocabulary match is built from the first text's logits."""
@@ -80,7 +85,9 @@ class TextScorer:
         """Each model's (ids [T], offsets [T, 2], pieces [T]) of ``text``."""
         return {role: _encode(self.tokenizers[role], text, self.max_length, role) for role in self.probes}
 
-    def compare(self, text: str, encoded: dict[str, tuple[torch.Tensor, np.ndarray, list[str]]] | None = None) -> ta.TextComparison:
+    def compare(self, text: str, encoded: dict[str, tuple[torch.Tensor, np.ndarray, list[str]]] | None = None,
+                alignment: ta.Alignment | None = None) -> ta.TextComparison:
+        """``text`` scored by both models; ``encoded`` (`encode`) and ``alignment`` (`align`) when the caller has them."""
         encoded = encoded or self.encode(text)
         logits, logprobs, lse = {}, {}, {}
         for role, probe in self.probes.items():
@@ -93,7 +100,7 @@ class TextScorer:
             self.match = ta.VocabularyMatch.from_pieces(
                 vocabulary_pieces(self.tokenizers["teacher"], logits["teacher"].shape[-1]),
                 vocabulary_pieces(self.tokenizers["student"], logits["student"].shape[-1]))
-        alignment = ta.align(ta.piece_ends(encoded["teacher"][1]), ta.piece_ends(encoded["student"][1]))
+        alignment = alignment or align(encoded)
         at = {"teacher": alignment.teacher_piece, "student": alignment.student_piece}
         rows = {role: logits[role][index] for role, index in at.items()}
         boundary = ta.matched_divergence(rows["teacher"], rows["student"], self.match)

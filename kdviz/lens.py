@@ -18,6 +18,7 @@ from kdviz.adapters.probe import ModelProbe, logit_probes
 from kdviz.capture import resolve_device
 from kdviz.errors import InputError
 from kdviz.metrics import logit_lens as ll
+from kdviz.text import check_texts
 
 LENS_ROWS = 256  # token rows read out at once: [256, V] logits per layer (156 MB at V = 152k)
 
@@ -99,7 +100,7 @@ def _block_states(probe: ModelProbe, parts: LensParts, inputs: dict[str, torch.T
     return [s for s in states if s is not None], logits[0]
 
 
-def _read_out(parts: LensParts, states: list[torch.Tensor], final: torch.Tensor, teacher_final: torch.Tensor | None,
+def _read_out(parts: LensParts, states: list[torch.Tensor], final: torch.Tensor, teacher_final: torch.Tensor,
               vocab: int) -> dict[str, np.ndarray]:
     """The lens statistics [L + 1, T] of one sequence, LENS_ROWS tokens at a time."""
     out: dict[str, list[list[torch.Tensor]]] = {}
@@ -108,8 +109,7 @@ def _read_out(parts: LensParts, states: list[torch.Tensor], final: torch.Tensor,
         for start in range(0, len(h), LENS_ROWS):
             stop = start + LENS_ROWS
             z = parts.head(parts.norm(h[start:stop][None]))[0]
-            reference = None if teacher_final is None else teacher_final[start:stop]
-            for name, value in ll.lens_rows(z, final[start:stop], reference, vocab).items():
+            for name, value in ll.lens_rows(z, final[start:stop], teacher_final[start:stop], vocab).items():
                 rows.setdefault(name, []).append(value)
         for name, values in rows.items():
             out.setdefault(name, []).append(torch.cat(values))
@@ -132,8 +132,7 @@ def logit_lens(
     and with the teacher's, over the first ``vocab_size`` ids (default: the tokenizer's length, so output layers
     padded past it compare over the real vocabulary). Memory: one text's hidden states per model and [256, V]
     logits at a time."""
-    if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
-        raise InputError("texts must be a non-empty list of non-empty strings")
+    texts = check_texts(texts)
     vocab = int(vocab_size if vocab_size is not None else len(tokenizer))
     target = resolve_device(device)
     probes = logit_probes(teacher, student, target)
@@ -146,9 +145,7 @@ def logit_lens(
             if not ids:
                 raise InputError(f"the tokenizer gives no tokens for the text {text[:40]!r}; pass non-empty texts")
             inputs = {"input_ids": torch.tensor([ids], dtype=torch.long)}
-            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-            for probe in probes.values():
-                probe.check_token_ids(inputs)
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])  # probe.forward checks the ids
             forward = {role: _block_states(probe, parts[role], {k: v.to(target) for k, v in inputs.items()})
                        for role, probe in probes.items()}
             for role, (_, final) in forward.items():
@@ -163,4 +160,4 @@ def logit_lens(
             text_of_token.append(np.full(len(ids), index))
     lenses = {role: ModelLens(role, np.concatenate(s["kl_own"], axis=1), np.concatenate(s["kl_teacher"], axis=1),
                               np.concatenate(s["top1"], axis=1)) for role, s in stats.items()}
-    return LogitLens(lenses["teacher"], lenses["student"], list(texts), pieces, np.concatenate(text_of_token))
+    return LogitLens(lenses["teacher"], lenses["student"], texts, pieces, np.concatenate(text_of_token))

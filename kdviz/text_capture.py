@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,13 @@ from tqdm.auto import tqdm
 
 from kdviz import layout
 from kdviz.adapters.probe import logit_probes
-from kdviz.capture import capture, resolve_device
-from kdviz.cross_tokenizer import TextScorer, _encode
+from kdviz.capture import ROLES, capture, new_run_path, resolve_device
+from kdviz.cross_tokenizer import TextScorer, _encode, align
 from kdviz.errors import InputError
-from kdviz.metrics import token_alignment as ta
 from kdviz.store import GroupWriter, Run, RunWriter
+from kdviz.text import check_texts
 
-ROLES = ("teacher", "student")
 SPAN_STATS = ("entropy", "true_prob", "outside_mass")  # per model, at each span of a two-tokenizer run
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t for t in texts):
-        raise InputError("texts must be a non-empty list of non-empty strings")
-    return list(texts)
 
 
 def _padded(rows: Sequence[np.ndarray], length: int, value: float, dtype: Any) -> np.ndarray:
@@ -83,7 +75,7 @@ def capture_text(
       tokenizers must be fast Hugging Face tokenizers (character offsets).
     ``max_length`` cuts each tokenization; ``path`` as for `kdviz.capture` (default: a new temporary directory).
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     if student_tokenizer is None or student_tokenizer is tokenizer:
         return _capture_shared(teacher, student, texts, tokenizer, max_length, path, overwrite, device, progress, options)
     unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta"})
@@ -123,26 +115,22 @@ def _capture_cross(teacher: nn.Module, student: nn.Module, texts: list[str], tok
     scorer = TextScorer(probes, tokenizers, max_length)
     # the alignment needs only the offsets: every text's span and piece counts are known before a model runs
     encoded = [scorer.encode(text) for text in texts]
-    alignments = [ta.align(ta.piece_ends(e["teacher"][1]), ta.piece_ends(e["student"][1])) for e in encoded]
+    alignments = [align(e) for e in encoded]
     spans = max(len(a.boundaries) for a in alignments)
     pieces = {role: max(len(e[role][0]) for e in encoded) for role in ROLES}
     if spans == 0:
         raise InputError("the two tokenizations share no boundary in any text; check that both tokenizers read the "
                          "same texts (and that neither is cut to nothing by max_length)")
-    final = Path(path) if path is not None else Path(_temporary_run())
+    final = Path(path) if path is not None else new_run_path()
     with RunWriter(final, overwrite=overwrite) as writer, probes["teacher"], probes["student"], torch.inference_mode():
-        for text, encoding in tqdm(list(zip(texts, encoded, strict=True)), desc="kdviz capture text", unit="text",
-                                   disable=not progress):
-            comparison = scorer.compare(text, encoding)
+        for text, encoding, alignment in tqdm(list(zip(texts, encoded, alignments, strict=True)),
+                                              desc="kdviz capture text", unit="text", disable=not progress):
+            comparison = scorer.compare(text, encoding, alignment)
             writer.append_batch(_span_records(comparison, encoding, spans, pieces))
         writer.append_batch(_text_records(texts))
         meta = _cross_meta(probes, texts, encoded, alignments, tokenizers)
         writer.commit({**meta, **({"extra": dict(extra)} if extra else {})})
     return Run.open(final)
-
-
-def _temporary_run() -> str:
-    return str(Path(tempfile.mkdtemp(prefix="kdviz-")) / "run.kdviz")
 
 
 def _span_records(c: Any, encoding: dict[str, Any], spans: int, pieces: dict[str, int]) -> dict[str, np.ndarray]:

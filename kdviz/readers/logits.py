@@ -95,7 +95,7 @@ class LogitData:
 
     def token_unit(self) -> str:
         """What a language-model run's tokens are: "span" (two tokenizations, `kdviz.capture_text`) or "token"."""
-        return "span" if (self.run.meta.get("text") or {}).get("tokenizations") == 2 else "token"
+        return "span" if self.run.tokenizations == 2 else "token"
 
     def measures(self) -> list[str]:
         """The divergence measures this run supports: all of `metrics.logits.MEASURES`, or the two stored per token."""

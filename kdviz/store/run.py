@@ -4,6 +4,7 @@ attributions and lazily read arrays."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -485,10 +486,10 @@ class Run:
         """[N, h, w] or [N, h, w, 3] uint8 previews of image inputs (None for other inputs)."""
         return self.array(layout.THUMBNAILS) if self.has(layout.THUMBNAILS) else None
 
-    @property
+    @functools.cached_property
     def tokenizations(self) -> int:
         """How many tokenizations a run made from texts holds (`kdviz.capture_text`): 1 (shared), 2 (each model its
-        own; the run's tokens are then the spans both share), 0 for other runs."""
+        own; the run's tokens are then the spans both share), 0 for other runs. Looked up once per opened run."""
         if not self.has(layout.TEXT_BYTES):
             return 0
         return 2 if self.has(layout.alignment("boundaries")) else 1
