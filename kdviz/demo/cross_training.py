@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdviz.demo import data as demo_data
+from kdviz.demo.fitting import fit
 from kdviz.demo.models import build
 from kdviz.demo.tokenizers import train_tokenizer
 from kdviz.losses import ULD, StepOutputs
@@ -67,20 +68,6 @@ class AlignedWindows:
                 "boundaries": torch.tensor(where, dtype=torch.long).reshape(-1, 3)}
 
 
-def _fit(model: nn.Module, steps: int, lr: float, loss_of_step: Any, desc: str, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    model.train()
-    for step in tqdm(range(steps), desc=desc, disable=not progress):
-        optimizer.zero_grad(set_to_none=True)
-        loss_of_step(step).backward()
-        optimizer.step()
-        schedule.step()
-    model.eval()
-
-
 def train_cross_tokenizer_pair(settings: dict[str, Any], seed: int, fast: bool = False,
                                progress: bool = True) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """(teacher, student, {role: `tokenizers.Tokenizer`}) trained from ``seed`` on the training part of the corpus."""
@@ -101,7 +88,7 @@ def train_cross_tokenizer_pair(settings: dict[str, Any], seed: int, fast: bool =
         logits = teacher(chunk[:, :-1]).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1))
 
-    _fit(teacher, steps, train["lr"], teacher_step, "cross-tokenizer teacher", progress)
+    fit(teacher, ((step,) for step in range(steps)), steps, train["lr"], teacher_step, "cross-tokenizer teacher", progress)
     windows = AlignedWindows(pieces["teacher"], pieces["student"], length + 1)
     uld, alpha = ULD(T=1.0), train["alpha"]
     student_generator = torch.Generator().manual_seed(seed + 1)
@@ -117,7 +104,8 @@ def train_cross_tokenizer_pair(settings: dict[str, Any], seed: int, fast: bool =
         aligned = uld(StepOutputs(z_t[sample, t_row], z_s[sample, s_row]))["uld"]
         return alpha * ce + (1 - alpha) * aligned
 
-    _fit(student, steps, train["lr"], student_step, "cross-tokenizer student (CE + ULD)", progress)
+    fit(student, ((step,) for step in range(steps)), steps, train["lr"], student_step,
+        "cross-tokenizer student (CE + ULD)", progress)
     return teacher, student, tokenizers
 
 

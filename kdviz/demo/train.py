@@ -7,17 +7,17 @@ The students are distilled with Hinton KD, α·CE + (1−α)·T²·KL(p_t‖p_s)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdviz.demo import data as demo_data
 from kdviz.demo.cross_training import train_cross_tokenizer_pair
+from kdviz.demo.fitting import fit
 from kdviz.demo.models import build
 from kdviz.demo.weights import save_model
 from kdviz.metrics.logits import kl
@@ -64,18 +64,6 @@ def _epochs(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, seed
             yield x[index], y[index]
 
 
-def _fit(model: nn.Module, batches: Iterator, total: int, lr: float, loss_fn: Callable, desc: str, progress: bool) -> None:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
-    model.train()
-    for inputs, targets in tqdm(batches, total=total, desc=desc, disable=not progress):
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(inputs, targets).backward()
-        optimizer.step()
-        schedule.step()
-    model.eval()
-
-
 def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False, progress: bool = True) -> tuple[nn.Module, nn.Module]:
     """Teacher by CE, then student by KD from the frozen teacher, on the digits training split."""
     digits = demo_data.load_digits()
@@ -85,7 +73,7 @@ def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False, pr
     torch.manual_seed(SEED)
     teacher = build(settings["teacher"]["kind"], settings["teacher"]["kwargs"])
     student = build(settings["student"]["kind"], settings["student"]["kwargs"])
-    _fit(teacher, _epochs(digits.x_train, digits.y_train, epochs, train["batch_size"], SEED), steps, train["lr"],
+    fit(teacher, _epochs(digits.x_train, digits.y_train, epochs, train["batch_size"], SEED), steps, train["lr"],
          lambda x, y: F.cross_entropy(teacher(x), y), f"{pair} teacher", progress)
 
     def distil(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -93,7 +81,7 @@ def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False, pr
             z_t = teacher(x)
         return kd_loss(student(x), z_t, y, train["T"], train["alpha"])
 
-    _fit(student, _epochs(digits.x_train, digits.y_train, epochs, train["batch_size"], SEED + 1), steps, train["lr"],
+    fit(student, _epochs(digits.x_train, digits.y_train, epochs, train["batch_size"], SEED + 1), steps, train["lr"],
          distil, f"{pair} student (KD)", progress)
     return teacher, student
 
@@ -119,7 +107,7 @@ def train_char_lm_pair(
     teacher = build("char_lm", {**settings["teacher"]["kwargs"], **kwargs})
     student = build("char_lm", {**settings["student"]["kwargs"], **kwargs})
     flat = lambda z: z.reshape(-1, z.shape[-1])  # noqa: E731
-    _fit(teacher, windows(SEED), steps, train["lr"],
+    fit(teacher, windows(SEED), steps, train["lr"],
          lambda x, y: F.cross_entropy(flat(teacher(x).logits), y.reshape(-1)), "charlm teacher", progress)
 
     def distil(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -127,7 +115,7 @@ def train_char_lm_pair(
             z_t = teacher(x).logits
         return kd_loss(flat(student(x).logits), flat(z_t), y.reshape(-1), train["T"], train["alpha"])
 
-    _fit(student, windows(SEED + 1), steps, train["lr"], distil, "charlm student (KD)", progress)
+    fit(student, windows(SEED + 1), steps, train["lr"], distil, "charlm student (KD)", progress)
     return teacher, student
 
 
