@@ -114,3 +114,17 @@ def alignment(name: str) -> str:
     run the shared boundaries [N, S] (``boundaries``), the last piece of each span [N, S] (``teacher_piece``) and
     each span's log-probability [N, S] (``teacher_span_logprob``); −1 or NaN past a text's end."""
     return f"text/alignment/{name}"
+
+
+GENERATION = "generation"  # what a run of generated text (`kdviz.generate`) keeps of its continuations
+GENERATION_SAMPLES = "generation/continuations"  # its arrays, and in its attributes the unit and the settings
+
+
+def generation(name: str) -> str:
+    """``generation/continuations/<name>``, per sample of a generation run (sample 2·(prompt·n + draw) is the student's
+    continuation, the next the teacher's): ``prompt``, ``draw``, ``writer`` (0 student, 1 teacher) [N] int32; the
+    writer's token ids of prompt and continuation ``sequence`` [N, L] int32 (−1 past its end) with ``prompt_tokens``
+    [N]; ``prompt_chars`` [N], where the continuation starts in the sample's text; ``start`` [N], the row of the
+    sample's per-token statistics that predicts its first new unit, ``units`` [N] how many new units follow, and
+    ``fork`` [N] the first of them where the two continuations part (−1: nowhere)."""
+    return f"{GENERATION_SAMPLES}/{name}"

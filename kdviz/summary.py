@@ -38,9 +38,11 @@ def model_line(role: str, model: dict[str, Any]) -> str:
 
 
 def run_summary(name: str, meta: Mapping[str, Any], *, where: str | None = None, steps: Sequence[int] = (),
-                attributions: Mapping[str, Mapping[str, int]] | None = None) -> str:
-    """The readable summary of a run from its ``meta.json``, its recorded ``steps`` and its ``attributions``
-    (target -> method -> number of samples explained); ``where`` it is stored is left out when None (for exports)."""
+                attributions: Mapping[str, Mapping[str, int]] | None = None,
+                generation: Mapping[str, Any] | None = None) -> str:
+    """The readable summary of a run from its ``meta.json``, its recorded ``steps``, its ``attributions`` (target ->
+    method -> number of samples explained) and, for generated continuations, its ``generation`` attributes (unit and
+    settings); ``where`` it is stored is left out when None (for exports)."""
     teacher, student = meta["teacher"], meta["student"]
     sizes = (teacher.get("n_params"), student.get("n_params"))
     ratio = f"{sizes[0] / max(1, sizes[1]):.1f}×" if None not in sizes else "not recorded"
@@ -57,6 +59,14 @@ def run_summary(name: str, meta: Mapping[str, Any], *, where: str | None = None,
     if text.get("tokenizations") == 2:  # a run of two tokenizers (kdviz.capture_text): its tokens are spans
         vocabularies = " / ".join(f"{meta[role].get('vocabulary', '?'):,} pieces" for role in ("teacher", "student"))
         lines.append(f"  text     two tokenizations ({vocabularies}); the run's tokens are the spans they share")
+    if generation is not None:  # a run of kdviz.generate: its samples are continuations, student then teacher
+        settings = generation.get("settings") or {}
+        how = "greedy" if not settings.get("do_sample") else (
+            f"sampled (T={_number(settings.get('temperature'))}, top-p {_number(settings.get('top_p'))})")
+        draws = "1 draw" if settings.get("n") == 1 else f"{_number(settings.get('n'))} draws"
+        lines.append(f"  generate {_number(settings.get('prompts'))} prompts × {draws}, each "
+                     f"continued by the student and by the teacher, {how}, ≤ {_number(settings.get('max_new_tokens'))} "
+                     "new tokens")
     if meta["layer_map"]["pairs"]:
         lines.append(f"  layers   {meta['layer_map'].get('spec', 'given')} map over {meta['layer_map'].get('unit', 'layers')}: "
                      f"{describe_layer_map(meta['layer_map']['pairs'])}")
@@ -69,3 +79,8 @@ def run_summary(name: str, meta: Mapping[str, Any], *, where: str | None = None,
         counts = ", ".join(f"{method} ({count})" for method, count in methods.items())
         lines.append(f"  attrib.  explaining {target}: {counts}")
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    """A number from a run's attributes as text; anything else (the attributes are not checked) as "?"."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else "?"

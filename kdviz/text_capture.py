@@ -95,12 +95,17 @@ def _capture_shared(teacher: nn.Module, student: nn.Module, texts: list[str], to
                   progress=progress, **options)
     if not isinstance(run, Run):
         return run  # dry_run: the estimate
-    length = run.token_ids.shape[1] if run.token_ids is not None else max(len(ids) for ids, _, _ in encoded)
+    return add_texts(run, texts, [offsets for _, offsets, _ in encoded])
+
+
+def add_texts(run: Run, texts: Sequence[str], offsets: Sequence[np.ndarray]) -> Run:
+    """Keep in a run of one tokenizer the texts its samples were read from, and each token's character offsets
+    (``offsets``: [T_i, 2] per sample); returns the run reopened."""
+    length = run.token_ids.shape[1] if run.token_ids is not None else max(len(o) for o in offsets)
     with GroupWriter(run.path, layout.TEXT) as writer:  # keys relative to text/
         for key, rows in _text_records(texts).items():
             writer.append(key.removeprefix("text/"), rows)
-        offsets = _padded([offsets for _, offsets, _ in encoded], length, -1, np.int32)
-        writer.append(layout.alignment("teacher_offsets").removeprefix("text/"), offsets)
+        writer.append(layout.alignment("teacher_offsets").removeprefix("text/"), _padded(list(offsets), length, -1, np.int32))
         writer.commit({"texts": {}, "alignment": {"tokenizations": 1}})
     return Run.open(run.path)
 

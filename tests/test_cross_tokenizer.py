@@ -44,15 +44,21 @@ def permuted(tokenizer: Tokenizer, perm: np.ndarray) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(spec))
 
 
-def test_a_permuted_vocabulary_gives_divergence_zero_at_every_boundary_and_span():
-    teacher_tokenizer = byte_level(400)
-    vocab = teacher_tokenizer.get_vocab_size()
+def permuted_pair(tokenizer: Tokenizer) -> tuple[GPT2LMHeadModel, GPT2LMHeadModel, np.ndarray]:
+    """(teacher, student, perm): the student is the teacher with its embedding (tied to its head) rows renumbered,
+    student id j being teacher id perm[j], for `permuted(tokenizer, perm)`."""
+    vocab = tokenizer.get_vocab_size()
     perm = np.random.default_rng(0).permutation(vocab)
-    teacher = lm(vocab, 0)
-    student = lm(vocab, 1)
-    with torch.no_grad():  # the student is the teacher, its embedding (tied to its head) rows renumbered
+    teacher, student = lm(vocab, 0), lm(vocab, 1)
+    with torch.no_grad():
         student.load_state_dict(teacher.state_dict())
         student.transformer.wte.weight.copy_(teacher.transformer.wte.weight[torch.from_numpy(perm)])
+    return teacher, student, perm
+
+
+def test_a_permuted_vocabulary_gives_divergence_zero_at_every_boundary_and_span():
+    teacher_tokenizer = byte_level(400)
+    teacher, student, perm = permuted_pair(teacher_tokenizer)
     results = compare_texts(teacher, student, TEXTS, tokenizer=as_hugging_face(teacher_tokenizer),
                             student_tokenizer=as_hugging_face(permuted(teacher_tokenizer, perm)), progress=False)
     for result in results:

@@ -156,3 +156,18 @@ def test_discrete_controls_are_handled_at_once_and_sliders_stay_merged(dashboard
         assert {"click_data", "relayout_data"} <= set(pane._priority_changes)
     for slider in (logits.alpha_slider, logits.temperature._slider, attention.window_slider):
         assert not slider._priority_changes, slider
+
+
+def test_the_tokens_page_of_the_on_policy_run_shows_the_drift_and_the_open_pairs_fork(dashboard):
+    from kdviz.demo.build import demo_prompts
+    from kdviz.text import escape_label
+
+    dashboard.show_run("on-policy")
+    tokens = open_page(dashboard, "Tokens")
+    assert {"strip", "token_map", "drift", "fork"} <= set(tokens.figures()) and not notices(tokens)
+    drift = tokens.figures()["drift"]
+    assert [trace.name.split(":")[0] for trace in drift.data] == ["on-policy", "off-policy"]
+    dashboard.selection.sample = 7  # the teacher's continuation of the fourth prompt
+    assert escape_label(demo_prompts()[3][-80:]) in tokens.figures()["fork"].layout.title.text
+    labels = {index: label for label, index in tokens.samples.options.items()}  # the open text is always listed
+    assert "off-policy" in labels[7] and all("on-policy" in labels[i] for i in labels if i % 2 == 0)

@@ -1,4 +1,4 @@
-"""The shipped demo: committed weights, the four runs, retraining, and the `kdviz` command."""
+"""The shipped demo: committed weights, the five runs, retraining, and the `kdviz` command."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from kdviz.demo.train import PAIRS, retrain, train_image_pair
 from kdviz.demo.weights import assets_dir, load_pair
 
 
-def test_demo_builds_four_runs_with_real_accuracies(demo_runs):
-    assert sorted(demo_runs) == ["charlm", "cross-tokenizer", "digits-cnn", "digits-vit"]
+def test_demo_builds_five_runs_with_real_accuracies(demo_runs):
+    assert sorted(demo_runs) == ["charlm", "cross-tokenizer", "digits-cnn", "digits-vit", "on-policy"]
     cnn, vit, lm = demo_runs["digits-cnn"], demo_runs["digits-vit"], demo_runs["charlm"]
     assert cnn.n_samples == vit.n_samples == demo_data.N_TEST_DIGITS
     # the committed weights are trained models, not random ones (random would be ~10%)
@@ -129,3 +129,22 @@ def test_the_cross_tokenizer_demo_pair_reads_its_own_tokenizers_and_was_distille
         teacher, model, texts[:8], tokenizer=tokenizers["teacher"], student_tokenizer=tokenizers["student"],
         progress=False)]) for name, model in (("trained", student), ("fresh", fresh))}
     assert kl["trained"] < 0.5 * kl["fresh"]
+
+
+def test_the_on_policy_run_holds_both_models_continuations_of_held_out_prompts(demo_runs):
+    from kdviz.demo.build import NEW_CHARS, demo_prompts
+    from kdviz.readers.generation import GenerationData
+
+    run = demo_runs["on-policy"]
+    data = GenerationData.from_run(run)
+    prompts = demo_prompts()
+    assert run.generated and run.n_samples == 2 * len(prompts) and data.settings["do_sample"] is False
+    generations = data.generations()
+    assert [g.prompt for g in generations] == prompts
+    continuations = [c for g in generations for c in (g.on_policy, g.off_policy)]
+    # 40 characters each, or fewer where a model ends its line (the demo LMs' end-of-sequence id is the newline)
+    assert all(1 <= len(c.ids) <= NEW_CHARS for c in continuations)
+    assert sum(len(c.ids) == NEW_CHARS for c in continuations) > 0.75 * len(continuations)
+    # the trained character LMs write text (a rule of "-----" in the pydoc text is copied as such, rightly)
+    assert sum(len(set(c.text)) > 5 for c in continuations) > 0.75 * len(continuations)
+    assert sum(g.fork is not None for g in generations) > len(generations) // 2  # a smaller student parts from it

@@ -99,3 +99,19 @@ def test_trl_distillation_trainers_are_recorded_by_the_callback(tmp_path, traine
                                np.asarray(run.at_step(2).teacher.token("entropy")[:]))  # the teacher is frozen
     assert "loss" in run.step_info(2)["losses"]
     assert "recorded steps [0, 1, 2]" in capsys.readouterr().out
+    # teacher hacking on a language model: the proxy (KL to the teacher) against the ground truth (the student's
+    # held-out NLL of the next token), one point per snapshot, as computed here from the stored per-token rows
+    from kdviz.readers.training import TrainingData
+    from kdviz.views.training import teacher_hacking_view
+
+    figure = teacher_hacking_view(TrainingData.from_run(run))
+    proxy, truth = [], []
+    for step in run.steps:
+        at = run.at_step(step)
+        mask = at.attention_mask[:].astype(bool)
+        proxy.append(np.asarray(at.pair_token_stat("kl")[:], dtype=np.float64)[mask].mean())
+        p = np.asarray(at.student.token("true_prob")[:], dtype=np.float64)
+        truth.append(-np.log(p[p > 0]).mean())
+    np.testing.assert_allclose(figure.data[0].x, proxy, rtol=1e-6)
+    np.testing.assert_allclose(figure.data[0].y, truth, rtol=1e-6)
+    assert list(figure.data[0].customdata) == run.steps and len(set(np.round(truth, 6))) > 1  # the NLL moved

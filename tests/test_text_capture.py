@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_cross_tokenizer import CORPUS, TEXTS, byte_level, lm, permuted, sentencepiece_like
+from test_cross_tokenizer import CORPUS, TEXTS, byte_level, lm, permuted, permuted_pair, sentencepiece_like
 
 import kdviz
 from kdviz.cross_tokenizer import compare_texts
@@ -65,12 +65,7 @@ def test_a_two_tokenizer_run_stores_per_span_what_compare_texts_computes(cross_p
 
 def test_a_permuted_vocabulary_stores_divergence_zero_at_every_span(tmp_path):
     teacher_tokenizer = byte_level(400)
-    vocab = teacher_tokenizer.get_vocab_size()
-    perm = np.random.default_rng(0).permutation(vocab)
-    teacher, student = lm(vocab, 0), lm(vocab, 1)
-    with torch.no_grad():
-        student.load_state_dict(teacher.state_dict())
-        student.transformer.wte.weight.copy_(teacher.transformer.wte.weight[torch.from_numpy(perm)])
+    teacher, student, perm = permuted_pair(teacher_tokenizer)
     run = kdviz.capture_text(teacher, student, THREE, tokenizer=as_hugging_face(teacher_tokenizer),
                              student_tokenizer=as_hugging_face(permuted(teacher_tokenizer, perm)),
                              path=tmp_path / "perm.kdviz", progress=False)

@@ -74,6 +74,7 @@ class ModelProbe:
         self.head_logits = head_logits and not keep_graph
         self._head: nn.Linear | None = None
         self._head_input: torch.Tensor | None = None
+        self._running = False  # inside this probe's `forward`
         self._stack = contextlib.ExitStack()
         self._features: FeatureHooks | None = None
         self._stream: Callable[[int, torch.Tensor], None] | None = None  # where streamed layers go (`stream_attentions`)
@@ -137,7 +138,7 @@ class ModelProbe:
 
     def _streaming_hook(self, layer: int, index: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self._stream is None:
+            if self._stream is None or not self._running:
                 return
             maps = output[index] if isinstance(output, tuple) and len(output) > index else None
             if not isinstance(maps, torch.Tensor):
@@ -156,7 +157,11 @@ class ModelProbe:
         self._head_input = None
         self.streamed = 0
         collect = self.want_attentions and self._stream is None
-        output = family.call(model, inputs, attentions=collect, hidden_states=self.hidden_states)
+        self._running = True  # this probe's hooks act on this pass only (a model compared with itself has two probes)
+        try:
+            output = family.call(model, inputs, attentions=collect, hidden_states=self.hidden_states)
+        finally:
+            self._running = False
         result = ProbeOutput(logits=self._logits(output, inputs))
         if collect:
             result.attentions = family.attentions_of(output, self.tap, self.role, model, keep_graph=self.keep_graph)
@@ -200,7 +205,7 @@ class ModelProbe:
     def _keep_head_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """Forward pre-hook on the output head: keep its input [B, T, D] and let it compute the last position only."""
         hidden = args[0] if args else None
-        if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3:
+        if not self._running or not isinstance(hidden, torch.Tensor) or hidden.ndim != 3:
             return None
         self._head_input = hidden
         return (hidden[:, -1:], *args[1:])

@@ -1,5 +1,5 @@
-"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, and two
-language models with different tokenizers."""
+"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, the character
+LMs' own continuations (on-policy vs off-policy), and two language models with different tokenizers."""
 
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
 from kdviz.demo.cross_training import held_out_lines
+from kdviz.demo.tokenizers import character_tokenizer
 from kdviz.demo.weights import assets_dir, load_pair, load_tokenizers, read_manifest
 from kdviz.errors import KdvizError
+from kdviz.generation import generate
 from kdviz.store import Run
 from kdviz.text_capture import capture_text
 
-DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm", "cross-tokenizer")
+DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm", "on-policy", "cross-tokenizer")
 N_TEXT_SAMPLES = 64
 CROSS_TEXTS, CROSS_CHARS = 64, 240  # held-out lines of prose for the cross-tokenizer run, cut at 240 characters
+PROMPTS, PROMPT_CHARS, NEW_CHARS = 24, 24, 40  # the on-policy run: 24 held-out prompts, each continued by 40 characters
+
+
+def demo_prompts() -> list[str]:
+    """The on-policy run's prompts: 24 characters of the charlm pair's held-out text, every 400 characters."""
+    held_out = demo_data.split_corpus(demo_data.corpus_text())[1]
+    return [held_out[i:i + PROMPT_CHARS] for i in range(0, 400 * PROMPTS, 400)]
 
 
 # What `build_demo_runs(..., attributions=True)` explains in each run (for the teacher's predicted class / next character).
@@ -35,7 +44,7 @@ IMAGE_PAIRS = {"digits-cnn": ("cnn", "CNN", ["layer1", "layer2", "layer3"]), "di
 def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
     """(teacher, student, data) of one demo run, the data in the order the run was captured from: for
     `kdviz.attribute` (or a capture of your own) on the same samples; for ``cross-tokenizer``, its texts.
-    ``name``: one of `DEMO_RUNS`."""
+    ``on-policy``, its prompts. ``name``: one of `DEMO_RUNS`."""
     if name not in DEMO_RUNS:
         raise KdvizError(f"unknown demo run {name!r}; choose from {list(DEMO_RUNS)}")
     assets = assets_dir()
@@ -47,14 +56,15 @@ def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
         digits = demo_data.load_digits()
         return teacher, student, (digits.x_test, digits.y_test)
     teacher, student, _ = load_pair("charlm", assets)
+    if name == "on-policy":
+        return teacher, student, demo_prompts()
     _, held_out = demo_data.split_corpus(demo_data.corpus_text())
     ids = demo_data.char_sequences(demo_data.encode(held_out, read_manifest(assets)["vocab"]), N_TEXT_SAMPLES)
     return teacher, student, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bool = True, attributions: bool = False) -> list[Run]:
-    """Capture the four demo pairs into ``out_dir/{digits-cnn,digits-vit,charlm,cross-tokenizer}.kdviz`` and return
-    the runs.
+    """Capture the demo pairs into ``out_dir/<name>.kdviz`` for each name of `DEMO_RUNS` and return the runs.
 
     With ``attributions``, also explain both models' predictions in each run that has tokens or images of one model
     (`DEMO_ATTRIBUTIONS`, `kdviz.attribute`; the cross-tokenizer run's tokens are spans of text, not inputs).
@@ -85,6 +95,13 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
                         "data": "Python's pydoc topics, held-out 10%"},
         )
     )
+    teacher, student, prompts = demo_pair("on-policy")
+    runs.append(generate(
+        teacher, student, prompts, tokenizer=character_tokenizer(manifest["vocab"]), max_new_tokens=NEW_CHARS,
+        path=out_dir / "on-policy.kdviz", progress=progress, overwrite=overwrite, device="cpu", attentions=False,
+        names=("GPT-2 char teacher", "GPT-2 char student"),
+        extra_meta={"demo": "charlm", "distillation": manifest["pairs"]["charlm"]["train"],
+                    "data": "24 prompts of Python's pydoc topics, held-out 10%, continued greedily by each model"}))
     teacher, student, texts = demo_pair("cross-tokenizer")
     tokenizers = load_tokenizers("crosslm", assets)
     runs.append(capture_text(

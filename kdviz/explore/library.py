@@ -19,6 +19,7 @@ from kdviz.errors import InputError, KdvizError
 from kdviz.readers.attention import AttentionData
 from kdviz.readers.attribution import AttributionData
 from kdviz.readers.features import cka_matrix
+from kdviz.readers.generation import GenerationData
 from kdviz.readers.logits import LogitData
 from kdviz.readers.text import TextData
 from kdviz.readers.training import TrainingData
@@ -30,6 +31,7 @@ LOADERS: dict[str, Callable[[Run], Any]] = {
     "attribution": AttributionData.from_run,
     "training": TrainingData.from_run,
     "text": TextData.from_run,
+    "generation": GenerationData.from_run,
 }
 
 

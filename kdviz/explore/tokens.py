@@ -1,7 +1,9 @@
 """`TokenExplorer`: which tokens of a language-model run carry the divergence (issue 19). The texts listed by their
 mean divergence, the open text's token strip, where a run holds two tokenizations (`kdviz.capture_text` with a
 student tokenizer) the alignment of the two, and the token map of every token of the run, in four regions whose
-shares are given for the run and for the open text."""
+shares are given for the run and for the open text. A run of generated continuations (`kdviz.generate`) adds
+on-policy vs off-policy: the divergence along the student's own continuations and along the teacher's, and where the
+open text's pair of continuations forks."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from kdviz.readers.logits import LogitData
 from kdviz.text import display_token
 from kdviz.views import logits as logit_views
 from kdviz.views import theme
+from kdviz.views.generation import drift_by_position, fork_view
 from kdviz.views.token_map import token_map
 from kdviz.views.tokenizers import alignment_view
 
@@ -44,10 +47,12 @@ class TokenExplorer(Explorer):
         self.texts = self.data("text").texts if self.run.tokenizations else None
         self.two_tokenizers = self.run.tokenizations == 2
         self.map_key: str | None = None
+        self.drift_key: str | None = None
         self.measure_menu = self.control("measure", options={lm.MEASURES[m]: m for m in data.measures()}, width=220)
         self.samples = self.sample_list("texts, most divergent first", size=12, width=560, css_class="kd-token-list")
         self.shares = pn.pane.HTML(sizing_mode="stretch_width", margin=(18, 10, 0, 10))
-        self.panes = {key: plot() for key in ("strip", "alignment", "token_map")}
+        self.generations = self.data("generation") if self.run.generated else None
+        self.panes = {key: plot() for key in ("strip", "alignment", "token_map", "drift", "fork")}
         self.panes["token_map"].param.watch(self._token_clicked, "click_data")
         unit = ("Its tokens are the **spans** both tokenizations share: the text between two characters where both "
                 "end a piece, with the exact next-piece divergence over the matched vocabulary read at the span's "
@@ -61,9 +66,22 @@ class TokenExplorer(Explorer):
             self.panes["strip"],
             *([pn.pane.HTML("<b>The two tokenizations</b> (hover a character for its pieces and its span)",
                             margin=(12, 10, 0, 10)), self.panes["alignment"]] if self.two_tokenizers else []),
+            *self._generation_section(),
             pn.pane.HTML("<b>Token map</b>: every token of the run (click one to open its text)", margin=(12, 10, 0, 10)),
             self.panes["token_map"],
         ]
+
+    def _generation_section(self) -> list[Any]:
+        if self.generations is None:
+            return []
+        settings = self.generations.settings
+        how = ("greedy" if not settings.get("do_sample") else
+               f"sampled at T = {settings.get('temperature')}, top-p {settings.get('top_p')}")
+        return [pn.pane.Markdown(
+            f"**On-policy vs off-policy.** Each prompt was continued by the student (its own text: what GKD and "
+            f"MiniLLM train on) and by the teacher ({how}, up to {settings.get('max_new_tokens')} new tokens), and "
+            "both models scored every continuation. The open text's pair is shown from where the two part.",
+            margin=(12, 10, 0, 10)), self.panes["drift"], self.panes["fork"]]
 
     def redraw(self) -> None:
         data, measure, sample = self.logit_data, self.measure, self.selection.sample
@@ -73,6 +91,12 @@ class TokenExplorer(Explorer):
         self.show_figure("strip", self.panes["strip"], logit_views.sample_detail(data, sample, measure=measure))
         if self.two_tokenizers:
             self.show_figure("alignment", self.panes["alignment"], alignment_view(self.data("text").comparison(sample)))
+        if self.generations is not None:
+            if self.drift_key != measure:  # the drift is over every continuation: redrawn for a new measure only
+                self.drift_key = measure
+                self.show_figure("drift", self.panes["drift"], drift_by_position(self.generations.generations(), measure))
+            pair = self.generations.pair(self.generations.pair_of(sample))
+            self.show_figure("fork", self.panes["fork"], fork_view(pair, measure=measure))
         if self.map_key != measure:
             self.draw_token_map()
         self.shares.object = self._shares_table(sample)
@@ -87,6 +111,8 @@ class TokenExplorer(Explorer):
 
     def _label(self, i: int) -> str:
         value = f"#{i:<5} {self.values[i]:.4f} nats"
+        if self.generations is not None:  # whose continuation this text is
+            value += " on-policy " if self.generations.columns["writer"][i] == 0 else " off-policy"
         if self.texts is None:
             return value
         preview = self.texts[i].replace("\n", " ").strip()

@@ -4,13 +4,66 @@ how repetitive a continuation is, and the student's length against the teacher's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+WRITERS = ("student", "teacher")  # who wrote a continuation: the student (on-policy) or the teacher (off-policy)
+STATS = ("kl", "reverse_kl", "teacher_entropy", "student_entropy", "teacher_true_logprob", "student_true_logprob")
 
-def fork_position(a: Sequence[int], b: Sequence[int]) -> int | None:
-    """The first position where two token sequences differ (the shorter one ending counts as a difference); None
-    when they are identical."""
+
+@dataclass(frozen=True)
+class Continuation:
+    """One model's continuation of a prompt (``writer``: "student" on-policy, "teacher" off-policy).
+
+    - ``ids`` [G]: the new token ids, in the writer's own tokenizer; ``text``: what they decode to.
+    - ``pieces`` [U] and ``stats`` (`STATS`, float64 [U] each): the units both models were scored on, the new tokens
+      with one shared tokenizer (U = G) or the new spans both tokenizations share with two; at each, KL(p_t‖p_s),
+      KL(p_s‖p_t), both entropies and both log-probabilities of the unit given everything before it.
+    - ``fork``: the first unit where this continuation parts from the other writer's (None: they are identical).
+    """
+
+    writer: str
+    ids: np.ndarray
+    text: str
+    stats: dict[str, np.ndarray]
+    pieces: list[str]
+    fork: int | None = None
+
+    @property
+    def repetition(self) -> float:
+        """The share of its 4-grams of tokens that repeat an earlier one (`repeated_ngram_rate`)."""
+        return repeated_ngram_rate(self.ids.tolist())
+
+
+@dataclass(frozen=True)
+class PromptGenerations:
+    """A prompt (its text and the teacher tokenizer's ids [P]) with the student's and the teacher's continuation,
+    where they fork (the student's unit index; None when identical), the units scored ("token" or "span") and
+    ``draw``, which sample of the prompt this is (0 … n − 1)."""
+
+    prompt: str
+    prompt_ids: np.ndarray
+    on_policy: Continuation
+    off_policy: Continuation
+    fork: int | None = None
+    unit: str = "token"
+    draw: int = 0
+
+    @property
+    def length_ratio(self) -> float:
+        """The student's continuation length ÷ the teacher's: in tokens with one tokenizer, in characters with two
+        (token counts of two tokenizers do not compare). Well under 1: the student stops early (length collapse)."""
+        if self.unit == "token":
+            student, teacher = len(self.on_policy.ids), len(self.off_policy.ids)
+        else:
+            student, teacher = len(self.on_policy.text), len(self.off_policy.text)
+        return student / teacher if teacher else float("nan")
+
+
+def fork_position(a: Sequence, b: Sequence) -> int | None:
+    """The first position where two sequences (of token ids, or the characters of two texts) differ (the shorter
+    one ending counts as a difference); None when they are identical."""
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i

@@ -511,6 +511,24 @@ class Run:
                                    "kdviz.capture_text (two tokenizers for the span alignment)")
         return self.array(key)
 
+    @functools.cached_property
+    def generated(self) -> bool:
+        """Whether the run's samples are generated continuations (`kdviz.generate`), with ``generation/`` kept."""
+        return self.has(layout.GENERATION_SAMPLES)
+
+    def generation(self, name: str) -> LazyArray:
+        """An array of a generation run's continuations (`layout.generation`), [N] or [N, L]."""
+        if not self.generated:
+            raise MissingDataError(f"run {self.name!r} holds no generated continuations; make one with kdviz.generate")
+        return self.array(layout.generation(name))
+
+    def generation_settings(self) -> dict[str, Any]:
+        """What a generation run recorded of itself: ``unit`` ("token" or "span") and ``settings`` (the arguments of
+        `kdviz.generate`); as written, unchecked (the reader checks what it uses)."""
+        if not self.generated:
+            raise MissingDataError(f"run {self.name!r} holds no generated continuations; make one with kdviz.generate")
+        return dict(self._root[layout.GENERATION_SAMPLES].attrs)
+
     def pair_token_stat(self, stat: str) -> LazyArray:
         """[N, T] per-token divergence between the models of a language-model run: ``kl`` or ``reverse_kl`` (T = 1)."""
         key = layout.pair_token_stat(stat)
@@ -600,8 +618,9 @@ class Run:
         run is stored, unless ``location=False``)."""
         attributions = {target: {method: len(self.attribution(method, target)) for method in methods}
                         for target, methods in self.attribution_targets().items()}
+        generation = self.generation_settings() if self.generated else None
         return RunInfo(run_summary(self.name, self.meta, where=str(self.path) if location else None, steps=self.steps,
-                                   attributions=attributions))
+                                   attributions=attributions, generation=generation))
 
     def __repr__(self) -> str:
         return f"<kdviz.Run {self.name!r}: {self.task}, {self.n_samples} samples, {self.teacher.name} -> {self.student.name}>"
