@@ -250,3 +250,31 @@ def test_several_server_processes_serve_every_visit_offline(demo_runs):
             page.goto(url)
             page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
     assert log["blocked"] == [] and log["console_errors"] == []
+
+
+def test_the_tokens_page_of_the_on_policy_run_shows_drift_and_follows_the_open_text(demo_runs):
+    """The Tokens page of a `kdviz.generate` run: texts, strip, drift on- and off-policy, the open pair's fork and the
+    token map all drawn in Chromium; choosing another text in the list redraws the fork for that text's prompt."""
+    from kdviz.demo.build import demo_prompts
+
+    require_chromium()
+    run = demo_runs["on-policy"]
+    with kdviz_server(run.path) as url, offline_page((1400, 1000)) as (page, log):
+        page.goto(url)
+        open_tab(page, "Tokens")
+        drift = plot_titled(page, "Divergence along the continuation", timeout=60_000)
+        assert drift["x"] == list(range(1, 41))  # the on-policy line: one point per new character, 40 of them
+        fork = plot_titled(page, "Where the two continuations fork")
+        assert demo_prompts()[0][-20:].replace("<", "&lt;") in fork["title"]  # sample 0 opens first
+        page.wait_for_function(DRAWN_JS, timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-on-policy-tokens.png"), full_page=True)
+        texts = page.locator("select[size]").last  # the list of texts (the run menu has no size)
+        texts.select_option(value=texts.locator("option", has_text="off-policy").nth(0).get_attribute("value"))
+        chosen = texts.locator("option", has_text="off-policy").nth(0).inner_text()
+        sample = int(re.match(r"#(\d+)", chosen.strip()).group(1))
+        prompt = demo_prompts()[sample // 2][-20:].replace("<", "&lt;")
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.some(p => p.title.startsWith("
+                                                "'Where the two continuations fork') && p.title.includes("
+                                                f"{prompt!r})); }}"), timeout=20_000)
+        assert log["console_errors"] == [], log["console_errors"]
+    assert log["blocked"] == []
