@@ -101,11 +101,12 @@ class TextScorer:
                 vocabulary_pieces(self.tokenizers["teacher"], logits["teacher"].shape[-1]),
                 vocabulary_pieces(self.tokenizers["student"], logits["student"].shape[-1]))
         alignment = alignment or align(encoded)
-        at = {"teacher": alignment.teacher_piece, "student": alignment.student_piece}
-        rows = {role: logits[role][index] for role, index in at.items()}
-        boundary = ta.matched_divergence(rows["teacher"], rows["student"], self.match)
-        for role, z in rows.items():  # each model's own uncertainty there, over its whole vocabulary
-            boundary[f"{role}_entropy"] = ta.entropy_rows(z, lse[role][at[role]])
+        # at each shared boundary: the matched divergence, each model's mass outside it and its entropy, from one
+        # softmax per row (the rows read chunk by chunk, each model's logsumexp shared with the chain rule)
+        boundary = ta.matched_divergence(logits["teacher"], logits["student"], self.match,
+                                         rows=(torch.from_numpy(alignment.teacher_piece),
+                                               torch.from_numpy(alignment.student_piece)),
+                                         lse=(lse["teacher"], lse["student"]))
         return ta.TextComparison(
             text=text, pieces={role: encoded[role][2] for role in self.probes},
             offsets={role: encoded[role][1] for role in self.probes}, alignment=alignment,

@@ -270,6 +270,10 @@ def test_the_tokens_page_of_a_generation_run_shows_the_drift_and_the_open_pairs_
     assert {"drift", "fork"} <= set(figures)
     pair = GenerationData.from_run(run).pair(1)
     assert pair.prompt[-20:] in figures["fork"].layout.title.text
+    # the strip marks where the continuation starts: after the prompt's 5 tokens
+    strip = figures["strip"]
+    assert "tokens 0–4 are the prompt" in strip.layout.title.text and [s.x0 for s in strip.layout.shapes] == [4.5]
+    assert "token 5 (continuation)" in strip.data[0].customdata[0][5] and "(prompt)" in strip.data[0].customdata[0][4]
     on = figures["drift"].data[0]
     np.testing.assert_allclose(on.y, mean_by_position([g.on_policy.stats["kl"] for g in
                                                        GenerationData.from_run(run).generations()])[0])

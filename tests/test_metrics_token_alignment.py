@@ -123,6 +123,19 @@ def test_matched_divergence_equals_the_float64_reference_with_partial_overlap_an
     got = np.stack([out[k].numpy() for k in ("kl", "reverse_kl", "teacher_outside_mass", "student_outside_mass")], 1)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
     assert (got[:, :2] >= -1e-12).all()  # KL ≥ 0
+    for role, z in (("teacher", z_t), ("student", z_s)):  # each model's entropy over its whole vocabulary
+        log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+        np.testing.assert_allclose(out[f"{role}_entropy"].numpy(), -(np.exp(log_p) * log_p).sum(1), rtol=1e-10)
+    # rows picked out of longer logits, read chunk by chunk with their logsumexp given, are the same rows compared
+    pick_t, pick_s = rng.permutation(rows + 3)[:rows], rng.permutation(rows + 2)[:rows]
+    long_t, long_s = rng.normal(size=(rows + 3, v_t)) * 3, rng.normal(size=(rows + 2, v_s)) * 3
+    long_t[pick_t], long_s[pick_s] = z_t, z_s
+    long_t, long_s = torch.from_numpy(long_t), torch.from_numpy(long_s)
+    picked = ta.matched_divergence(long_t, long_s, ta.VocabularyMatch.from_bytes(pieces_t, pieces_s),
+                                   rows=(torch.from_numpy(pick_t), torch.from_numpy(pick_s)),
+                                   lse=(torch.logsumexp(long_t, -1), torch.logsumexp(long_s, -1)))
+    for name, value in out.items():
+        np.testing.assert_allclose(picked[name].numpy(), value.numpy(), rtol=1e-12, atol=1e-14)
 
 
 @settings(max_examples=30, deadline=None)

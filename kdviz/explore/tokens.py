@@ -88,7 +88,11 @@ class TokenExplorer(Explorer):
         self.values = data.per_sample(measure)
         order = data.visible(self.values)
         self.list_samples(self.samples, order, self._label, LIST_ROWS)
-        self.show_figure("strip", self.panes["strip"], logit_views.sample_detail(data, sample, measure=measure))
+        continuation = None  # a generated text: where its continuation starts (the row after `start` predicts it)
+        if self.generations is not None:
+            continuation = int(self.generations.columns["start"][sample]) + 1
+        self.show_figure("strip", self.panes["strip"], logit_views.sample_detail(data, sample, measure=measure,
+                                                                                 continuation=continuation))
         if self.two_tokenizers:
             self.show_figure("alignment", self.panes["alignment"], alignment_view(self.data("text").comparison(sample)))
         if self.generations is not None:

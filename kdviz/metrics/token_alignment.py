@@ -102,43 +102,84 @@ class VocabularyMatch:
         return cls.from_bytes(vocabulary_bytes(teacher, teacher_scheme), vocabulary_bytes(student, student_scheme))
 
 
-def _string_log_probs(z: torch.Tensor, slots: torch.Tensor, n_shared: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """From logits [r, V]: log P(string) over the shared strings [r, n_shared] (−inf where no id has mass) and the
-    mass on strings the other model lacks [r], float64; the softmax over V in z's dtype (float32 at least)."""
+@dataclass(frozen=True)
+class _Slots:
+    """One model's side of a `VocabularyMatch` as index tensors, built once per comparison: its ids that have a
+    shared string, that string's slot for each, and its other ids."""
+
+    shared_ids: torch.Tensor
+    slot_of_shared: torch.Tensor
+    other_ids: torch.Tensor
+
+    @classmethod
+    def of(cls, slots: np.ndarray, device: torch.device) -> _Slots:
+        slots = torch.as_tensor(slots, device=device)
+        shared = slots >= 0
+        return cls(torch.nonzero(shared)[:, 0], slots[shared], torch.nonzero(~shared)[:, 0])
+
+
+def _string_log_probs(z: torch.Tensor, lse: torch.Tensor | None, slots: _Slots,
+                      n_shared: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From logits [r, V] (and their logsumexp [r], or None): log P(string) over the shared strings [r, n_shared]
+    (−inf where no id has mass), the mass on strings the other model lacks [r] and the entropy over all V [r], all
+    float64, from one softmax in z's dtype (float32 at least)."""
     z = _working(z)
-    p = torch.softmax(z, dim=-1)
-    shared = slots >= 0
-    mass = torch.zeros(len(z), n_shared, dtype=z.dtype, device=z.device).index_add_(1, slots[shared], p[:, shared])
-    outside = p[:, ~shared].sum(-1, dtype=F64)
-    return torch.log(mass.to(F64)), outside
+    lse = torch.logsumexp(z, dim=-1) if lse is None else lse.to(z.dtype)
+    log_p = z - lse.unsqueeze(-1)
+    p = log_p.exp()
+    entropy = -torch.linalg.vecdot(p, log_p).to(F64)  # every term ≥ 0: no digits lost to cancellation
+    mass = torch.zeros(len(z), n_shared, dtype=z.dtype, device=z.device).index_add_(
+        1, slots.slot_of_shared, p.index_select(1, slots.shared_ids))
+    outside = p.index_select(1, slots.other_ids).sum(-1, dtype=F64)
+    return torch.log(mass.to(F64)), outside, entropy
 
 
-def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMatch) -> dict[str, torch.Tensor]:
+def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMatch, *,
+                       rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       lse: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Next-piece divergences at shared boundaries: teacher logits [r, V_t] and student logits [r, V_s], row i of
     both predicting the piece after the same text.
 
     Each model's distribution is summed onto the shared strings and renormalised over them (p̂); returned [r],
     float64: ``kl`` = KL(p̂_t‖p̂_s), ``reverse_kl`` = KL(p̂_s‖p̂_t) (nats; inf where one model gives a shared string
-    no mass and the other some), and ``teacher_outside_mass`` / ``student_outside_mass``, each model's probability
-    on strings the other vocabulary lacks (before the renormalisation).
+    no mass and the other some), ``teacher_outside_mass`` / ``student_outside_mass``, each model's probability on
+    strings the other vocabulary lacks (before the renormalisation), and ``teacher_entropy`` / ``student_entropy``
+    over each model's whole vocabulary.
+
+    ``rows``: (teacher rows [r], student rows [r]) of logits [T_t, V_t] and [T_s, V_s] to compare, read chunk by
+    chunk instead of copied out first; ``lse``: the logsumexp of every row of each [T, V] when the caller has it.
     """
-    if z_t.ndim != 2 or z_s.ndim != 2 or len(z_t) != len(z_s):
+    picked = rows if rows is not None else (None, None)
+    count = [len(z) if r is None else len(r) for z, r in zip((z_t, z_s), picked, strict=True)]
+    if z_t.ndim != 2 or z_s.ndim != 2 or count[0] != count[1]:
         raise InputError(f"matched_divergence needs [r, V_t] and [r, V_s] logits for the same r rows, got "
-                         f"{tuple(z_t.shape)} and {tuple(z_s.shape)}")
+                         f"{tuple(z_t.shape)} and {tuple(z_s.shape)}" + (f" with {count} rows picked" if rows else ""))
     if z_t.shape[1] != len(match.teacher_slot) or z_s.shape[1] != len(match.student_slot):
         raise InputError(f"the logits cover {z_t.shape[1]} and {z_s.shape[1]} ids but the vocabulary match was built "
                          f"for {len(match.teacher_slot)} and {len(match.student_slot)}; build it from the models' "
                          "own vocabularies (padding rows included, as None)")
-    slots_t = torch.as_tensor(match.teacher_slot, device=z_t.device)
-    slots_s = torch.as_tensor(match.student_slot, device=z_s.device)
-    rows = max(1, CHUNK_BYTES // (8 * max(z_t.shape[1], z_s.shape[1], match.n_shared)))
-    out = {name: torch.empty(len(z_t), dtype=F64, device=z_t.device)
-           for name in ("kl", "reverse_kl", "teacher_outside_mass", "student_outside_mass")}
-    for start in range(0, len(z_t), rows):
-        part = slice(start, start + rows)
-        log_t, out["teacher_outside_mass"][part] = _string_log_probs(z_t[part], slots_t, match.n_shared)
-        log_s, out["student_outside_mass"][part] = _string_log_probs(z_s[part].to(z_t.device), slots_s.to(z_t.device),
-                                                                     match.n_shared)
+    slots_t, slots_s = _Slots.of(match.teacher_slot, z_t.device), _Slots.of(match.student_slot, z_t.device)
+    chunk = max(1, CHUNK_BYTES // (8 * max(z_t.shape[1], z_s.shape[1], match.n_shared)))
+    out = {name: torch.empty(count[0], dtype=F64, device=z_t.device)
+           for name in ("kl", "reverse_kl", "teacher_outside_mass", "student_outside_mass", "teacher_entropy",
+                        "student_entropy")}
+
+    def read(z: torch.Tensor, index: torch.Tensor | None, norms: torch.Tensor | None,
+             part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if index is None:
+            return z[part], None if norms is None else norms[part]
+        where = torch.as_tensor(index[part], device=z.device).long()
+        return z.index_select(0, where), None if norms is None else norms.to(z.device)[where]
+
+    norms = lse if lse is not None else (None, None)
+    for start in range(0, count[0], chunk):
+        part = slice(start, start + chunk)
+        z, norm = read(z_t, picked[0], norms[0], part)
+        log_t, out["teacher_outside_mass"][part], out["teacher_entropy"][part] = _string_log_probs(
+            z, norm, slots_t, match.n_shared)
+        z, norm = read(z_s, picked[1], norms[1], part)
+        log_s, out["student_outside_mass"][part], out["student_entropy"][part] = _string_log_probs(
+            z.to(z_t.device), None if norm is None else norm.to(z_t.device), slots_s, match.n_shared)
         log_t = log_t - torch.logsumexp(log_t, -1, keepdim=True)  # renormalised over the shared strings
         log_s = log_s - torch.logsumexp(log_s, -1, keepdim=True)
         out["kl"][part] = _kl(log_t, log_s)

@@ -251,6 +251,7 @@ def token_strip(
     per_row: int | None = None,
     top: int = 5,
     unit: str = "token",
+    continuation: int | None = None,
 ) -> go.Figure:
     """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
 
@@ -259,7 +260,9 @@ def token_strip(
     mass outside the top-k [L], is shown after them. Tokens are escaped text; ``unit`` names them ("span" in a run
     of two tokenizations). ``per_row`` (default: as many as fit
     `ROW_CHARS` characters of the tokens' usual length, 6 to 48) sets the cells a row; a token longer than its
-    cell is cut with "…" in the cell and shown whole in the hover.
+    cell is cut with "…" in the cell and shown whole in the hover. ``continuation``: in a
+    generated text, the index of its first new token (those before are the prompt); a bar marks where it starts and
+    the hover says which part each token is in.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     length = len(v)
@@ -290,7 +293,8 @@ def token_strip(
         shown = display_token(tokens[i])
         whole = escape_label(shown)
         labels[r, c] = whole if len(shown) <= fits else escape_label(shown[: fits - 1] + "…")
-        text = f"{unit} {i}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
+        part = "" if continuation is None else (" (prompt)" if i < continuation else " (continuation)")
+        text = f"{unit} {i}{part}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
         if teacher_top is not None:
             text += f"<br>teacher next:<br>{top_text(teacher_top, i)}"
         if student_top is not None:
@@ -305,13 +309,19 @@ def token_strip(
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     # no axes, so little bottom margin; at least 180 px, as plotly.js cannot scale a plot area of a few pixels
-    fig = theme.style(fig, f"{lm.MEASURES[measure]} per {unit} at T={T:g} ({length:,} {unit}s, darker = further apart)",
-                      height=max(180, 100 + 28 * rows), legend=False)
+    title = f"{lm.MEASURES[measure]} per {unit} at T={T:g} ({length:,} {unit}s, darker = further apart)"
+    if continuation is not None and 0 < continuation < length:  # a bar at the left edge of the first new token
+        r, c = divmod(continuation, per_row)
+        fig.add_shape(type="line", x0=c - 0.5, x1=c - 0.5, y0=r - 0.5, y1=r + 0.5, line={"color": theme.INK, "width": 4})
+        title += theme.subtitle(f"{unit}s 0–{continuation - 1} are the prompt; the bar marks where the continuation starts")
+    fig = theme.style(fig, title, height=max(180, 100 + 28 * rows) + (20 if continuation else 0), legend=False)
     return fig.update_layout(margin={"b": 20})
 
 
-def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float = 1.0) -> go.Figure:
-    """The drill-down of one sample of a run: `sample_drilldown` for classification, `token_strip` for language models."""
+def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float = 1.0,
+                  continuation: int | None = None) -> go.Figure:
+    """The drill-down of one sample of a run: `sample_drilldown` for classification, `token_strip` for language models
+    (``continuation``: where a generated text's new tokens start, among its real tokens)."""
     if data.task == "tokens":
         stats = data.token_stats
         tokens = data.tokens[index] if data.tokens else [str(t) for t in range(stats["kl"].shape[1])]
@@ -320,7 +330,7 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
         tops = [_top_of(stats, role, index, real) for role in ("teacher", "student")]
         return token_strip([t for t, keep in zip(tokens, real, strict=True) if keep], np.asarray(stats[measure][index])[real],
                            measure=measure, vocab=data.vocab(), teacher_top=tops[0], student_top=tops[1],
-                           unit=data.token_unit())
+                           unit=data.token_unit(), continuation=continuation)
     z_t, z_s = data.require_logits()
     target = int(data.labels[index]) if data.labels is not None else None
     return sample_drilldown(z_t[index], z_s[index], T=T, target=target, class_names=data.class_names,
