@@ -77,8 +77,11 @@ class TextScorer:
     """Scores one text at a time with both models (inside their probes' context), each through its own tokenizer,
     and compares them (`metrics.token_alignment`); the vocabulary match is built from the first text's logits."""
 
-    def __init__(self, probes: dict[str, ModelProbe], tokenizers: dict[str, Any], max_length: int | None) -> None:
-        self.probes, self.tokenizers, self.max_length = probes, tokenizers, max_length
+    def __init__(self, probes: dict[str, ModelProbe], tokenizers: dict[str, Any], max_length: int | None,
+                 topk: int = 10) -> None:
+        if not isinstance(topk, int) or topk < 1:
+            raise InputError(f"topk must be a positive number of pieces, got {topk!r}")
+        self.probes, self.tokenizers, self.max_length, self.topk = probes, tokenizers, max_length, topk
         self.match: ta.VocabularyMatch | None = None
 
     def encode(self, text: str) -> dict[str, tuple[torch.Tensor, np.ndarray, list[str]]]:
@@ -94,7 +97,7 @@ class TextScorer:
             ids = encoded[role][0]
             z = probe.forward({"input_ids": ids[None].to(probe.device)}).logits
             logits[role] = z[0].float()
-            lse[role] = torch.logsumexp(logits[role], dim=-1)  # [T], shared by the chain rule and the entropies
+            lse[role] = ta.row_logsumexp(logits[role])  # [T], shared by the chain rule and the boundary pass
             logprobs[role] = ta.true_token_logprobs(logits[role], ids, lse[role])
         if self.match is None:
             self.match = ta.VocabularyMatch.from_pieces(
@@ -107,6 +110,12 @@ class TextScorer:
                                          rows=(torch.from_numpy(alignment.teacher_piece),
                                                torch.from_numpy(alignment.student_piece)),
                                          lse=(lse["teacher"], lse["student"]))
+        for role, rows in (("teacher", alignment.teacher_piece), ("student", alignment.student_piece)):
+            # each model's most probable next pieces there, in its own vocabulary: [K, k] ids and probabilities
+            values, ids = torch.topk(logits[role], min(self.topk, logits[role].shape[-1]), dim=-1)
+            where = torch.from_numpy(rows).long().to(ids.device)
+            boundary[f"{role}_topk_ids"] = ids[where].int()
+            boundary[f"{role}_topk_probs"] = (values[where] - lse[role][where, None]).exp()
         return ta.TextComparison(
             text=text, pieces={role: encoded[role][2] for role in self.probes},
             offsets={role: encoded[role][1] for role in self.probes}, alignment=alignment,

@@ -152,10 +152,10 @@ def generate(
     two = student_tokenizer is not None and student_tokenizer is not tokenizer
     tokenizers = {"teacher": tokenizer, "student": student_tokenizer if two else tokenizer}
     if two:
-        unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta"})
+        unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta", "topk"})
         if unsupported:
             raise InputError(f"with two tokenizers the continuations are scored on shared spans, so {unsupported} do "
-                             "not apply; use one tokenizer for top-k, attention and features")
+                             "not apply; use one tokenizer for attention and features")
     final = path if path is not None else new_run_path()
     refuse_existing(final, overwrite)  # before generating, not after
     settings = {role: _settings(tokenizers[role], max_new_tokens, do_sample, temperature, top_p) for role in WRITERS}

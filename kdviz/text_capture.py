@@ -25,13 +25,15 @@ from tqdm.auto import tqdm
 
 from kdviz import layout
 from kdviz.adapters.probe import logit_probes
-from kdviz.capture import ROLES, capture, new_run_path, resolve_device
-from kdviz.cross_tokenizer import TextScorer, _encode, align
+from kdviz.capture import MAX_VOCAB_IN_META, ROLES, capture, new_run_path, resolve_device
+from kdviz.cross_tokenizer import TextScorer, _encode, align, vocabulary_pieces
 from kdviz.errors import InputError
+from kdviz.metrics.token_alignment import vocabulary_bytes
 from kdviz.store import GroupWriter, Run, RunWriter
 from kdviz.text import check_texts
 
-SPAN_STATS = ("entropy", "true_prob", "outside_mass")  # per model, at each span of a two-tokenizer run
+# per model, at each span of a two-tokenizer run (top-k: its next pieces at the span's end, in its own vocabulary)
+SPAN_STATS = ("entropy", "true_prob", "outside_mass", "topk_ids", "topk_probs", "tail_mass")
 
 
 def _padded(rows: Sequence[np.ndarray], length: int, value: float, dtype: Any) -> np.ndarray:
@@ -78,12 +80,13 @@ def capture_text(
     texts = check_texts(texts)
     if student_tokenizer is None or student_tokenizer is tokenizer:
         return _capture_shared(teacher, student, texts, tokenizer, max_length, path, overwrite, device, progress, options)
-    unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta"})
+    unsupported = sorted(set(options) - {"batch_size", "names", "extra_meta", "topk"})
     if unsupported:
         raise InputError(f"with two tokenizers capture_text compares the models' outputs only, so {unsupported} do "
                          "not apply; capture attention and features per model with kdviz.capture and one tokenizer")
     return _capture_cross(teacher, student, texts, {"teacher": tokenizer, "student": student_tokenizer}, max_length,
-                          path, overwrite, device, progress, options.get("names"), options.get("extra_meta"))
+                          path, overwrite, device, progress, options.get("names"), options.get("extra_meta"),
+                          options.get("topk", 10))
 
 
 def _capture_shared(teacher: nn.Module, student: nn.Module, texts: list[str], tokenizer: Any, max_length: int | None,
@@ -112,12 +115,12 @@ def add_texts(run: Run, texts: Sequence[str], offsets: Sequence[np.ndarray]) -> 
 
 def _capture_cross(teacher: nn.Module, student: nn.Module, texts: list[str], tokenizers: dict[str, Any],
                    max_length: int | None, path: str | os.PathLike | None, overwrite: bool, device: Any,
-                   progress: bool, names: tuple[str, str] | None, extra: dict[str, Any] | None) -> Run:
+                   progress: bool, names: tuple[str, str] | None, extra: dict[str, Any] | None, topk: int) -> Run:
     target = resolve_device(device)
     probes = logit_probes(teacher, student, target)
     for probe, name in zip(probes.values(), names or (None, None), strict=True):
         probe.name = name or probe.name
-    scorer = TextScorer(probes, tokenizers, max_length)
+    scorer = TextScorer(probes, tokenizers, max_length, topk)
     # the alignment needs only the offsets: every text's span and piece counts are known before a model runs
     encoded = [scorer.encode(text) for text in texts]
     alignments = [align(e) for e in encoded]
@@ -133,7 +136,7 @@ def _capture_cross(teacher: nn.Module, student: nn.Module, texts: list[str], tok
             comparison = scorer.compare(text, encoding, alignment)
             writer.append_batch(_span_records(comparison, encoding, spans, pieces))
         writer.append_batch(_text_records(texts))
-        meta = _cross_meta(probes, texts, encoded, alignments, tokenizers)
+        meta = _cross_meta(probes, texts, encoded, alignments, tokenizers, topk)
         writer.commit({**meta, **({"extra": dict(extra)} if extra else {})})
     return Run.open(final)
 
@@ -153,6 +156,10 @@ def _span_records(c: Any, encoding: dict[str, Any], spans: int, pieces: dict[str
         records[layout.token_stat(role, "entropy")] = row(c.boundary[f"{role}_entropy"])
         records[layout.token_stat(role, "true_prob")] = row(np.exp(nxt[role]))
         records[layout.token_stat(role, "outside_mass")] = row(c.boundary[f"{role}_outside_mass"])
+        top_ids, top_probs = (np.asarray(c.boundary[f"{role}_topk_{name}"]) for name in ("ids", "probs"))
+        records[layout.token_stat(role, "topk_ids")] = row(top_ids, -1, np.int32)  # own vocabulary, [1, S, k]
+        records[layout.token_stat(role, "topk_probs")] = row(top_probs, 0, np.float32)
+        records[layout.token_stat(role, "tail_mass")] = row(1 - top_probs.astype(np.float64).sum(-1))
         records[layout.alignment(f"{role}_offsets")] = _padded([encoding[role][1]], pieces[role], -1, np.int32)
         records[layout.alignment(f"{role}_piece")] = row(getattr(c.alignment, f"{role}_piece"), -1, np.int32)
         records[layout.alignment(f"{role}_span_logprob")] = row(c.spans[role], np.nan, np.float64)
@@ -160,8 +167,19 @@ def _span_records(c: Any, encoding: dict[str, Any], spans: int, pieces: dict[str
     return records
 
 
+def piece_texts(tokenizer: Any) -> list[str] | None:
+    """Each id of a model's tokenizer as the text it stands for ("Ġthe" is " the", "<0x0A>" a newline; special
+    tokens as listed), for the top-k of a two-tokenizer run; None past `MAX_VOCAB_IN_META` entries."""
+    size = len(tokenizer)
+    if size > MAX_VOCAB_IN_META:
+        return None
+    listed = [str(p) for p in tokenizer.convert_ids_to_tokens(list(range(size)))]
+    texts = vocabulary_bytes(vocabulary_pieces(tokenizer, size))
+    return [t.decode("utf-8", errors="replace") if t is not None else p for t, p in zip(texts, listed, strict=True)]
+
+
 def _cross_meta(probes: dict[str, Any], texts: list[str], encoded: list[dict[str, Any]], alignments: list[Any],
-                tokenizers: dict[str, Any]) -> dict[str, Any]:
+                tokenizers: dict[str, Any], topk: int) -> dict[str, Any]:
     """meta.json of a two-tokenizer run: its tokens are each text's spans."""
     length = max(len(a.boundaries) for a in alignments)
 
@@ -175,7 +193,8 @@ def _cross_meta(probes: dict[str, Any], texts: list[str], encoded: list[dict[str
     for role, probe in probes.items():
         models[role] = {**probe.describe(), "attention_layers": [], "heads": [], "feature_names": [],
                         "spatial_names": [], "token_stats": list(SPAN_STATS),
-                        "tokenizer": type(tokenizers[role]).__name__, "vocabulary": len(tokenizers[role])}
+                        "tokenizer": type(tokenizers[role]).__name__, "vocabulary": len(tokenizers[role]),
+                        "vocab": piece_texts(tokenizers[role])}
     return {
         "task": "tokens", "n_samples": len(texts), "n_classes": None, **models,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -184,5 +203,6 @@ def _cross_meta(probes: dict[str, Any], texts: list[str], encoded: list[dict[str
         "inputs": {"labels": False, "seq_len": length},
         "text": {"tokenizations": 2, "unit": "span",
                  "pieces": {role: [len(e[role][0]) for e in encoded] for role in ROLES}},
-        "capture": {"attentions": False, "attention_samples": [], "device": str(next(iter(probes.values())).device)},
+        "capture": {"attentions": False, "attention_samples": [], "topk": topk,
+                    "device": str(next(iter(probes.values())).device)},
     }

@@ -329,8 +329,8 @@ def test_generate_refuses_bad_settings_and_an_existing_run_before_it_generates(t
     (tmp_path / "there.kdviz").mkdir()
     with pytest.raises(RunExistsError, match="overwrite=True"):
         kdviz.generate(teacher, student, PROMPTS, tokenizer=tokenizer, path=tmp_path / "there.kdviz", progress=False)
-    with pytest.raises(InputError, match=r"\['topk'\] do not apply"):
-        kdviz.generate(teacher, student, PROMPTS, tokenizer=tokenizer, student_tokenizer=word_tokenizer(), topk=5,
+    with pytest.raises(InputError, match=r"\['attentions'\] do not apply"):
+        kdviz.generate(teacher, student, PROMPTS, tokenizer=tokenizer, student_tokenizer=word_tokenizer(), attentions=True,
                        path=tmp_path / "x.kdviz", progress=False)
     with pytest.raises(InputError, match="non-empty list"):
         kdviz.generate(teacher, student, [], tokenizer=tokenizer, progress=False)

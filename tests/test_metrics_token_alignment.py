@@ -214,3 +214,16 @@ def test_entropy_and_chain_rule_from_float32_logits_match_float64_references(see
         given_lse = ta.true_token_logprobs(logits, torch.from_numpy(ids), torch.logsumexp(logits, -1))
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-4 if logits.dtype == torch.float32 else 1e-10)
         np.testing.assert_allclose(given_lse.numpy(), got.numpy())
+        np.testing.assert_allclose(ta.row_logsumexp(logits, rows=2).numpy(), torch.logsumexp(logits, -1).numpy(),
+                                   rtol=1e-6 if logits.dtype == torch.float32 else 1e-14)
+    # the boundary pass on float32 logits: entropies, outside masses and the matched KL near the float64 ones
+    pieces = [f"s{i}".encode() for i in range(vocab)]
+    match = ta.VocabularyMatch.from_bytes(pieces, [p if i % 7 else None for i, p in enumerate(pieces)])
+    student = z[::-1].copy() * 0.5
+    exact = ta.matched_divergence(torch.from_numpy(z), torch.from_numpy(student), match)
+    single = ta.matched_divergence(torch.tensor(z, dtype=torch.float32), torch.tensor(student, dtype=torch.float32), match)
+    np.testing.assert_allclose(exact["teacher_entropy"].numpy(), entropy, rtol=1e-10, atol=1e-12)
+    for name in ("teacher_entropy", "student_entropy", "teacher_outside_mass", "student_outside_mass"):
+        np.testing.assert_allclose(single[name].numpy(), exact[name].numpy(), atol=1e-5, rtol=1e-5)
+    finite = np.isfinite(exact["kl"].numpy())
+    np.testing.assert_allclose(single["kl"].numpy()[finite], exact["kl"].numpy()[finite], atol=1e-4, rtol=1e-4)

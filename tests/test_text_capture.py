@@ -15,6 +15,7 @@ from kdviz.demo.tokenizers import as_hugging_face
 from kdviz.errors import InputError, MissingDataError
 from kdviz.readers.logits import LogitData
 from kdviz.readers.text import TextData
+from kdviz.text import display_token, escape_label
 
 THREE = [*TEXTS, CORPUS[9_000:9_400]]
 
@@ -60,7 +61,23 @@ def test_a_two_tokenizer_run_stores_per_span_what_compare_texts_computes(cross_p
     assert len(points["divergence"]) == mask.sum() and points["shared_mass"] is None
     from kdviz.views.logits import sample_detail
 
-    assert "teacher next" not in sample_detail(logit_data, 0).data[0].customdata[0][0]
+    # each span ends where both models predict their next piece: both top-k lists, each in its own vocabulary
+    for i, result in enumerate(live):
+        k = len(result.alignment.boundaries)
+        for side in (run.teacher, run.student):
+            np.testing.assert_array_equal(side.token("topk_ids")[i][:k], result.boundary[f"{side.role}_topk_ids"])
+            np.testing.assert_allclose(side.token("topk_probs")[i][:k], result.boundary[f"{side.role}_topk_probs"],
+                                       rtol=1e-6)
+            assert (np.diff(side.token("topk_probs")[i][:k], axis=-1) <= 1e-7).all()  # most probable first
+    with torch.no_grad():  # and the teacher's are its own top 10 at the pieces that end there, from a plain forward
+        logits = teacher(torch.tensor([tok_t(THREE[0])["input_ids"]])).logits[0]
+    top = torch.topk(logits, 10, dim=-1).indices[torch.from_numpy(live[0].alignment.teacher_piece)]
+    np.testing.assert_array_equal(run.teacher.token("topk_ids")[0][: len(top)], top.numpy())
+    hover = sample_detail(logit_data, 0).data[0].customdata[0][0]
+    first = int(run.student.token("topk_ids")[0][0][0])
+    assert "teacher next piece:" in hover and "student next piece:" in hover
+    assert escape_label(display_token(logit_data.vocab("student")[first])) in hover.split("student next piece:")[1]
+    assert logit_data.vocab("student") != logit_data.vocab("teacher")
 
 
 def test_a_permuted_vocabulary_stores_divergence_zero_at_every_span(tmp_path):

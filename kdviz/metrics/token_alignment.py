@@ -102,23 +102,14 @@ class VocabularyMatch:
         return cls.from_bytes(vocabulary_bytes(teacher, teacher_scheme), vocabulary_bytes(student, student_scheme))
 
 
-@dataclass(frozen=True)
-class _Slots:
-    """One model's side of a `VocabularyMatch` as index tensors, built once per comparison: its ids that have a
-    shared string, that string's slot for each, and its other ids."""
-
-    shared_ids: torch.Tensor
-    slot_of_shared: torch.Tensor
-    other_ids: torch.Tensor
-
-    @classmethod
-    def of(cls, slots: np.ndarray, device: torch.device) -> _Slots:
-        slots = torch.as_tensor(slots, device=device)
-        shared = slots >= 0
-        return cls(torch.nonzero(shared)[:, 0], slots[shared], torch.nonzero(~shared)[:, 0])
+def _slots_with_outside(slots: np.ndarray, n_shared: int, device: torch.device) -> torch.Tensor:
+    """Each id's shared-string slot [V], with every id the other vocabulary lacks sent to one more slot, n_shared:
+    one index_add over a row gives the shared strings' masses and the mass outside them together."""
+    slots = torch.as_tensor(slots, device=device)
+    return torch.where(slots >= 0, slots, torch.full_like(slots, n_shared))
 
 
-def _string_log_probs(z: torch.Tensor, lse: torch.Tensor | None, slots: _Slots,
+def _string_log_probs(z: torch.Tensor, lse: torch.Tensor | None, slots: torch.Tensor,
                       n_shared: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From logits [r, V] (and their logsumexp [r], or None): log P(string) over the shared strings [r, n_shared]
     (−inf where no id has mass), the mass on strings the other model lacks [r] and the entropy over all V [r], all
@@ -128,10 +119,8 @@ def _string_log_probs(z: torch.Tensor, lse: torch.Tensor | None, slots: _Slots,
     log_p = z - lse.unsqueeze(-1)
     p = log_p.exp()
     entropy = -torch.linalg.vecdot(p, log_p).to(F64)  # every term ≥ 0: no digits lost to cancellation
-    mass = torch.zeros(len(z), n_shared, dtype=z.dtype, device=z.device).index_add_(
-        1, slots.slot_of_shared, p.index_select(1, slots.shared_ids))
-    outside = p.index_select(1, slots.other_ids).sum(-1, dtype=F64)
-    return torch.log(mass.to(F64)), outside, entropy
+    mass = torch.zeros(len(z), n_shared + 1, dtype=z.dtype, device=z.device).index_add_(1, slots, p).to(F64)
+    return torch.log(mass[:, :-1]), mass[:, -1], entropy
 
 
 def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMatch, *,
@@ -158,7 +147,8 @@ def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMa
         raise InputError(f"the logits cover {z_t.shape[1]} and {z_s.shape[1]} ids but the vocabulary match was built "
                          f"for {len(match.teacher_slot)} and {len(match.student_slot)}; build it from the models' "
                          "own vocabularies (padding rows included, as None)")
-    slots_t, slots_s = _Slots.of(match.teacher_slot, z_t.device), _Slots.of(match.student_slot, z_t.device)
+    slots_t = _slots_with_outside(match.teacher_slot, match.n_shared, z_t.device)
+    slots_s = _slots_with_outside(match.student_slot, match.n_shared, z_t.device)
     chunk = max(1, CHUNK_BYTES // (8 * max(z_t.shape[1], z_s.shape[1], match.n_shared)))
     out = {name: torch.empty(count[0], dtype=F64, device=z_t.device)
            for name in ("kl", "reverse_kl", "teacher_outside_mass", "student_outside_mass", "teacher_entropy",
@@ -184,6 +174,16 @@ def matched_divergence(z_t: torch.Tensor, z_s: torch.Tensor, match: VocabularyMa
         log_s = log_s - torch.logsumexp(log_s, -1, keepdim=True)
         out["kl"][part] = _kl(log_t, log_s)
         out["reverse_kl"][part] = _kl(log_s, log_t)
+    return out
+
+
+def row_logsumexp(z: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """logsumexp(z) of every row of logits [T, V] [T], in z's working dtype (`_working`), a few rows at a time so
+    that each block's passes stay in cache (about a quarter faster than one call over a [1024, 32000] block)."""
+    z = _working(z)
+    out = torch.empty(z.shape[:-1], dtype=z.dtype, device=z.device)
+    for start in range(0, len(z), rows):
+        out[start:start + rows] = torch.logsumexp(z[start:start + rows], dim=-1)
     return out
 
 
@@ -287,8 +287,10 @@ def span_logprobs(alignment: Alignment, teacher_logprobs: torch.Tensor,
 class TextComparison:
     """One text as two models tokenized and scored it: each model's pieces [T_m] (strings, as its tokenizer lists
     them) and character offsets [T_m, 2]; their `Alignment`; at each shared boundary [K] the next-piece divergences
-    of `matched_divergence` and each model's entropy there (``teacher_entropy``, ``student_entropy``); for each span
-    [K] both models' log-probabilities and their difference (`span_logprobs`)."""
+    of `matched_divergence` and each model's entropy there (``teacher_entropy``, ``student_entropy``), and, when
+    scored from models, each one's most probable next pieces in its own vocabulary (``teacher_topk_ids`` [K, k] and
+    ``teacher_topk_probs`` [K, k], likewise the student's); for each span [K] both models' log-probabilities and
+    their difference (`span_logprobs`)."""
 
     text: str
     pieces: dict[str, list[str]]

@@ -89,9 +89,11 @@ class LogitData:
                 out[f"{role}_padding_mass"] = float(mass[mask].mean() if mask is not None else mass.mean())
         return out
 
-    def vocab(self) -> list[str] | None:
-        """Id -> token string, stored at capture when a tokenizer or vocabulary was given."""
-        return self.run.meta.get("vocab")
+    def vocab(self, role: str = "teacher") -> list[str] | None:
+        """Id -> token string of ``role``'s top-k ids, stored at capture when a tokenizer or vocabulary was given (a
+        two-tokenizer run keeps one per model)."""
+        own = (self.run.meta.get(role) or {}).get("vocab")
+        return own if own is not None else self.run.meta.get("vocab")
 
     def token_unit(self) -> str:
         """What a language-model run's tokens are: "span" (two tokenizations, `kdviz.capture_text`) or "token"."""

@@ -248,6 +248,7 @@ def token_strip(
     teacher_top: tuple[Any, ...] | None = None,
     student_top: tuple[Any, ...] | None = None,
     vocab: Sequence[str] | None = None,
+    student_vocab: Sequence[str] | None = None,
     per_row: int | None = None,
     top: int = 5,
     unit: str = "token",
@@ -256,7 +257,8 @@ def token_strip(
     """Per-token divergence coloured behind the text, wrapped into rows so thousands of tokens stay readable.
 
     ``tokens`` [L] strings, ``values`` [L]; ``teacher_top`` / ``student_top`` = (ids [L, k], probs [L, k]) give the
-    hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings), and an optional third item, the
+    hover's top-``top`` next tokens of each model (``vocab`` maps ids to strings; ``student_vocab`` the student's
+    ids where the two models have their own tokenizers), and an optional third item, the
     mass outside the top-k [L], is shown after them. Tokens are escaped text; ``unit`` names them ("span" in a run
     of two tokenizations). ``per_row`` (default: as many as fit
     `ROW_CHARS` characters of the tokens' usual length, 6 to 48) sets the cells a row; a token longer than its
@@ -278,12 +280,12 @@ def token_strip(
     labels = np.full((rows, per_row), "", dtype=object)
     hover = np.full((rows, per_row), "", dtype=object)
 
-    def top_text(pair: tuple[Any, ...] | None, i: int) -> str:
+    def top_text(pair: tuple[Any, ...] | None, i: int, names: Sequence[str] | None) -> str:
         if pair is None:
             return ""
         ids, probs = np.asarray(pair[0])[i][:top], np.asarray(pair[1])[i][:top]
-        lines = [f"&nbsp;&nbsp;{escape_label(display_token(vocab[j] if vocab is not None and j < len(vocab) else f'#{j}'))} {p:.1%}"
-                 for j, p in zip(ids, probs, strict=True)]
+        lines = [f"&nbsp;&nbsp;{escape_label(display_token(names[j] if names is not None and 0 <= j < len(names) else f'#{j}'))} {p:.1%}"
+                 for j, p in zip(ids, probs, strict=True) if j >= 0]
         if len(pair) > 2 and pair[2] is not None:  # the mass outside the stored top-k, which the list above hides
             lines.append(f"&nbsp;&nbsp;<i>outside top-{np.shape(pair[0])[-1]}</i> {float(np.asarray(pair[2])[i]):.1%}")
         return "<br>".join(lines)
@@ -295,10 +297,11 @@ def token_strip(
         labels[r, c] = whole if len(shown) <= fits else escape_label(shown[: fits - 1] + "…")
         part = "" if continuation is None else (" (prompt)" if i < continuation else " (continuation)")
         text = f"{unit} {i}{part}: <b>{whole}</b><br>{lm.MEASURES[measure]} = {v[i]:.4f}"
+        next_ = "next piece" if unit == "span" else "next"
         if teacher_top is not None:
-            text += f"<br>teacher next:<br>{top_text(teacher_top, i)}"
+            text += f"<br>teacher {next_}:<br>{top_text(teacher_top, i, vocab)}"
         if student_top is not None:
-            text += f"<br>student next:<br>{top_text(student_top, i)}"
+            text += f"<br>student {next_}:<br>{top_text(student_top, i, student_vocab if student_vocab is not None else vocab)}"
         hover[r, c] = text
     finite = v[np.isfinite(v)]
     fig = go.Figure(go.Heatmap(
@@ -329,7 +332,8 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
         real = np.asarray(mask[index], dtype=bool) if mask is not None else np.ones(len(tokens), dtype=bool)
         tops = [_top_of(stats, role, index, real) for role in ("teacher", "student")]
         return token_strip([t for t, keep in zip(tokens, real, strict=True) if keep], np.asarray(stats[measure][index])[real],
-                           measure=measure, vocab=data.vocab(), teacher_top=tops[0], student_top=tops[1],
+                           measure=measure, vocab=data.vocab("teacher"), student_vocab=data.vocab("student"),
+                           teacher_top=tops[0], student_top=tops[1],
                            unit=data.token_unit(), continuation=continuation)
     z_t, z_s = data.require_logits()
     target = int(data.labels[index]) if data.labels is not None else None
@@ -339,8 +343,7 @@ def sample_detail(data: LogitData, index: int, *, measure: str = "kl", T: float 
 
 def _top_of(stats: Mapping[str, Any], role: str, index: int, real: np.ndarray) -> tuple[Any, Any, Any] | None:
     """(top-k ids [T, k], probabilities [T, k], mass outside the top-k [T] or None in runs that predate it) of a
-    sample's ``real`` tokens; None for runs without top-k (two tokenizers: the run's tokens are spans, which no
-    vocabulary lists)."""
+    sample's ``real`` tokens; None for runs without top-k (two-tokenizer runs made before their spans kept one)."""
     if f"{role}_topk_ids" not in stats:
         return None
     tail = stats.get(f"{role}_tail_mass")
