@@ -68,8 +68,21 @@ def token_offsets(tokenizer: Any, ids: Sequence[int]) -> np.ndarray:
         pieces.append(len(tokenizer.decode([*before, ids[i]])) - len(tokenizer.decode(before)))
     ends = np.cumsum(pieces, dtype=np.int64)
     if len(ids) and (ends[-1] != length or min(pieces) < 0):
-        ends = np.maximum.accumulate([min(len(tokenizer.decode(ids[:i + 1])), length) for i in range(len(ids))])
+        ends = _prefix_ends(tokenizer, ids, length)
     return np.stack([np.r_[0, ends[:-1]], ends], axis=1).astype(np.int64) if len(ids) else np.zeros((0, 2), np.int64)
+
+
+def _prefix_ends(tokenizer: Any, ids: list[int], length: int) -> np.ndarray:
+    """Where each token's text ends [T], from decoding every prefix: a prefix that ends inside a character (its bytes
+    not all there yet: a trailing "\ufffd") ends where the next complete prefix does."""
+    ends = np.empty(len(ids), dtype=np.int64)
+    end = length
+    for i in range(len(ids) - 1, -1, -1):
+        prefix = tokenizer.decode(ids[:i + 1])
+        if not prefix.endswith("\ufffd"):
+            end = min(len(prefix), end)
+        ends[i] = end
+    return ends
 
 
 def _settings(tokenizer: Any, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float) -> dict[str, Any]:
@@ -195,10 +208,16 @@ def _written(index: int, draw: int, writer: str, prompt: str, prompt_ids: torch.
         return Written(index, draw, writer, sequence, len(prompt_ids), tokenizer.decode(sequence.tolist()),
                        len(tokenizer.decode(prompt_ids.tolist())))
     # two tokenizers: the other model reads the text, so it is the prompt as given and the continuation's characters
-    full = tokenizer.decode(sequence.tolist(), skip_special_tokens=True)
-    before = tokenizer.decode(prompt_ids.tolist(), skip_special_tokens=True)
-    continuation = full[len(before):] if full.startswith(before) else tokenizer.decode(new.tolist(), skip_special_tokens=True)
+    full, before = _text_of(tokenizer, sequence), _text_of(tokenizer, prompt_ids)
+    continuation = full[len(before):] if full.startswith(before) else _text_of(tokenizer, new)
     return Written(index, draw, writer, sequence, len(prompt_ids), prompt + continuation, len(prompt))
+
+
+def _text_of(tokenizer: Any, ids: torch.Tensor) -> str:
+    """The text ids stand for, without the control tokens (begin, end, padding, separators), which are not text;
+    other added tokens (byte pieces registered as special, say) are kept."""
+    control = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "cls", "sep", "mask")}
+    return tokenizer.decode([i for i in ids.tolist() if i not in control])
 
 
 def _add_generation(run: Run, written: list[Written], unit: str, settings: dict[str, Any]) -> None:

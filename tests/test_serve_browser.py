@@ -263,7 +263,7 @@ def test_the_tokens_page_of_the_on_policy_run_shows_drift_and_follows_the_open_t
         page.goto(url)
         open_tab(page, "Tokens")
         drift = plot_titled(page, "Divergence along the continuation", timeout=60_000)
-        assert drift["x"] == list(range(1, 41))  # the on-policy line: one point per new character, 40 of them
+        assert drift["x"][:3] == [1, 2, 3] and len(drift["x"]) >= 10  # the on-policy line: a point per new span
         fork = plot_titled(page, "Where the two continuations fork")
         assert demo_prompts()[0][-20:].replace("<", "&lt;") in fork["title"]  # sample 0 opens first
         page.wait_for_function(DRAWN_JS, timeout=20_000)

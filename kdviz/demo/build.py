@@ -1,5 +1,6 @@
-"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, the character
-LMs' own continuations (on-policy vs off-policy), and two language models with different tokenizers."""
+"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, and two
+language models with different tokenizers, compared on held-out text and on their own continuations (on-policy vs
+off-policy)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
 from kdviz.demo.cross_training import held_out_lines
-from kdviz.demo.tokenizers import character_tokenizer
 from kdviz.demo.weights import assets_dir, load_pair, load_tokenizers, read_manifest
 from kdviz.errors import KdvizError
 from kdviz.generation import generate
@@ -23,13 +23,12 @@ from kdviz.text_capture import capture_text
 DEMO_RUNS = ("digits-cnn", "digits-vit", "charlm", "on-policy", "cross-tokenizer")
 N_TEXT_SAMPLES = 64
 CROSS_TEXTS, CROSS_CHARS = 64, 240  # held-out lines of prose for the cross-tokenizer run, cut at 240 characters
-PROMPTS, PROMPT_CHARS, NEW_CHARS = 24, 24, 40  # the on-policy run: 24 held-out prompts, each continued by 40 characters
+PROMPTS, PROMPT_CHARS, NEW_TOKENS = 24, 40, 24  # the on-policy run: 24 prompts, 24 new tokens from each model
 
 
 def demo_prompts() -> list[str]:
-    """The on-policy run's prompts: 24 characters of the charlm pair's held-out text, every 400 characters."""
-    held_out = demo_data.split_corpus(demo_data.corpus_text())[1]
-    return [held_out[i:i + PROMPT_CHARS] for i in range(0, 400 * PROMPTS, 400)]
+    """The on-policy run's prompts: the first 40 characters of the cross-tokenizer run's first 24 held-out lines."""
+    return [line[:PROMPT_CHARS] for line in held_out_lines(CROSS_TEXTS, CROSS_CHARS)[:PROMPTS]]
 
 
 # What `build_demo_runs(..., attributions=True)` explains in each run (for the teacher's predicted class / next character).
@@ -48,16 +47,14 @@ def demo_pair(name: str) -> tuple[nn.Module, nn.Module, Any]:
     if name not in DEMO_RUNS:
         raise KdvizError(f"unknown demo run {name!r}; choose from {list(DEMO_RUNS)}")
     assets = assets_dir()
-    if name == "cross-tokenizer":
+    if name in ("cross-tokenizer", "on-policy"):
         teacher, student, _ = load_pair("crosslm", assets)
-        return teacher, student, held_out_lines(CROSS_TEXTS, CROSS_CHARS)
+        return teacher, student, held_out_lines(CROSS_TEXTS, CROSS_CHARS) if name == "cross-tokenizer" else demo_prompts()
     if name in IMAGE_PAIRS:
         teacher, student, _ = load_pair(IMAGE_PAIRS[name][0], assets)
         digits = demo_data.load_digits()
         return teacher, student, (digits.x_test, digits.y_test)
     teacher, student, _ = load_pair("charlm", assets)
-    if name == "on-policy":
-        return teacher, student, demo_prompts()
     _, held_out = demo_data.split_corpus(demo_data.corpus_text())
     ids = demo_data.char_sequences(demo_data.encode(held_out, read_manifest(assets)["vocab"]), N_TEXT_SAMPLES)
     return teacher, student, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -95,15 +92,15 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
                         "data": "Python's pydoc topics, held-out 10%"},
         )
     )
+    tokenizers = load_tokenizers("crosslm", assets)
     teacher, student, prompts = demo_pair("on-policy")
     runs.append(generate(
-        teacher, student, prompts, tokenizer=character_tokenizer(manifest["vocab"]), max_new_tokens=NEW_CHARS,
-        path=out_dir / "on-policy.kdviz", progress=progress, overwrite=overwrite, device="cpu", attentions=False,
-        names=("GPT-2 char teacher", "GPT-2 char student"),
-        extra_meta={"demo": "charlm", "distillation": manifest["pairs"]["charlm"]["train"],
-                    "data": "24 prompts of Python's pydoc topics, held-out 10%, continued greedily by each model"}))
+        teacher, student, prompts, tokenizer=tokenizers["teacher"], student_tokenizer=tokenizers["student"],
+        max_new_tokens=NEW_TOKENS, path=out_dir / "on-policy.kdviz", progress=progress, overwrite=overwrite,
+        device="cpu", names=("GPT-2 teacher, byte-level BPE", "GPT-2 student, sentencepiece BPE"),
+        extra_meta={"demo": "crosslm", "distillation": manifest["pairs"]["crosslm"]["train"],
+                    "data": "24 held-out lines of prose, each continued greedily by each model in its own tokenizer"}))
     teacher, student, texts = demo_pair("cross-tokenizer")
-    tokenizers = load_tokenizers("crosslm", assets)
     runs.append(capture_text(
         teacher, student, texts, tokenizer=tokenizers["teacher"], student_tokenizer=tokenizers["student"],
         path=out_dir / "cross-tokenizer.kdviz", progress=progress, overwrite=overwrite, device="cpu",

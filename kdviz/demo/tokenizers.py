@@ -27,6 +27,16 @@ def train_sentencepiece_like(text: str, size: int) -> Any:
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
     tokenizer.train_from_iterator([text], trainers.BpeTrainer(
         vocab_size=size, special_tokens=[f"<0x{b:02X}>" for b in range(256)]))
+    return with_decoder(tokenizer)
+
+
+def with_decoder(tokenizer: Any) -> Any:
+    """A sentencepiece-style tokenizer that decodes back to its text ("▁" to a space, "<0xNN>" pieces to their
+    bytes), as Llama's does; tokenizers saved without one (the committed demo ones) get it when loaded."""
+    from tokenizers import decoders, pre_tokenizers
+
+    if tokenizer.decoder is None and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.Metaspace):
+        tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     return tokenizer
 
 
@@ -40,7 +50,7 @@ def load_tokenizer(path: Any) -> Any:
     """A tokenizer saved with ``tokenizer.save(path)`` (its JSON), as a Hugging Face fast tokenizer."""
     from tokenizers import Tokenizer
 
-    return as_hugging_face(Tokenizer.from_file(str(path)))
+    return as_hugging_face(with_decoder(Tokenizer.from_file(str(path))))
 
 
 def as_hugging_face(tokenizer: Any) -> Any:

@@ -52,12 +52,10 @@ class PromptGenerations:
 
     @property
     def length_ratio(self) -> float:
-        """The student's continuation length ÷ the teacher's: in tokens with one tokenizer, in characters with two
-        (token counts of two tokenizers do not compare). Well under 1: the student stops early (length collapse)."""
-        if self.unit == "token":
-            student, teacher = len(self.on_policy.ids), len(self.off_policy.ids)
-        else:
-            student, teacher = len(self.on_policy.text), len(self.off_policy.text)
+        """The student's new tokens ÷ the teacher's, each counted in its own tokenizer: both had the same budget
+        (``max_new_tokens``), so this is how much of it the student used against the teacher, with one tokenizer or
+        two. Well under 1: the student stops early (length collapse)."""
+        student, teacher = len(self.on_policy.ids), len(self.off_policy.ids)
         return student / teacher if teacher else float("nan")
 
 

@@ -48,6 +48,7 @@ def drift_by_position(generations: Sequence[Any], measure: str = "kl") -> go.Fig
                              legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"})
 
 
+MAX_WIDTH = 1400  # px: the fork view shows as many units as fit
 LENGTH_COLLAPSE = 0.8  # the student's continuations under 80 % of the teacher's length: it stops early
 REPETITION_EXCESS = 0.1  # 10 points more repeated 4-grams than the teacher: it loops
 
@@ -72,6 +73,11 @@ def fork_view(generation: Any, *, measure: str = "kl", context: int = 4, max_tok
     lead = min(context, *forks)  # columns before the fork, the same for both rows
     starts = [f - lead for f in forks]
     width = max(1, min(max_tokens, max(len(c.pieces) - s for (_, c), s in zip(rows, starts, strict=True))))
+    shown = [display_token(c.pieces[j]) for (_, c), s in zip(rows, starts, strict=True)
+             for j in range(s, min(s + width, len(c.pieces)))]
+    chars = int(np.clip(np.percentile([len(t) for t in shown], 90) if shown else 1, 3, 10))  # a cell's characters
+    cell = 9 * chars + 14  # a 13 px monospace character is about 8 px wide
+    width = max(1, min(width, (MAX_WIDTH - 170) // cell))  # the figure fits a 1440 px screen; the rest is hovered
     z = np.full((2, width), np.nan)
     text = np.full((2, width), "", dtype=object)
     hover = np.full((2, width), "", dtype=object)
@@ -80,9 +86,11 @@ def fork_view(generation: Any, *, measure: str = "kl", context: int = 4, max_tok
             j = start + column
             if j >= len(continuation.pieces):
                 continue
-            token = escape_label(display_token(continuation.pieces[j]))
+            piece = display_token(continuation.pieces[j])
+            token = escape_label(piece)
             value = float(continuation.stats[measure][j])
-            z[r, column], text[r, column] = value, token
+            z[r, column] = value
+            text[r, column] = token if len(piece) <= chars else escape_label(piece[:chars - 1] + "…")
             hover[r, column] = (f"{name}, {unit} {j + 1}: <b>{token}</b><br>{lm.MEASURES[measure]} {value:.4f} nats"
                                 f"<br>log p_t {continuation.stats['teacher_true_logprob'][j]:.3f}, "
                                 f"log p_s {continuation.stats['student_true_logprob'][j]:.3f}")
@@ -104,7 +112,5 @@ def fork_view(generation: Any, *, measure: str = "kl", context: int = 4, max_tok
             else f"they part at {unit} {generation.fork + 1}")
     title = f"Where the two continuations fork: {fork}" + theme.subtitle(
         f"prompt: {escape_label(generation.prompt[-80:])}; colour: {lm.MEASURES[measure]} at each {unit.split()[-1]}")
-    longest = max((len(t) for t in text.reshape(-1) if t), default=1)
-    cell = max(46, 9 * min(longest, 16) + 14)  # a 13 px monospace character is about 8 px wide
     fig = theme.style(fig, title, height=260, width=max(700, 170 + cell * width), legend=False)
     return fig.update_layout(margin={"l": 150, "r": 20, "t": 90, "b": 50})
