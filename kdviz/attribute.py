@@ -29,7 +29,7 @@ from kdviz.batching import Batch, attention_mask, iter_batches, main_input_key, 
 from kdviz.capture import ROLES, capture, resolve_device, thumbnails
 from kdviz.errors import InputError, MissingDataError, RunExistsError
 from kdviz.metrics import attribution as am
-from kdviz.metrics.graph_memory import PassPlan, plan_passes, saved_bytes
+from kdviz.metrics.graph_memory import OVERHEAD, PassPlan, plan_passes, saved_bytes
 from kdviz.store import GroupWriter, Run
 
 TARGETS = ("teacher_pred", "label")
@@ -247,7 +247,7 @@ def _plan(method: str, point_bytes: int, n_samples: int, settings: AttributionSe
         plan = PassPlan(samples=n_samples, points=max(AUTO_PATH_POINTS, 2 * n_samples) if ig else None)
     else:
         plan = plan_passes(point_bytes, settings.max_memory, n_samples, settings.n_steps if ig else None, AUTO_PATH_POINTS)
-        smallest = point_bytes * (2 if ig else 1)
+        smallest = int(point_bytes * OVERHEAD) * (2 if ig else 1)  # what plan_passes counts for the smallest pass
         if smallest > settings.max_memory:
             raise InputError(f"one sample's {method} pass through the {role} holds about {cost.size(smallest)}, more than "
                              f"max_memory={cost.size(settings.max_memory)}; raise max_memory, or pass max_memory=None "

@@ -343,10 +343,23 @@ def test_max_memory_splits_a_batch_into_passes_and_gives_the_same_maps(tmp_path,
 
 
 def test_a_max_memory_below_one_sample_or_not_a_size_is_refused(tmp_path, digits):
+    from kdviz.adapters.probe import ModelProbe
+    from kdviz.attribute import graph_bytes_per_sample, model_call
+    from kdviz.metrics.graph_memory import OVERHEAD
+
     teacher, student, _ = load_pair("cnn")
     data = (digits.x_test[:4], digits.y_test[:4])
     with pytest.raises(InputError, match="raise max_memory, or pass max_memory=None"):
         kdviz.attribute(teacher, student, data, path=tmp_path / "a.kdviz", max_memory="1KB", progress=False)
+    # the refusal counts what the plan counts: one sample's two path points with the graph's overhead, so a budget
+    # above the bare graph of that pass but below it with the overhead is refused, not silently overrun
+    with ModelProbe(teacher, "teacher", layers=[], attentions=False, device=torch.device("cpu"), spatial_p=None,
+                    keep_graph=True) as probe:
+        point = graph_bytes_per_sample(probe, model_call(probe, digits.x_test[:4]))
+    assert OVERHEAD > 1.5
+    with pytest.raises(InputError, match="one sample's integrated_gradients pass through the teacher"):
+        kdviz.attribute(teacher, student, data, path=tmp_path / "c.kdviz", max_memory=int(3 * point),
+                        methods=["integrated_gradients"], progress=False)
     for bad in ("lots", "-2GB", 0, "2 parsecs"):
         with pytest.raises(InputError, match="is not a size"):
             kdviz.attribute(teacher, student, data, path=tmp_path / "b.kdviz", max_memory=bad, progress=False)
