@@ -223,7 +223,7 @@ def _text_of(tokenizer: Any, ids: torch.Tensor) -> str:
 def _add_generation(run: Run, written: list[Written], unit: str, settings: dict[str, Any]) -> None:
     """Write ``generation/`` into the run: who wrote each sample, its ids, and where its new units start and fork."""
     starts, units, forks = [], [], []
-    boundaries = run.text_alignment("boundaries") if unit == "span" else None
+    boundaries = run.text_alignment("boundaries")[:] if unit == "span" else None  # [N, S], read once
     for i, w in enumerate(written):
         if boundaries is None:  # row P − 1 predicts the first new token
             starts.append(w.prompt_tokens - 1)
