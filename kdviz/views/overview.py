@@ -111,6 +111,16 @@ def comparison_table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], cur
             "better)</div>")
 
 
+def _capture_setting(key: str, value: Any, meta: dict[str, Any]) -> str:
+    """A capture setting as text; ``attentions`` asked for says when a model had no attention layers to give."""
+    if key == "attentions" and value is True:
+        lacking = [role for role in ("teacher", "student") if not meta[role].get("heads")]
+        if lacking:
+            return (f"on, none captured: the {' and the '.join(lacking)} "
+                    f"{'has' if len(lacking) == 1 else 'have'} no attention layers")
+    return plain(value)
+
+
 def settings_table(meta: dict[str, Any]) -> str:
     """A run's task, size ratio, layer map, classes and capture settings, from its ``meta.json``."""
     rows = [
@@ -120,7 +130,8 @@ def settings_table(meta: dict[str, Any]) -> str:
     ]
     if meta.get("class_names"):
         rows.append(("classes", ", ".join(meta["class_names"])))
-    rows += [(f"capture: {k}", plain(v)) for k, v in meta.get("capture", {}).items() if v is not None and k != "full_logits_index"]
+    rows += [(f"capture: {k}", _capture_setting(k, v, meta)) for k, v in meta.get("capture", {}).items()
+             if v is not None and k != "full_logits_index"]
     rows += [(str(k), plain(v)) for k, v in (meta.get("extra") or {}).items()]
     rows.append(("written by", f"kdviz {meta.get('kdviz_version', '?')} on {meta.get('created', '?')}"))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
