@@ -113,7 +113,7 @@ class TextScorer:
                                          lse=(lse["teacher"], lse["student"]))
         for role, rows in (("teacher", alignment.teacher_piece), ("student", alignment.student_piece)):
             # each model's most probable next pieces there, in its own vocabulary: [K, k] ids and probabilities
-            values, ids = top_k(logits[role].float(), min(self.topk, logits[role].shape[-1]))
+            values, ids = top_k(logits[role], min(self.topk, logits[role].shape[-1]))
             where = torch.from_numpy(rows).long().to(ids.device)
             boundary[f"{role}_topk_ids"] = ids[where].int()
             boundary[f"{role}_topk_probs"] = (values[where] - lse[role][where, None]).exp()

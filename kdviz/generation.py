@@ -26,7 +26,7 @@ from kdviz.errors import InputError
 from kdviz.metrics.generation import WRITERS, PromptGenerations, fork_position
 from kdviz.readers.generation import GenerationData
 from kdviz.store import GroupWriter, Run, refuse_existing
-from kdviz.text_capture import add_texts, capture_text
+from kdviz.text_capture import add_texts, capture_text, pad_rows
 
 DECODE_CONTEXT = 8  # tokens decoded before each one to find its characters (a character's bytes span ≤ 4 tokens)
 
@@ -223,14 +223,14 @@ def _text_of(tokenizer: Any, ids: torch.Tensor) -> str:
 def _add_generation(run: Run, written: list[Written], unit: str, settings: dict[str, Any]) -> None:
     """Write ``generation/`` into the run: who wrote each sample, its ids, and where its new units start and fork."""
     starts, units, forks = [], [], []
-    boundaries = run.text_alignment("boundaries")[:] if unit == "span" else None  # [N, S], read once
+    # each sample's span ends, read once (−1 pads past a text's last span)
+    boundaries = [row[row >= 0] for row in run.text_alignment("boundaries")[:]] if unit == "span" else None
     for i, w in enumerate(written):
         if boundaries is None:  # row P − 1 predicts the first new token
             starts.append(w.prompt_tokens - 1)
             units.append(len(w.sequence) - w.prompt_tokens)
         else:  # the spans that end after the prompt; the row before the first predicts it
             ends = boundaries[i]
-            ends = ends[ends >= 0]
             first = int(np.searchsorted(ends, w.prompt_chars, side="right"))
             starts.append(max(first - 1, 0))
             units.append(max(len(ends) - starts[-1] - 1, 0))
@@ -245,13 +245,9 @@ def _add_generation(run: Run, written: list[Written], unit: str, settings: dict[
             if character is None:
                 forks.append(-1)
                 continue
-            ends = boundaries[i + j]
-            ends = ends[ends >= 0][starts[i + j] + 1:]
+            ends = boundaries[i + j][starts[i + j] + 1:]
             forks.append(min(int(np.searchsorted(ends, w.prompt_chars + character, side="right")), max(units[i + j] - 1, 0)))
-    length = max(len(w.sequence) for w in written)
-    sequence = np.full((len(written), length), -1, dtype=np.int32)
-    for i, w in enumerate(written):
-        sequence[i, :len(w.sequence)] = w.sequence.numpy()
+    sequence = pad_rows([w.sequence.numpy() for w in written], max(len(w.sequence) for w in written), -1, np.int32)
     arrays = {
         "prompt": [w.prompt for w in written], "draw": [w.draw for w in written],
         "writer": [WRITERS.index(w.writer) for w in written], "prompt_tokens": [w.prompt_tokens for w in written],

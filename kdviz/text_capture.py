@@ -36,7 +36,7 @@ from kdviz.text import check_texts
 SPAN_STATS = ("entropy", "true_prob", "outside_mass", "topk_ids", "topk_probs", "tail_mass")
 
 
-def _padded(rows: Sequence[np.ndarray], length: int, value: float, dtype: Any) -> np.ndarray:
+def pad_rows(rows: Sequence[np.ndarray], length: int, value: float, dtype: Any) -> np.ndarray:
     """Ragged rows (each [L_i, ...]) stacked into [N, length, ...], padded at the end with ``value``."""
     tail = rows[0].shape[1:]
     out = np.full((len(rows), length, *tail), value, dtype=dtype)
@@ -108,7 +108,7 @@ def add_texts(run: Run, texts: Sequence[str], offsets: Sequence[np.ndarray]) -> 
     with GroupWriter(run.path, layout.TEXT) as writer:  # keys relative to text/
         for key, rows in _text_records(texts).items():
             writer.append(key.removeprefix("text/"), rows)
-        writer.append(layout.alignment("teacher_offsets").removeprefix("text/"), _padded(list(offsets), length, -1, np.int32))
+        writer.append(layout.alignment("teacher_offsets").removeprefix("text/"), pad_rows(list(offsets), length, -1, np.int32))
         writer.commit({"texts": {}, "alignment": {"tokenizations": 1}})
     return Run.open(run.path)
 
@@ -146,7 +146,7 @@ def _span_records(c: Any, encoding: dict[str, Any], spans: int, pieces: dict[str
     k = len(c.alignment.boundaries)
 
     def row(values: np.ndarray, value: float = np.nan, dtype: Any = np.float32) -> np.ndarray:
-        return _padded([np.asarray(values)], spans, value, dtype)
+        return pad_rows([np.asarray(values)], spans, value, dtype)
 
     nxt = {role: np.r_[c.spans[role][1:], np.nan] for role in ROLES}  # log p(next span | text so far)
     records = {layout.pair_token_stat("kl"): row(c.boundary["kl"]),
@@ -160,7 +160,7 @@ def _span_records(c: Any, encoding: dict[str, Any], spans: int, pieces: dict[str
         records[layout.token_stat(role, "topk_ids")] = row(top_ids, -1, np.int32)  # own vocabulary, [1, S, k]
         records[layout.token_stat(role, "topk_probs")] = row(top_probs, 0, np.float32)
         records[layout.token_stat(role, "tail_mass")] = row(1 - top_probs.astype(np.float64).sum(-1))
-        records[layout.alignment(f"{role}_offsets")] = _padded([encoding[role][1]], pieces[role], -1, np.int32)
+        records[layout.alignment(f"{role}_offsets")] = pad_rows([encoding[role][1]], pieces[role], -1, np.int32)
         records[layout.alignment(f"{role}_piece")] = row(getattr(c.alignment, f"{role}_piece"), -1, np.int32)
         records[layout.alignment(f"{role}_span_logprob")] = row(c.spans[role], np.nan, np.float64)
     records[layout.alignment("boundaries")] = row(c.alignment.boundaries, -1, np.int32)

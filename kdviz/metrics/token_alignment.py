@@ -114,11 +114,9 @@ def _string_log_probs(z: torch.Tensor, lse: torch.Tensor | None, slots: torch.Te
     """From logits [r, V] (and their logsumexp [r], or None): log P(string) over the shared strings [r, n_shared]
     (−inf where no id has mass), the mass on strings the other model lacks [r] and the entropy over all V [r], all
     float64, from one softmax in z's dtype (float32 at least)."""
-    z = _working(z)
-    lse = torch.logsumexp(z, dim=-1) if lse is None else lse.to(z.dtype)
-    log_p = z - lse.unsqueeze(-1)
+    log_p = _log_softmax(z, lse)
     p = log_p.exp()
-    entropy = -torch.linalg.vecdot(p, log_p).to(F64)  # every term ≥ 0: no digits lost to cancellation
+    entropy = _entropy(p, log_p)
     mass = torch.zeros(len(z), n_shared + 1, dtype=z.dtype, device=z.device).index_add_(1, slots, p).to(F64)
     return torch.log(mass[:, :-1]), mass[:, -1], entropy
 
@@ -197,10 +195,20 @@ def entropy_rows(z: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tens
     """H(p) = −Σ p log p of softmax(z) per row of logits [r, V] (nats), in z's dtype (float32 at least; every term
     is ≥ 0, so the sum loses no digits to cancellation), returned as float64 [r]. ``lse``: logsumexp(z) per row [r]
     when the caller has it."""
+    log_p = _log_softmax(z, lse)
+    return _entropy(log_p.exp(), log_p)
+
+
+def _log_softmax(z: torch.Tensor, lse: torch.Tensor | None) -> torch.Tensor:
+    """log softmax(z) [r, V] in z's working dtype (`_working`), from logsumexp(z) [r] when the caller has it."""
     z = _working(z)
     lse = torch.logsumexp(z, dim=-1) if lse is None else lse.to(z.dtype)
-    log_p = z - lse.unsqueeze(-1)
-    return -(log_p.exp() * log_p).sum(-1).to(F64)
+    return z - lse.unsqueeze(-1)
+
+
+def _entropy(p: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """−Σ p log p per row [r], float64; every term is ≥ 0, so the sum loses no digits to cancellation."""
+    return -torch.linalg.vecdot(p, log_p).to(F64)
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -77,15 +77,16 @@ class GenerationData:
         if not 0 <= index < self.n_pairs:
             raise MissingDataError(f"pair {index} is not in this run; it holds {self.n_pairs}")
         if index not in self._cache:
-            student, teacher = (self._continuation(2 * index + j) for j in range(2))
+            student, _ = self._continuation(2 * index)
             sample = 2 * index + 1  # the prompt as the teacher's tokenizer read it
-            prompt_ids = self.run.generation("sequence")[sample][: self.columns["prompt_tokens"][sample]]
+            teacher, prompt_ids = self._continuation(sample)
             self._cache[index] = PromptGenerations(
-                self.texts[sample][: self.columns["prompt_chars"][sample]], prompt_ids.astype(np.int64), student, teacher,
+                self.texts[sample][: self.columns["prompt_chars"][sample]], prompt_ids, student, teacher,
                 student.fork, self.unit, int(self.columns["draw"][sample]))
         return self._cache[index]
 
-    def _continuation(self, sample: int) -> Continuation:
+    def _continuation(self, sample: int) -> tuple[Continuation, np.ndarray]:
+        """Sample ``sample``'s continuation, and its writer's ids of the prompt [P]."""
         c, run = self.columns, self.run
         start, units = int(c["start"][sample]), int(c["units"][sample])
         rows = slice(start, start + units)
@@ -98,10 +99,10 @@ class GenerationData:
                 with np.errstate(divide="ignore"):
                     logprob = np.log(side.token("true_prob")[sample][rows].astype(np.float64))
             stats[f"{side.role}_true_logprob"] = np.asarray(logprob, dtype=np.float64)
-        sequence = run.generation("sequence")[sample]
-        ids = sequence[c["prompt_tokens"][sample]:]
+        sequence = run.generation("sequence")[sample].astype(np.int64)
+        prompt_ids, ids = sequence[: c["prompt_tokens"][sample]], sequence[c["prompt_tokens"][sample]:]
         tokens = (run.tokens or [[]] * run.n_samples)[sample]
         pieces = [str(p) for p in tokens[start + 1:start + 1 + units]]
         fork = int(c["fork"][sample])
-        return Continuation(WRITERS[int(c["writer"][sample])], ids[ids >= 0].astype(np.int64),
-                            self.texts[sample][c["prompt_chars"][sample]:], stats, pieces, None if fork < 0 else fork)
+        return Continuation(WRITERS[int(c["writer"][sample])], ids[ids >= 0], self.texts[sample][c["prompt_chars"][sample]:],
+                            stats, pieces, None if fork < 0 else fork), prompt_ids
