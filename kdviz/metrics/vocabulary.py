@@ -22,7 +22,11 @@ F64 = torch.float64
 CHUNK_BYTES = 1 << 22
 BLOCK = 256  # terms summed in float32 before the float64 accumulation
 
-HEAD_BLOCK_BYTES = 1 << 27  # 128 MB: token rows whose logits the output head computes at once, into one buffer
+# token rows whose logits the output head computes at once, into one buffer: up to 1,024 rows within 512 MB. Blocks
+# of 512–1,024 rows run the head faster than one whole [B·T, D] × [D, V] product; 220 (the old 128 MB at V = 152k)
+# ran it 12–18 % slower (`benchmarks/llm_capture.py`)
+HEAD_BLOCK_BYTES = 1 << 29
+HEAD_BLOCK_ROWS = 1024
 
 
 class HeadLogits:
@@ -43,7 +47,7 @@ class HeadLogits:
         return torch.nn.functional.linear(hidden.to(self.head.weight.dtype), self.head.weight, self.head.bias)
 
     def block_rows(self) -> int:
-        return max(1, HEAD_BLOCK_BYTES // (4 * self.shape[-1]))
+        return max(1, min(HEAD_BLOCK_ROWS, HEAD_BLOCK_BYTES // (4 * self.shape[-1])))
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Logits [stop − start, V] of the flattened token rows ``start…``, computed into a buffer kept between blocks
@@ -67,6 +71,7 @@ def _logit_rows(z: torch.Tensor | HeadLogits, vocab: int) -> tuple[Callable[[int
     return (lambda start, stop: flat[start:stop]), flat.shape[0] or 1
 
 
+ROLES = ("teacher", "student")
 PAIR_STATS = ("kl", "reverse_kl")  # [B, T] between the models
 # per model, stored; padding_mass only for a pair compared over a real vocabulary smaller than an output layer
 ROLE_STATS = ("entropy", "topk_ids", "topk_probs", "tail_mass", "shared_topk_mass", "true_prob", "padding_mass")
@@ -110,7 +115,7 @@ def token_statistics(
     k = min(topk, vocab)
     rows = int(np.prod(lead))
     out: dict[str, torch.Tensor] = {name: torch.empty(rows, dtype=F64, device=z_t.device) for name in PAIR_STATS}
-    for role in ("teacher", "student"):
+    for role in ROLES:
         for stat in ("entropy", "tail_mass", "shared_topk_mass"):
             out[f"{role}_{stat}"] = torch.empty(rows, dtype=F64, device=z_t.device)
         out[f"{role}_topk_ids"] = torch.empty(rows, k, dtype=torch.int32, device=z_t.device)
@@ -122,6 +127,7 @@ def token_statistics(
             out[f"{role}_padding_mass"] = torch.zeros(rows, dtype=F64, device=z_t.device)
     step = max(1, CHUNK_BYTES // (4 * max(z_t.shape[-1], z_s.shape[-1])))
     block = max(step, min(block_t, block_s) // step * step)  # head logits are computed a block at a time
+    work = ChunkBuffers(min(step, max(rows, 1)), vocab, z_t.device)
     for block_start in range(0, rows, block):
         block_stop = min(rows, block_start + block)
         logits_t, logits_s = rows_t(block_start, block_stop), rows_s(block_start, block_stop)
@@ -133,58 +139,76 @@ def token_statistics(
             for role, z in chunk.items():
                 if z.shape[-1] > vocab:
                     out[f"{role}_padding_mass"][start:stop] = _padding_mass(z, vocab)
-            _chunk_statistics(chunk["teacher"][:, :vocab], chunk["student"][:, :vocab], chunk_targets, k, out, start)
+            _chunk_statistics(chunk["teacher"][:, :vocab], chunk["student"][:, :vocab], chunk_targets, k, out, start,
+                              work)
     shaped: dict[str, torch.Tensor] = {}
     for name, value in out.items():
         shaped[name] = value.reshape(*lead, *value.shape[1:])
     return shaped
 
 
+class ChunkBuffers:
+    """The [r, V] float32 work arrays of `_chunk_statistics`, allocated once per `token_statistics` call: a fresh
+    3–4 MB temporary per elementwise step is a fresh allocation, and its page faults cost several times the
+    arithmetic (measured: 1.8 s against 0.5 s per 1,024 rows at V = 152k)."""
+
+    def __init__(self, rows: int, vocab: int, device: torch.device) -> None:
+        self.shifted = torch.empty(2, rows, vocab, device=device)  # z − m per model, ≤ 0
+        self.probs = torch.empty(2, rows, vocab, device=device)  # softmax per model
+        self.gap = torch.empty(rows, vocab, device=device)  # (z_t − m_t) − (z_s − m_s)
+        self.product = torch.empty(rows, vocab, device=device)  # scratch for the terms of a sum
+
+    def views(self, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        return ([self.shifted[i, :rows] for i in range(2)], [self.probs[i, :rows] for i in range(2)],
+                self.gap[:rows], self.product[:rows])
+
+
 def _chunk_statistics(zt: torch.Tensor, zs: torch.Tensor, targets: torch.Tensor | None, k: int,
-                      out: dict[str, torch.Tensor], start: int) -> None:
+                      out: dict[str, torch.Tensor], start: int, work: ChunkBuffers) -> None:
     """Fill rows ``start…`` of ``out`` from one chunk of float32 logits [r, V] of each model.
 
-    One softmax and one top-k per model, and no second exp pass. With p' the float32 softmax, S = Σ p' (1 up to its
-    float32 normaliser's error, which dividing by S removes) and m = the top logit, every sum is taken over terms
-    measured from the row's top, so no two large sums cancel:
+    One softmax and one top-k per model, and no second exp pass. With y = z − m (m the top logit, so y ≤ 0),
+    p' the float32 softmax and S = Σ p' (1 up to its float32 normaliser's error, which dividing by S removes), every
+    sum is taken over terms measured from the row's top, so no two large sums cancel:
     - lse − m = log S − log p'_top (a log-probability: small);
-    - H = (lse − m) + Σ p (m − z) / S, every term ≥ 0;
-    - KL(p_t‖p_s) = Σ p_t g / S_t − c, with g = (z_t − m_t) − (z_s − m_s) and c = (lse_t − m_t) − (lse_s − m_s);
-      reverse KL = c − Σ p_s g / S_s.
+    - H = (lse − m) − Σ p' y / S, every term ≥ 0;
+    - KL(p_t‖p_s) = Σ p'_t g / S_t − c, with g = y_t − y_s and c = (lse_t − m_t) − (lse_s − m_s);
+      reverse KL = c − Σ p'_s g / S_s.
+    Every [r, V] step writes into ``work`` (`ChunkBuffers`).
     """
-    stop = start + zt.shape[0]
-    z = {"teacher": zt, "student": zs}
-    p = {role: torch.softmax(logits, -1) for role, logits in z.items()}
-    above, total, top, peak, below = {}, {}, {}, {}, {}  # above: lse − m [r], float64
-    for role in ("teacher", "student"):
-        values, ids = top_k(z[role], k)
-        total[role] = _rowsum(p[role])
-        top_p = p[role].gather(-1, ids[:, :1]).squeeze(-1).to(F64)
-        above[role] = torch.log(total[role]) - torch.log(top_p)
-        peak[role] = values[:, :1]
-        lse = values[:, 0].to(F64) + above[role]
-        probs = torch.exp(values.to(F64) - lse.unsqueeze(-1))
-        top[role] = ids
+    rows = zt.shape[0]
+    stop = start + rows
+    shifted, probs, gap, product = work.views(rows)
+    above, total, top = [], [], []  # above: lse − m [r], float64
+    for i, (role, z) in enumerate(zip(ROLES, (zt, zs), strict=True)):
+        values, ids = top_k(z, k)
+        torch.sub(z, values[:, :1], out=shifted[i])
+        torch.softmax(shifted[i], -1, out=probs[i])
+        total.append(_rowsum(probs[i]))
+        top_p = probs[i].gather(-1, ids[:, :1]).squeeze(-1).to(F64)
+        above.append(torch.log(total[i]) - torch.log(top_p))
+        lse = values[:, 0].to(F64) + above[i]
+        top_probs = torch.exp(values.to(F64) - lse.unsqueeze(-1))
+        top.append(ids)
         out[f"{role}_topk_ids"][start:stop] = ids.to(torch.int32)
-        out[f"{role}_topk_probs"][start:stop] = probs.float()
-        out[f"{role}_tail_mass"][start:stop] = (1.0 - probs.sum(-1)).clamp_min(0.0)
-        below[role] = peak[role] - z[role]  # m − z ≥ 0, kept for the gap
-        out[f"{role}_entropy"][start:stop] = above[role] + _rowdot(p[role], below[role]) / total[role]
+        out[f"{role}_topk_probs"][start:stop] = top_probs.float()
+        out[f"{role}_tail_mass"][start:stop] = (1.0 - top_probs.sum(-1)).clamp_min(0.0)
+        out[f"{role}_entropy"][start:stop] = above[i] - _rowdot(probs[i], shifted[i], product) / total[i]
         if targets is not None:
             valid = targets >= 0
-            logp = z[role].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).to(F64) - lse
+            logp = z.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).to(F64) - lse
             logp = torch.where(valid, logp, torch.full_like(logp, float("-inf")))
             out[f"{role}_true_logprob"][start:stop] = logp
             out[f"{role}_true_prob"][start:stop] = logp.exp().float()
-    gap = below["student"] - below["teacher"]  # g = (z_t − m_t) − (z_s − m_s)
-    c = above["teacher"] - above["student"]
-    out["kl"][start:stop] = _rowdot(p["teacher"], gap) / total["teacher"] - c
-    out["reverse_kl"][start:stop] = c - _rowdot(p["student"], gap) / total["student"]
+    torch.sub(shifted[0], shifted[1], out=gap)  # g = (z_t − m_t) − (z_s − m_s)
+    c = above[0] - above[1]
+    out["kl"][start:stop] = _rowdot(probs[0], gap, product) / total[0] - c
+    out["reverse_kl"][start:stop] = c - _rowdot(probs[1], gap, product) / total[1]
     # ids in both top-k lists: the teacher's that also appear among the student's
-    shared = (top["teacher"].unsqueeze(-1) == top["student"].unsqueeze(-2)).any(-1)  # [r, k] over the teacher's list
-    shared_ids = torch.where(shared, top["teacher"], torch.zeros_like(top["teacher"]))
-    for role in ("teacher", "student"):
-        mass = p[role].gather(-1, shared_ids).to(F64) / total[role].unsqueeze(-1)
+    shared = (top[0].unsqueeze(-1) == top[1].unsqueeze(-2)).any(-1)  # [r, k] over the teacher's list
+    shared_ids = torch.where(shared, top[0], torch.zeros_like(top[0]))
+    for i, role in enumerate(ROLES):
+        mass = probs[i].gather(-1, shared_ids).to(F64) / total[i].unsqueeze(-1)
         out[f"{role}_shared_topk_mass"][start:stop] = torch.where(shared, mass, torch.zeros_like(mass)).sum(-1)
 
 
@@ -215,10 +239,11 @@ def _padding_mass(z: torch.Tensor, vocab: int) -> torch.Tensor:
     return torch.exp(torch.logsumexp(z[:, vocab:], -1).to(F64) - torch.logsumexp(z, -1).to(F64))
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ a·b over the last axis of two float32 [r, V] chunks: float32 within blocks of `BLOCK` terms, float64 across
-    blocks (a float64 sum of every term costs 4× as much, for no digit the float32 store keeps)."""
-    return _rowsum(a * b)
+def _rowdot(a: torch.Tensor, b: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+    """Σ a·b over the last axis of two float32 [r, V] chunks, the terms written into ``product``: float32 within
+    blocks of `BLOCK` terms, float64 across blocks (a float64 sum of every term costs 4× as much, for no digit the
+    float32 store keeps)."""
+    return _rowsum(torch.mul(a, b, out=product))
 
 
 def _rowsum(product: torch.Tensor) -> torch.Tensor:
