@@ -175,3 +175,24 @@ def test_blockwise_top_k_equals_torch_topk(seed, rows, vocab, k, ties, padded):
     assert all(len(set(row)) == k for row in ids.tolist())  # k distinct ids
     if not ties:
         torch.testing.assert_close(ids, z.topk(k, dim=-1).indices)
+
+
+def test_head_logits_blocks_and_a_buffer_kept_across_batches_give_the_plain_statistics(monkeypatch):
+    """`HeadLogits` computes the logits a block of rows at a time into one buffer, which a probe keeps from batch to
+    batch: a second, shorter batch and a head of another width must reuse or replace it without mixing rows."""
+    monkeypatch.setattr(vocabulary, "HEAD_BLOCK_ROWS", 5)  # 5-row blocks: 3 blocks for 12 rows, the last partial
+    generator = torch.Generator().manual_seed(7)
+    heads = [torch.nn.Linear(6, vocab) for vocab in (300, 300, 200)]
+    kept: list[list[torch.Tensor]] = [[], []]
+    for batch, (rows, head) in enumerate(zip((12, 7, 9), heads, strict=True)):
+        hidden_t, hidden_s = (torch.randn(1, rows, 6, generator=generator) for _ in range(2))
+        with torch.no_grad():
+            plain = vocabulary.token_statistics(head(hidden_t), head(hidden_s) * 0.5, None, 4)
+            scaled = torch.nn.Linear(6, head.out_features)  # the student's head: half the teacher's
+            scaled.weight.copy_(head.weight * 0.5)
+            scaled.bias.copy_(head.bias * 0.5)
+            got = vocabulary.token_statistics(vocabulary.HeadLogits(hidden_t, head, kept[0]),
+                                              vocabulary.HeadLogits(hidden_s, scaled, kept[1]), None, 4)
+        for name in plain:
+            torch.testing.assert_close(got[name], plain[name], rtol=1e-5, atol=1e-6, msg=f"batch {batch}: {name}")
+        assert kept[0][0].shape[1] == head.out_features  # the buffer followed the head's width

@@ -74,6 +74,7 @@ class ModelProbe:
         self.head_logits = head_logits and not keep_graph
         self._head: nn.Linear | None = None
         self._head_input: torch.Tensor | None = None
+        self._head_buffers: list[torch.Tensor] = []  # `HeadLogits`' block buffer, kept from batch to batch
         self._running = False  # inside this probe's `forward`
         self._stack = contextlib.ExitStack()
         self._features: FeatureHooks | None = None
@@ -122,6 +123,7 @@ class ModelProbe:
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
+        self._head_buffers.clear()
 
     # ---- streaming attention ----
     @property
@@ -217,7 +219,7 @@ class ModelProbe:
         logits = extract_logits(output, self.role)
         if self._head_input is None:
             return logits
-        deferred = HeadLogits(self._head_input, self._head)
+        deferred = HeadLogits(self._head_input, self._head, self._head_buffers)
         if logits.shape[1] == 1 and torch.allclose(deferred[:, -1:].float(), logits.float(), rtol=1e-3, atol=1e-3):
             return deferred
         self.head_logits, self._head = False, None  # the head is not the last step: take the logits as they come

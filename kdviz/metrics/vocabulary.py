@@ -34,11 +34,13 @@ class HeadLogits:
     a language model's vocabulary-sized logits exist a block of token rows at a time and never whole (2.5 GB per
     model for 4 × 1,024 tokens at V = 152k)."""
 
-    def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear) -> None:
+    def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear, buffers: list[torch.Tensor] | None = None) -> None:
+        """``buffers``: a list, kept by the caller from batch to batch, that holds the block buffer once `rows` has
+        made it, so the next batch writes into memory already mapped (first touching 0.5 GB costs about 0.1 s)."""
         self.hidden, self.head = hidden, head
         self.shape = torch.Size((*hidden.shape[:-1], head.out_features))
         self.ndim, self.device = len(self.shape), hidden.device
-        self._buffer: torch.Tensor | None = None
+        self._buffers = buffers if buffers is not None else []
 
     def __getitem__(self, index: Any) -> torch.Tensor:
         """The logits of some samples [k, T, V], computed now (the kept full logits); not through the module, whose
@@ -54,9 +56,12 @@ class HeadLogits:
         (a fresh 100 MB allocation each time would cost its page faults)."""
         flat = self.hidden.reshape(-1, self.hidden.shape[-1])[start:stop]
         weight = self.head.weight
-        if self._buffer is None or self._buffer.shape[0] < len(flat):
-            self._buffer = torch.empty(len(flat), weight.shape[0], dtype=weight.dtype, device=weight.device)
-        out = self._buffer[: len(flat)]
+        held = self._buffers[0] if self._buffers else None
+        if (held is None or held.shape[0] < len(flat) or held.shape[1] != weight.shape[0] or held.dtype != weight.dtype
+                or held.device != weight.device):
+            held = torch.empty(len(flat), weight.shape[0], dtype=weight.dtype, device=weight.device)
+            self._buffers[:] = [held]
+        out = held[: len(flat)]
         torch.matmul(flat.to(weight.dtype), weight.t(), out=out)
         if self.head.bias is not None:
             out += self.head.bias
