@@ -107,7 +107,13 @@ def test_class_bars_are_the_per_class_means(cnn_data):
     values = cnn_data.agreement("grad_cam", "teacher_pred", "spearman")
     means = [np.nanmean(values[stored.classes == c]) for c in np.unique(stored.classes)]
     np.testing.assert_allclose(np.asarray(fig.data[0].y), means)
-    assert "&lt;b&gt;3&lt;/b&gt;" in list(fig.data[0].x)
+    counts = [int((stored.classes == c).sum()) for c in np.unique(stored.classes)]
+    assert list(fig.data[0].customdata) == counts
+    # each class's label is escaped and carries its n under it, on the axis (no text inside a bar, which the
+    # interval would cross)
+    assert "&lt;b&gt;3&lt;/b&gt;<br><span style='font-size:11px'>n=" in " ".join(fig.data[0].x)
+    assert [label.rsplit("n=", 1)[1].removesuffix("</span>") for label in fig.data[0].x] == [str(n) for n in counts]
+    assert fig.data[0].text is None
 
 
 def test_overview_and_head_importance(cnn_data, bert_data):

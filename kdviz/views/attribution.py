@@ -149,20 +149,17 @@ def agreement_histogram(data: AttributionData, method: str | None = None, target
     defined = values[_defined(values)]
     lo, hi = RANGES[metric]
     fig = go.Figure(go.Histogram(x=defined, xbins={"start": lo, "end": hi + 1e-9, "size": (hi - lo) / 40},
-                                 marker={"color": theme.STUDENT, "line": {"color": "white", "width": 0.5}}, opacity=0.85,
-                                 hovertemplate="agreement %{x}<br>%{y} samples<extra></extra>"))
+                                 marker={"color": theme.PAIR_FILL, "line": {"color": "white", "width": 0.5}},
+                                 showlegend=False, hovertemplate="agreement %{x}<br>%{y} samples<extra></extra>"))
+    items = [(CHANCE[metric], "unrelated maps", {"color": theme.NEUTRAL, "dash": "dot", "width": 1.5})]
     if len(defined):
         mean = float(defined.mean())
-        fig.add_vline(x=mean, line={"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5},
-                      annotation={"text": f"mean {mean:.2f}", "yanchor": "top"}, annotation_position="top right")
-    fig.add_vline(x=CHANCE[metric], line={"color": theme.NEUTRAL, "dash": "dot", "width": 1.5},
-                  annotation={"text": "unrelated maps", "yanchor": "bottom", "font": {"color": theme.NEUTRAL}},
-                  annotation_position="bottom left")
+        items.append((mean, f"mean {mean:.2f}", {"color": theme.PAIR_INK, "dash": "dash", "width": 1.5}))
     if selected is not None:
         row = data.row_of(method, target, selected)
         if np.isfinite(values[row]):
-            fig.add_vline(x=float(values[row]), line={"color": theme.TEACHER, "width": 2.5},
-                          annotation={"text": f"sample {selected}"}, annotation_position="top left")
+            items.append((float(values[row]), f"sample {selected}: {values[row]:.2f}", {"color": theme.SELECTED, "width": 3}))
+    theme.marks(fig, items)
     fig.update_xaxes(title=f"{ag.AGREEMENT_METRICS[metric]} of teacher and student maps", range=[lo - 0.02, hi + 0.02])
     fig.update_yaxes(title="samples")
     fig.update_layout(bargap=0.02, clickmode="event+select")
@@ -170,7 +167,8 @@ def agreement_histogram(data: AttributionData, method: str | None = None, target
     note = f"{METHOD_LABELS.get(method, method)}, explaining {target_label(target)}; 1 = same ranking / direction / top set"
     if missing:
         note += f" · {missing} undefined (constant map) not shown"
-    return _finish(fig, f"Does the student look where the teacher looks? ({len(defined):,} samples)", note, height=420)
+    return _finish(fig, f"Does the student look where the teacher looks? ({len(defined):,} samples)", note, height=420,
+                   legend=True)
 
 
 def defined_samples(data: AttributionData, method: str, target: str, metric: str) -> np.ndarray:
@@ -191,14 +189,13 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
     x, y = table["agreement"][keep], table["margin"][keep]
     teacher_pred, student_pred = table["teacher_pred"][keep], table["student_pred"][keep]
     fig = go.Figure()
-    palette = theme.CLASS_COLOURS
     for c in np.unique(classes):
         members = classes == c
         hover = [f"sample {i}<br>teacher «{class_label(data, int(tp))}», student «{class_label(data, int(sp))}»"
                  for i, tp, sp in zip(index[members], teacher_pred[members], student_pred[members], strict=True)]
         fig.add_trace(go.Scattergl(
             x=x[members], y=y[members], mode="markers", name=class_label(data, int(c)), customdata=index[members],
-            text=hover, marker={"color": palette[int(c) % len(palette)], "size": 7, "opacity": 0.75, "line": {"width": 0}},
+            text=hover, marker={"color": theme.class_colour(int(c)), "size": 7, "opacity": 0.75, "line": {"width": 0}},
             hovertemplate="%{text}<br>agreement %{x:.3f}<br>student margin %{y:.2f}<extra></extra>",
         ))
     if selected is not None and selected in set(index.tolist()):
@@ -238,24 +235,24 @@ def class_agreement_bars(data: AttributionData, method: str | None = None, targe
     stored = data.stored(method, target)
     summary = ag.per_class_summary(values, stored.classes, data.n_classes(method, target))
     present = np.flatnonzero(summary["count"] > 0)
-    names = [class_label(data, int(c)) for c in present]
-    fig = go.Figure(go.Bar(
-        x=names, y=summary["mean"][present], marker={"color": theme.TEACHER},
-        error_y={"type": "data", "array": 1.96 * np.nan_to_num(summary["sem"][present]), "color": theme.NEUTRAL, "thickness": 1.2},
-        text=[f"n={n}" for n in summary["count"][present]], textposition="inside", insidetextanchor="start",
-        textfont={"color": "white", "size": 11}, hovertemplate="class %{x}<br>mean %{y:.3f}<br>%{text}<extra></extra>",
+    counts = summary["count"][present]
+    names = [f"{class_label(data, int(c))}<br><span style='font-size:11px'>n={n}</span>" for c, n in zip(present, counts, strict=True)]
+    fig = go.Figure(go.Bar(  # n= under each class, on the axis: inside a bar the interval would cross it
+        x=names, y=summary["mean"][present], marker={"color": theme.PAIR_FILL}, showlegend=False,
+        error_y={"type": "data", "array": 1.96 * np.nan_to_num(summary["sem"][present]), "color": theme.PAIR_INK, "thickness": 1.2},
+        customdata=counts, hovertemplate="class %{x}<br>mean %{y:.3f}<br>n = %{customdata}<extra></extra>",
     ))
     defined = values[_defined(values)]
+    items = [(CHANCE[metric], "unrelated maps", {"color": theme.NEUTRAL, "dash": "dot", "width": 1})]
     if len(defined):
-        fig.add_hline(y=float(defined.mean()), line={"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5},
-                      annotation={"text": f"all samples {defined.mean():.2f}", "bgcolor": theme.rgba(theme.CARD, 0.8)},
-                      annotation_position="top right")
-    fig.add_hline(y=CHANCE[metric], line={"color": theme.NEUTRAL, "dash": "dot", "width": 1})
+        items.append((float(defined.mean()), f"all samples {defined.mean():.2f}",
+                      {"color": theme.PAIR_INK, "dash": "dash", "width": 1.5}))
+    theme.hmarks(fig, items)
     low = np.nanmin(summary["mean"][present] - 1.96 * np.nan_to_num(summary["sem"][present])) if len(present) else 0.0
     fig.update_xaxes(title=f"explained class ({target_label(target)})", type="category")
     fig.update_yaxes(title=f"mean {ag.AGREEMENT_METRICS[metric]}", range=[min(0.0, float(low)) - 0.05, RANGES[metric][1] * 1.05])
-    return _finish(fig, "Agreement by class", f"{METHOD_LABELS.get(method, method)} · bars: mean ± 95% interval · "
-                   "dotted: unrelated maps", height=420)
+    return _finish(fig, "Agreement by class", f"{METHOD_LABELS.get(method, method)} · bars: mean ± 95% interval",
+                   height=420, legend=True)
 
 
 def agreement_overview(data: AttributionData, target: str | None = None) -> go.Figure:

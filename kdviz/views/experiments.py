@@ -90,8 +90,8 @@ def loss_comparison_figure(results: Mapping[str, Any]) -> go.Figure:
     methods = list(results["methods"])
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("at the end of training", "KL(teacher ‖ student) on held-out digits, nats"))
-    for key, label, colour in (("accuracy", "accuracy", theme.TEACHER), ("agreement", "top-1 agreement", theme.STUDENT),
-                               ("cka_layer3", "CKA layer3 (debiased)", theme.CATEGORICAL[0])):
+    for key, label, colour in (("accuracy", "accuracy", theme.PAIR_INK), ("agreement", "top-1 agreement", theme.PAIR_FILL),
+                               ("cka_layer3", "CKA layer3 (debiased)", theme.MUTED)):  # measures of each student
         values = [results["methods"][m][key] for m in methods]
         fig.add_trace(go.Bar(x=methods, y=values, name=label, marker={"color": colour},
                              hovertemplate=f"%{{x}}<br>{label} %{{y:.4f}}<extra></extra>"), row=1, col=1)

@@ -90,8 +90,10 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
                                  hovertemplate="samples %{y}, %{x}: %{z:.2f}<extra></extra>"),
                       row=1, col=col)
     diff = rel_t - rel_s
-    fig.add_trace(go.Heatmap(z=diff, zmid=0, colorscale=theme.DIFFERENCE_SCALE, colorbar={"title": "t − s", "thickness": 12, "len": 0.9},
-                             hovertemplate="%{z:.2f}<extra></extra>"), row=1, col=3)
+    reach = max(float(np.abs(diff).max()), 1e-12)  # symmetric about 0: equal differences look equal either way
+    fig.add_trace(go.Heatmap(z=diff, zmid=0, zmin=-reach, zmax=reach, colorscale=theme.DIFFERENCE_SCALE,
+                             colorbar={"title": {"text": "teacher −<br>student", "side": "top"}, "thickness": 12, "len": 0.9},
+                             hovertemplate="samples %{y}, %{x}: teacher − student %{z:.2f}<extra></extra>"), row=1, col=3)
     if labels is not None:
         sorted_labels = np.asarray(labels)[order]
         edges = np.flatnonzero(np.diff(sorted_labels)) + 0.5
@@ -134,7 +136,6 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
     pt, ps = points[: len(a)], points[len(a):]
     y = np.asarray(labels) if labels is not None else np.zeros(len(a), dtype=int)
     names = [escape_label(c) for c in class_names] if class_names is not None else [str(c) for c in np.unique(y)]
-    palette = theme.CATEGORICAL  # classes; the marker shape says teacher or student
     fig = go.Figure()
     step = max(1, len(a) // link)
     xs, ys = [], []
@@ -145,7 +146,7 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
                              name="same sample", hoverinfo="skip"))
     for c in np.unique(y):
         mask = y == c
-        colour = palette[int(c) % len(palette)]
+        colour = theme.class_colour(int(c))  # the marker shape says teacher or student
         label = names[int(c)] if class_names is not None and int(c) < len(names) else str(c)
         fig.add_trace(go.Scatter(x=pt[mask, 0], y=pt[mask, 1], mode="markers", name=f"{label} · teacher", legendgroup=label,
                                  marker={"color": colour, "size": 7, "symbol": "circle"}))
@@ -162,9 +163,9 @@ def pair_scores(scores: Sequence[Mapping[str, Any]]) -> go.Figure:
     labels = [f"S {short_name(s['student'], 18)} → T {short_name(s['teacher'], 18)}" for s in scores]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=[s["r2"] for s in scores], name="projector R² (ridge, 5-fold held out)",
-                         marker={"color": theme.TEACHER}, hovertemplate="%{x}<br>R² %{y:.3f}<extra></extra>"))
+                         marker={"color": theme.PAIR_INK}, hovertemplate="%{x}<br>R² %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Bar(x=labels, y=[s["knn"] for s in scores], name="mutual 10-NN overlap",
-                         marker={"color": theme.STUDENT}, hovertemplate="%{x}<br>overlap %{y:.3f}<extra></extra>"))
+                         marker={"color": theme.PAIR_FILL}, hovertemplate="%{x}<br>overlap %{y:.3f}<extra></extra>"))
     fig.update_yaxes(title="score", range=[min(0.0, min(min(s["r2"], s["knn"]) for s in scores) - 0.05), 1.05])
     fig.update_layout(barmode="group")
     return theme.style(fig, "How well each student layer predicts, and shares neighbours with, its teacher layer", height=420)

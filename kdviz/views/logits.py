@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
 from kdviz.text import display_token, escape_label
-from kdviz.views import theme
+from kdviz.views import scales, theme
 
 if TYPE_CHECKING:
     from kdviz.readers.logits import LogitData
@@ -38,33 +38,50 @@ def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
 # ---- distribution of divergence -------------------------------------------------------------------------------
 def divergence_histogram(
     values: Any, *, measure: str = "kl", T: float = 1.0, t2_scale: bool = False, selected: int | None = None, nbins: int = 60,
-    unit: str = "samples", sample_ids: Any | None = None, alpha: float | None = None,
+    unit: str = "samples", sample_ids: Any | None = None, alpha: float | None = None, log_x: bool | None = None,
 ) -> go.Figure:
-    """Histogram of per-sample (or per-token) divergence [N] with mean and median marked.
+    """Histogram of per-sample (or per-token) divergence [N], its mean, median and the selected value named in the
+    legend (close values would print labels over each other).
 
     Clicking a bar selects its samples (plotly passes ``pointNumbers``, positions among the finite values);
     ``selected`` marks the value at that position, labelled with ``sample_ids[selected]`` when ``values`` are a subset
     of a run's samples (default: the position). ``unit`` names what is counted (``"samples"``, or ``"tokens"``).
+    ``log_x``: bin by log₁₀ (None: when the values are heavy-tailed, `scales.heavy_tailed`); the axis says so.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = v[np.isfinite(v)]
+    log = scales.heavy_tailed(finite, nbins) if log_x is None else bool(log_x) and len(finite) and finite.min() >= 0
+    scale = scales.LogScale(finite) if log else None
+    drawn = scale(finite) if scale is not None else finite
     fig = go.Figure(
         go.Histogram(
-            x=finite, nbinsx=nbins, marker={"color": theme.STUDENT, "line": {"color": "white", "width": 0.5}}, opacity=0.85,
-            name=unit, hovertemplate="%{x}<br>%{y} " + unit + "<extra></extra>",
+            x=drawn, nbinsx=nbins, marker={"color": theme.PAIR_FILL, "line": {"color": "white", "width": 0.5}},
+            name=unit, showlegend=False,
+            hovertemplate=("log₁₀ value %{x}" if scale is not None else "%{x}") + "<br>%{y} " + unit + "<extra></extra>",
         )
     )
+
+    def place(x: float) -> float:  # a value's position on the drawn axis
+        return float(scale(x)) if scale is not None else float(x)
+
+    items = []
     if len(finite):
         mean, median = float(finite.mean()), float(np.median(finite))
-        theme.vline(fig, mean, {"color": theme.HIGHLIGHT, "dash": "dash", "width": 1.5}, f"mean {mean:.3g}", side="right")
-        theme.vline(fig, median, {"color": theme.NEUTRAL, "dash": "dot", "width": 1.5}, f"median {median:.3g}", side="left")
+        items += [(place(mean), f"mean {mean:.3g}", {"color": theme.PAIR_INK, "dash": "dash", "width": 1.5}),
+                  (place(median), f"median {median:.3g}", {"color": theme.PAIR_INK, "dash": "dot", "width": 1.5})]
     if selected is not None and 0 <= selected < len(v) and np.isfinite(v[selected]):
-        theme.vline(fig, float(v[selected]), {"color": theme.TEACHER, "width": 2.5},
-                    f"sample {selected if sample_ids is None else int(sample_ids[selected])}", side="left", yanchor="bottom")
-    fig.update_xaxes(title=measure_label(measure, T, t2_scale, alpha=alpha))
+        name = selected if sample_ids is None else int(sample_ids[selected])
+        items.append((place(v[selected]), f"sample {name}: {v[selected]:.3g}", {"color": theme.SELECTED, "width": 3}))
+    theme.marks(fig, items)
+    title = measure_label(measure, T, t2_scale, alpha=alpha)
+    if scale is not None:
+        fig.update_xaxes(**scale.ticks(float(drawn.min()), float(drawn.max())))
+        zeros = int((finite <= 0).sum())
+        title += f", log scale ({zeros:,} zeros drawn at {scale.floor:.2g})" if zeros else ", log scale"
+    fig.update_xaxes(title=title)
     fig.update_yaxes(title=unit)
     fig.update_layout(bargap=0.02, clickmode="event+select")
-    return theme.style(fig, f"How far the student is from the teacher ({len(finite):,} values)", legend=False)
+    return theme.style(fig, f"How far the student is from the teacher ({len(finite):,} values)")
 
 
 # ---- one sample ---------------------------------------------------------------------------------------------------
@@ -79,8 +96,10 @@ def sample_drilldown(
     context: str | None = None,
     sample_index: int | None = None,
     max_classes: int = 20,
+    fixed_axis: bool = True,
 ) -> go.Figure:
-    """Teacher vs student probabilities at temperature T for one sample (logits [C] each).
+    """Teacher vs student probabilities at temperature T for one sample (logits [C] each), on a probability axis
+    fixed at [0, 1] (``fixed_axis``), so that raising T shows the distributions flatten instead of rescaling them.
 
     The target class comes first and is outlined; the non-target classes are shaded, with their total mass
     (the "dark knowledge") written on top. Above ``max_classes`` classes, the classes with the highest
@@ -124,7 +143,8 @@ def sample_drilldown(
                            font={"color": theme.NEUTRAL})
         fig.add_annotation(x=0, xref=xref, y=1.02, yref="paper", showarrow=False, text="target", font={"color": theme.HIGHLIGHT})
     fig.update_xaxes(title="class", type="category", row=1, col=col)
-    fig.update_yaxes(title=f"probability at T={T:g}", rangemode="tozero", row=1, col=col)
+    fig.update_yaxes(title=f"probability at T={T:g}", rangemode="tozero", row=1, col=col,
+                     **({"range": [0, 1.0], "dtick": 0.25} if fixed_axis else {}))
     fig.update_layout(barmode="group", bargap=0.25)
     kl_value = float(lm.kl(row_t, row_s, T)[0])
     head = f"Sample {sample_index}" if sample_index is not None else "Sample"

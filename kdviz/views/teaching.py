@@ -105,7 +105,7 @@ def dkd_figure(z_t: np.ndarray, z_s: np.ndarray, T: float, target: int) -> go.Fi
     fig = go.Figure(go.Waterfall(
         x=names, y=[tckd, weight * nckd, total], measure=["relative", "relative", "total"],
         text=[f"{tckd:.4f}", f"{weight * nckd:.4f}", f"{total:.4f}"], textposition="outside",
-        increasing={"marker": {"color": theme.STUDENT}}, totals={"marker": {"color": theme.TEACHER}},
+        increasing={"marker": {"color": theme.PAIR_FILL}}, totals={"marker": {"color": theme.PAIR_INK}},  # the pair's loss
         connector={"line": {"color": theme.MUTED}},
     ))
     fig.update_yaxes(title=f"nats at T = {T:.2f}")

@@ -27,6 +27,11 @@ STUDENT_LIGHT = "#f0a35e"  # a second student beside the first
 # Categories that are neither model (classes, loss terms, methods): no teacher blue or student orange among them,
 # so a colour never suggests a model it is not about.
 CATEGORICAL = ["#2f9e44", "#c92a2a", "#7048e8", "#8d6e63", "#d6336c", "#a9a800", "#15aabf", "#495057", "#087f5b", "#862e9c"]
+# Measures of the pair (a divergence per sample, an agreement, a fit score) in neutral ink, never a model's colour:
+PAIR_FILL = "#9aa5b1"  # their bars and histograms
+PAIR_INK = "#3e4c59"  # their lines and marks (mean, median)
+SELECTED = HIGHLIGHT  # the sample, head or layer a user picked: solid and thicker than every other mark
+SUGGESTED = "#7048e8"  # what kdviz suggests (a layer map): violet, no model's colour and no divergence red
 RULE = "#eef0f3"  # hairlines between table rows
 SELECTED_ROW = "#eef4fb"  # the row of the run shown
 SHADOW = "0 1px 3px rgba(0,0,0,.12)"  # cards
@@ -34,8 +39,9 @@ TRANSPARENT = "rgba(0, 0, 0, 0)"
 
 # Low → high divergence: white to deep red, so text drawn on top stays readable at the low end.
 DIVERGENCE_SCALE = [[0.0, "#ffffff"], [0.15, "#fde9c9"], [0.4, "#f9b46b"], [0.7, "#e4572e"], [1.0, "#8c1c13"]]
-# Counts and similarities: white to teacher blue.
-SEQUENTIAL_SCALE = [[0.0, "#ffffff"], [0.5, "#8fb3dd"], [1.0, "#173f6e"]]
+# Counts, similarities and one model's attention or attribution: white to ink. Neutral, because teacher blue on a
+# student's map, or on a measure of the pair, would say "teacher" where it means neither.
+SEQUENTIAL_SCALE = [[0.0, "#ffffff"], [0.5, "#9aa5b1"], [1.0, "#1f2933"]]
 # Per-head summaries (entropy, distance, …) framing attention thumbnails: a perceptually even dark-to-light scale.
 SUMMARY_SCALE = "Viridis"
 # Attention drawn over an image: transparent where low, so the image shows through, warm and opaque where high.
@@ -65,6 +71,17 @@ def subtitle(text: str) -> str:
     return f"<br><span style='font-size:12px;color:{NEUTRAL}'>{text}</span>"
 
 
+TITLE_PAD = 20  # px above the title
+TITLE_LINE, SUBTITLE_LINE, LEGEND_ROW = 22, 17, 30  # px: a 16 px title line, a 12 px subtitle line, a legend row
+
+
+def top_margin(title: str, legend: bool) -> int:
+    """The top margin that holds the title's lines (the first at 16 px, the rest subtitle lines) and, when shown, a
+    legend row between them and the plot."""
+    lines = title.count("<br>")
+    return TITLE_PAD + TITLE_LINE + SUBTITLE_LINE * lines + (LEGEND_ROW if legend else 0) + 14
+
+
 def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> go.Figure:
     """Apply the kdviz look: white template, one font, a left-aligned title, compact margins."""
     use_white_template(fig)
@@ -75,11 +92,14 @@ def style_layout(title: str, *, height: int = 420, width: int | None = None, leg
     """`style`'s layout as a dict, for a view that builds its whole figure as one dict (validated once, which on a
     large figure is much cheaper than updates); give the figure the template with `use_white_template`."""
     return {
-        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 16}},
+        # the title hangs from the top of the figure and the legend stands on the plot, with the top margin sized
+        # to hold both, so a subtitle and a legend never share a line
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "y": 1 - TITLE_PAD / height, "yref": "container",
+                  "yanchor": "top", "font": {"size": 16}},
         "font": {"family": FONT_FAMILY, "size": FONT_SIZE, "color": INK},
         "height": height,
         "width": width,
-        "margin": {"l": 70, "r": 30, "t": 70, "b": 60},
+        "margin": {"l": 70, "r": 30, "t": top_margin(title, legend), "b": 60},
         "showlegend": legend,
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
         "hoverlabel": {"font": {"family": FONT_FAMILY}},
@@ -108,5 +128,27 @@ def vline(fig: go.Figure, x: float, line: dict, text: str | None = None, *, side
                            xanchor="left" if side == "right" else "right")
 
 
-# One colour per class (scatter plots coloured by class): Tableau 10, distinguishable and colour-blind aware.
-CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+# One colour per class on every page (scatter plots, bars by class): the categorical palette, which holds neither
+# role colour, so class 0 is never mistaken for the teacher.
+CLASS_COLOURS = CATEGORICAL
+
+
+def class_colour(index: int) -> str:
+    """The colour of class ``index`` on every page (the palette repeats past ten classes)."""
+    return CLASS_COLOURS[index % len(CLASS_COLOURS)]
+
+
+def marks(fig: go.Figure, items: list[tuple[float, str, dict]]) -> None:
+    """Vertical lines at values of a one-plot figure (a mean, a median, the selected sample), each named in the legend
+    rather than by text on the plot, where two close values print their labels over each other. ``items``:
+    (x, name, line style)."""
+    for x, name, line in items:
+        fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain", line=line)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=name, hoverinfo="skip"))
+
+
+def hmarks(fig: go.Figure, items: list[tuple[float, str, dict]]) -> None:
+    """Horizontal lines at values of a one-plot figure, each named in the legend (`marks`, turned on its side)."""
+    for y, name, line in items:
+        fig.add_shape(type="line", y0=y, y1=y, yref="y", x0=0, x1=1, xref="x domain", line=line)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=name, hoverinfo="skip"))

@@ -73,7 +73,8 @@ def alignment_view(comparison: TextComparison, *, start: int = 0, max_chars: int
         z=z, text=labels, customdata=hover, texttemplate="%{text}", hovertemplate="%{customdata}<extra></extra>",
         textfont={"family": "monospace", "size": 13, "color": theme.INK}, colorscale=theme.DIFFERENCE_SCALE,
         zmid=0, zmin=-reach, zmax=reach, ygap=0, xgap=0,
-        colorbar={"title": {"text": "log p_t − log p_s<br>(nats, per span)", "side": "right"}, "len": 0.9},
+        colorbar={"title": {"text": "log p_t − log p_s<br>(nats, per span)<br>blue: teacher higher<br>orange: student higher",
+                            "side": "right"}, "len": 0.9},
     ))
     shapes = []
 

@@ -1,0 +1,162 @@
+"""The visual language (`kdviz.views.theme`, written down in docs/visual-language.md), checked on every figure every
+explorer draws for every demo run: the role colours mark only the teacher and the student, classes wear one palette,
+pair measures are neutral, and heavy-tailed histograms are binned by log₁₀ with their marks in the legend."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from kdviz.app.export import explorer_figures
+from kdviz.errors import KdvizError
+from kdviz.explore import EXPLORERS, RunLibrary, Selection
+from kdviz.views import logits as logit_views
+from kdviz.views import scales, theme
+
+ROLE = {theme.TEACHER.lower(): "teacher", theme.STUDENT.lower(): "student"}
+
+
+def _colours(value) -> list[str]:
+    """The colour strings in a trace property: one string, or a list of them (per-bar colours)."""
+    if isinstance(value, str):
+        return [value.lower()]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [v.lower() for v in value if isinstance(v, str)]
+    return []
+
+
+def _scale_colours(scale) -> list[str]:
+    return [str(colour).lower() for _, colour in scale] if isinstance(scale, (list, tuple)) else []
+
+
+def role_colour_misuses(fig: go.Figure) -> list[str]:
+    """Each place ``fig`` wears a role colour for something its own words do not say is that model: a trace whose name
+    and hover text never name the role, a colour scale holding a role colour with no teacher and student in its
+    trace's words, an annotation or a table header cell in a role colour that does not name it."""
+    found = []
+    for trace in fig.data:
+        plotly = trace.to_plotly_json()
+        words = " ".join(str(plotly.get(key, "")) for key in ("name", "legendgroup", "hovertemplate", "text")).lower()
+        words += " " + str(plotly.get("colorbar", {}).get("title", "")).lower()
+        colours = []
+        for part in ("marker", "line", "textfont"):
+            colours += _colours(plotly.get(part, {}).get("color"))
+            colours += _colours(plotly.get(part, {}).get("line", {}).get("color"))
+        colours += _colours(plotly.get("fillcolor"))
+        for colour in colours:
+            if colour in ROLE and ROLE[colour] not in words:
+                found.append(f"{trace.type} {plotly.get('name')!r} is {ROLE[colour]} coloured")
+        scale = _scale_colours(plotly.get("colorscale"))
+        if any(colour in ROLE for colour in scale) and not ("teacher" in words and "student" in words):
+            found.append(f"{trace.type} {plotly.get('name')!r} has a colour scale in role colours")
+        if trace.type == "table":
+            header = trace.header
+            for value, colour in zip(header.values, _colours(header.font.color), strict=False):
+                if colour in ROLE and ROLE[colour] not in str(value).lower():
+                    found.append(f"table header {value!r} is {ROLE[colour]} coloured")
+    for note in fig.layout.annotations:
+        colour = (note.font.color or "").lower() if note.font else ""
+        if colour in ROLE and ROLE[colour] not in (note.text or "").lower():
+            found.append(f"annotation {note.text!r} is {ROLE[colour]} coloured")
+    return found
+
+
+@pytest.fixture(scope="module")
+def every_figure(explained_demo_runs) -> dict[str, go.Figure]:
+    """Every figure of every explorer for every demo run, as the dashboard and the export draw them: {label: figure}."""
+    runs = list(explained_demo_runs.values())
+    library = RunLibrary(runs)
+    figures = {}
+    for run in runs:
+        for kind in EXPLORERS:
+            selection = Selection.for_run(run, library.names, sample=3)
+            try:
+                drawn = explorer_figures(kind, library, selection, {})
+            except KdvizError:  # the page says what the run lacks
+                continue
+            for i, fig in enumerate(drawn):
+                figures[f"{run.name} / {kind.title} #{i}: {(fig.layout.title.text or '')[:50]}"] = fig
+    return figures
+
+
+@pytest.mark.slow
+def test_role_colours_mark_only_the_teacher_and_the_student_on_every_page(every_figure):
+    assert len(every_figure) >= 60
+    found = [f"{label}: {problem}" for label, fig in every_figure.items() for problem in role_colour_misuses(fig)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_role_colour_check_sees_a_misuse():
+    wrong = go.Figure(go.Histogram(x=[1, 2], name="samples", marker={"color": theme.STUDENT}))
+    wrong.add_annotation(text="mean", font={"color": theme.TEACHER})
+    wrong.add_trace(go.Heatmap(z=[[0, 1]], colorscale=theme.DIFFERENCE_SCALE, name="CKA"))
+    assert len(role_colour_misuses(wrong)) == 3
+    right = go.Figure(go.Bar(x=[1], y=[1], name="student", marker={"color": theme.STUDENT}))
+    right.add_trace(go.Heatmap(z=[[0, 1]], colorscale=theme.DIFFERENCE_SCALE, hovertemplate="teacher − student"))
+    assert role_colour_misuses(right) == []
+
+
+def test_classes_wear_one_palette_that_holds_neither_role_colour():
+    palette = [c.lower() for c in theme.CLASS_COLOURS]
+    assert not set(palette) & set(ROLE)
+    assert len(set(palette)) == len(palette) == 10
+    assert [theme.class_colour(i) for i in (0, 2, 12)] == [theme.CLASS_COLOURS[0], theme.CLASS_COLOURS[2], theme.CLASS_COLOURS[2]]
+
+
+@pytest.mark.slow
+def test_class_two_has_the_same_colour_on_the_features_and_the_attribution_page(every_figure):
+    def colour_of_class(fig: go.Figure, name: str) -> set[str]:
+        """The colours of the traces of class ``name`` (the projection has one per model: "2 · teacher", …)."""
+        return {trace.marker.color for trace in fig.data if (trace.legendgroup or trace.name) == name
+                and isinstance(trace.marker.color, str)}
+
+    projection = next(fig for label, fig in every_figure.items() if label.startswith("digits-cnn / Features")
+                      and "projection" in (fig.layout.title.text or ""))
+    scatter = next(fig for label, fig in every_figure.items() if label.startswith("digits-cnn / Attribution")
+                   and "Same answer" in (fig.layout.title.text or ""))
+    assert colour_of_class(projection, "2") == colour_of_class(scatter, "2") == {theme.class_colour(2)}
+
+
+def test_heavy_tailed_values_are_binned_by_log10_and_uniform_ones_are_not():
+    rng = np.random.default_rng(0)
+    heavy = rng.lognormal(-3, 2, size=500)
+    assert scales.heavy_tailed(heavy, 60)
+    assert not scales.heavy_tailed(rng.uniform(0, 1, size=500), 60)
+    assert not scales.heavy_tailed(rng.normal(size=500), 60)  # negative values: no log axis
+    fig = logit_views.divergence_histogram(heavy, selected=7)
+    np.testing.assert_allclose(fig.data[0].x, np.log10(heavy))  # in order: a clicked bar's pointNumbers still index them
+    assert "log scale" in fig.layout.xaxis.title.text
+    ticks = np.asarray(fig.layout.xaxis.tickvals, dtype=float)
+    labels = [float(text) for text in fig.layout.xaxis.ticktext]
+    np.testing.assert_allclose(np.log10(labels), ticks, rtol=0, atol=2e-3)  # each tick names the value it sits at
+    assert ticks.min() >= np.log10(heavy).min() - 1e-9 and ticks.max() <= np.log10(heavy).max() + 1e-9
+    linear = logit_views.divergence_histogram(rng.uniform(0, 1, size=500))
+    assert "log" not in linear.layout.xaxis.title.text and linear.layout.xaxis.tickvals is None
+
+
+def test_zeros_on_a_log_axis_are_drawn_at_the_smallest_value_and_said_so():
+    values = np.concatenate([np.zeros(5), np.random.default_rng(1).lognormal(-4, 2, size=200)])
+    fig = logit_views.divergence_histogram(values, log_x=True)
+    assert np.isclose(fig.data[0].x.min(), np.log10(values[values > 0].min()))
+    assert "5 zeros drawn at" in fig.layout.xaxis.title.text
+
+
+def test_histogram_marks_are_named_in_the_legend_never_printed_on_the_plot():
+    values = np.random.default_rng(2).gamma(2.0, size=300)
+    fig = logit_views.divergence_histogram(values, selected=4, log_x=False)
+    assert len(fig.layout.annotations) == 0
+    legend = {trace.name: trace.line for trace in fig.data if trace.showlegend is not False and trace.type == "scatter"}
+    assert set(legend) == {f"mean {values.mean():.3g}", f"median {np.median(values):.3g}", f"sample 4: {values[4]:.3g}"}
+    lines = {shape.line.dash or "solid": shape.x0 for shape in fig.layout.shapes}
+    np.testing.assert_allclose([lines["dash"], lines["dot"], lines["solid"]], [values.mean(), np.median(values), values[4]])
+    assert fig.data[0].marker.color == theme.PAIR_FILL  # a measure of the pair: neither model's colour
+
+
+def test_the_drill_down_keeps_its_probability_axis_as_t_rises():
+    z_t, z_s = np.array([6.0, 2.0, 1.0, 0.0]), np.array([4.0, 3.0, 0.5, 0.0])
+    for T in (1.0, 4.0, 20.0):
+        fig = logit_views.sample_drilldown(z_t, z_s, T=T, target=0)
+        assert tuple(fig.layout.yaxis.range) == (0, 1.0)
+        assert max(max(trace.y) for trace in fig.data if trace.type == "bar") <= 1.0
+    assert logit_views.sample_drilldown(z_t, z_s, T=20.0, fixed_axis=False).layout.yaxis.range is None
