@@ -160,3 +160,24 @@ def test_the_drill_down_keeps_its_probability_axis_as_t_rises():
         assert tuple(fig.layout.yaxis.range) == (0, 1.0)
         assert max(max(trace.y) for trace in fig.data if trace.type == "bar") <= 1.0
     assert logit_views.sample_drilldown(z_t, z_s, T=20.0, fixed_axis=False).layout.yaxis.range is None
+
+
+@pytest.mark.slow
+def test_divergence_and_similarity_scales_start_at_zero_on_every_page(every_figure):
+    """A divergence scale is anchored at 0 (white means none), with both ends given: plotly ignores a zmin given
+    alone and stretches the scale from the data's minimum."""
+    found = []
+    for label, fig in every_figure.items():
+        for trace in fig.data:
+            if trace.type != "heatmap" or not isinstance(trace.colorscale, tuple):
+                continue
+            scale = [list(step) for step in trace.colorscale]
+            if scale in (theme.DIVERGENCE_SCALE, theme.SEQUENTIAL_SCALE) and not (
+                    trace.zmin is not None and trace.zmin <= 0 and trace.zmax is not None):
+                found.append(f"{label}: zmin {trace.zmin}, zmax {trace.zmax}")
+    assert found == [], "\n".join(found)
+
+
+def test_from_zero_gives_both_ends_of_the_scale():
+    assert theme.from_zero(np.array([[0.43, 0.7], [np.nan, 0.5]])) == {"zmin": 0.0, "zmax": 0.7}
+    assert theme.from_zero(np.zeros(3)) == {"zmin": 0.0, "zmax": 1.0}

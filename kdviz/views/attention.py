@@ -422,7 +422,7 @@ def layer_similarity_view(data: AttentionData) -> go.Figure:
     matrix = data.layer_similarity()
     t_names = [f"L{i} {short_name(n, 18)}" for i, n in enumerate(data.layers("teacher"))]
     s_names = [f"L{i} {short_name(n, 18)}" for i, n in enumerate(data.layers("student"))]
-    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, zmin=0, colorscale=theme.DIVERGENCE_SCALE,
+    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, **theme.from_zero(matrix), colorscale=theme.DIVERGENCE_SCALE,
                                colorbar={"title": f"{data.measure.upper()}<br>(nats)"}, text=np.round(matrix, 3),
                                texttemplate="%{text}" if matrix.size <= 400 else None,
                                hovertemplate="teacher %{y}<br>student %{x}<br>divergence %{z:.4f} nats<extra></extra>"))
@@ -436,8 +436,9 @@ def layer_similarity_view(data: AttentionData) -> go.Figure:
         totals.append(f"run's map: {map_total(matrix, data.layer_map) / len(data.layer_map):.3f}")
     uniform = [(p["student"], p["teacher"]) for p in resolve_layer_map("uniform", len(t_names), len(s_names))]
     totals.append(f"uniform: {map_total(matrix, uniform) / len(uniform):.3f}")
-    title = (f"Which student layer attends like which teacher layer ({data.measure.upper()} of head-averaged attention, "
-             f"{data.scope})" + theme.subtitle(" · ".join(totals)))
+    title = ("Which student layer attends like which teacher layer"  # the rest on the subtitle: one line fits 1,000 px
+             + theme.subtitle(f"{data.measure.upper()} of head-averaged attention, {data.scope}")
+             + theme.subtitle(" · ".join(totals)))
     return theme.style(fig, title, height=max(380, 150 + 40 * len(t_names)))
 
 
@@ -447,7 +448,7 @@ def head_match_view(data: AttentionData, teacher_layer: int, student_layer: int)
     match = data.match(teacher_layer, student_layer)
     t_names = [f"T h{h}" for h in range(matrix.shape[0])]
     s_names = [f"S h{h}" for h in range(matrix.shape[1])]
-    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, zmin=0, colorscale=theme.DIVERGENCE_SCALE,
+    fig = go.Figure(go.Heatmap(z=matrix, x=s_names, y=t_names, **theme.from_zero(matrix), colorscale=theme.DIVERGENCE_SCALE,
                                colorbar={"title": f"{data.measure.upper()}<br>(nats)"}, text=np.round(matrix, 3),
                                texttemplate="%{text}" if matrix.size <= 400 else None,
                                hovertemplate="teacher %{y} vs student %{x}: %{z:.4f} nats<extra></extra>"))
@@ -499,7 +500,8 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
     tokens = data.tokens(sample) or [str(i) for i in range(n_real)]
     z = np.stack([r_t[query, :n_real], r_s[query, :n_real]]).astype(np.float32)
     fig = go.Figure(go.Heatmap(z=z, y=["teacher", "student"], x=token_labels(tokens, np.arange(n_real), n_real),
-                               colorscale=theme.SEQUENTIAL_SCALE, zmin=0, colorbar={"title": "rollout share", "thickness": 12},
+                               colorscale=theme.SEQUENTIAL_SCALE, **theme.from_zero(z),
+                               colorbar={"title": "rollout share", "thickness": 12},
                                hovertemplate="%{y}<br>token %{x}: %{z:.4f}<extra></extra>"))
     fig.update_xaxes(showgrid=False, type="category", tickfont={"size": 10})
     fig.update_yaxes(autorange="reversed")

@@ -161,7 +161,8 @@ def agreement_matrix(matrix: Any, class_names: Sequence[str] | None = None) -> g
     names = _names(class_names, len(counts))
     total = counts.sum()
     fig = go.Figure(
-        go.Heatmap(z=counts, x=names, y=names, colorscale=theme.SEQUENTIAL_SCALE, colorbar={"title": "samples"},
+        go.Heatmap(z=counts, x=names, y=names, colorscale=theme.SEQUENTIAL_SCALE, **theme.from_zero(counts),
+                   colorbar={"title": "samples"},
                    text=np.where(counts > 0, counts.astype(str), ""), texttemplate="%{text}" if len(counts) <= 20 else None,
                    hovertemplate="teacher says %{y}, student says %{x}: %{z} samples<extra></extra>")
     )
@@ -179,6 +180,7 @@ def quadrant_chart(quadrants: Mapping[str, int]) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(z=grid, x=["student right", "student wrong"], y=["teacher right", "teacher wrong"], text=text,
                    texttemplate="%{text}", textfont={"size": 16}, colorscale=theme.SEQUENTIAL_SCALE, showscale=False,
+                   **theme.from_zero(grid),
                    hovertemplate="%{y}, %{x}: %{z} samples<extra></extra>")
     )
     fig.update_yaxes(autorange="reversed")

@@ -5,6 +5,7 @@ Every view takes its colours, fonts and scales from here, and finishes its figur
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -64,6 +65,16 @@ SIGNED_OVERLAY_SCALE = [[0.0, rgba(EVIDENCE_AGAINST, 0.85)], [0.5, "rgba(255, 25
 IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, INK]]
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.
 DIFFERENCE_SCALE = [[0.0, STUDENT], [0.5, "#ffffff"], [1.0, TEACHER]]
+
+
+def from_zero(values: object) -> dict:
+    """``zmin`` and ``zmax`` of a colour scale anchored at 0 and reaching the largest finite value. Both are set:
+    plotly ignores a ``zmin`` given alone and stretches the scale from the data's minimum, so a divergence of 0.43
+    would be drawn white, as if it were none."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    top = float(finite.max()) if len(finite) else 0.0
+    return {"zmin": 0.0, "zmax": top if top > 0 else 1.0}
 
 
 def subtitle(text: str) -> str:
