@@ -118,3 +118,52 @@ def offline_tab(browser, log: dict[str, list[str]], viewport: tuple[int, int] = 
 
     page.route("**/*", route)
     return page
+
+
+# Every pair of visible SVG text boxes of every plot on a page that intersect: tick labels, titles, legend entries,
+# annotations, colour-bar text and cell text, read from the SVG that plotly.js drew (the hover layer left out).
+# A box spans its line's full height, ascender to descender, so two boxes that overlap by less than a quarter of
+# the smaller one's height (or by 2 px or less across) are glyphs that do not touch.
+TEXT_OVERLAPS_JS = """
+() => {
+  const out = [];
+  const visible = (el) => {
+    for (let node = el; node && node.nodeType === 1; node = node.parentNode) {
+      const style = getComputedStyle(node);
+      if (style.display === 'none' || style.visibility === 'hidden' || parseFloat(style.opacity) === 0) return false;
+    }
+    return true;
+  };
+  document.querySelectorAll('.plotly-graph-div').forEach((div, index) => {
+    const boxes = [];
+    div.querySelectorAll('svg.main-svg text').forEach((t) => {
+      if (t.closest('.hoverlayer')) return;
+      const text = (t.textContent || '').trim();
+      if (!text || !visible(t)) return;
+      const r = t.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) return;
+      const kind = t.getAttribute('class') || (t.parentNode.getAttribute && t.parentNode.getAttribute('class')) || '';
+      boxes.push({text: text.slice(0, 40), kind, r});
+    });
+    const title = ((div.querySelector('.gtitle') || {}).textContent || '').slice(0, 60);
+    const section = div.closest('section');
+    const heading = section && section.querySelector('h2') ? section.querySelector('h2').textContent : '';
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r, b = boxes[j].r;
+      const across = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const down = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (across > 2 && down > 0.25 * Math.min(a.height, b.height)) {
+        out.push(`${heading} plot ${index} «${title}»: «${boxes[i].text}» (${boxes[i].kind}) over «${boxes[j].text}» ` +
+                 `(${boxes[j].kind}), ${across.toFixed(0)}×${down.toFixed(0)} px`);
+      }
+    }
+  });
+  return out;
+}
+"""
+
+
+def text_overlaps(page) -> list[str]:
+    """Each pair of text boxes that intersect in a plot drawn on ``page`` (`TEXT_OVERLAPS_JS`), named by the run's
+    heading, the plot's title and both texts."""
+    return page.evaluate(TEXT_OVERLAPS_JS)

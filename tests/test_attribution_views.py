@@ -67,9 +67,11 @@ def test_pair_view_draws_each_map_scaled_and_their_difference(cnn_data):
 def test_token_pair_view_escapes_tokens_and_cuts_padding(bert_data):
     fig = views.attribution_pair(bert_data, 1, "integrated_gradients")
     text = np.asarray(fig.data[0].text)
-    shown = [t for t in text.ravel() if t]
+    shown = [t for t in text.ravel() if t] + [t for t in np.asarray(fig.data[1].text).ravel() if t]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script>alert(1)</script>" not in shown
-    assert len(shown) == 3 * 14  # 14 real tokens × (teacher, student, difference)
+    assert len(shown) == 3 * 14  # 14 real tokens × (teacher, student: the first heatmap; difference: the second)
+    both = (text != "") & (np.asarray(fig.data[1].text) != "")
+    assert not both.any()  # a label is drawn by one heatmap only, never twice on the same cell
     assert text.shape == (4, 16)  # 14 tokens fit one line of 16
     long = views.attribution_pair(bert_data, 0, "attention_x_gradient")
     assert np.asarray(long.data[0].text).shape == (8, 16)  # 20 tokens wrap onto two lines

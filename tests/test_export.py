@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from browser import ARTIFACTS, offline_page
+from browser import ARTIFACTS, offline_page, text_overlaps
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import kdviz
@@ -16,15 +16,19 @@ from kdviz.demo.data import load_digits
 from kdviz.demo.weights import load_pair
 
 
-def open_offline(path, screenshot: str | None = None) -> tuple[dict, int, int]:
-    """Load the file's HTML into a page that refuses every request; returns the log, the plots and the drawn plots."""
-    with offline_page((1280, 900)) as (page, log):
+def open_offline(path, screenshot: str | None = None, viewport: tuple[int, int] = (1280, 900),
+                 overlaps: list[str] | None = None) -> tuple[dict, int, int]:
+    """Load the file's HTML into a page that refuses every request; returns the log, the plots and the drawn plots.
+    ``overlaps``, when given, receives every pair of text boxes that intersect in a drawn plot (`text_overlaps`)."""
+    with offline_page(viewport) as (page, log):
         page.set_content(path.read_text(encoding="utf-8"), wait_until="load")
         with contextlib.suppress(PlaywrightTimeout):  # every plot drawn; if one never is, the counts below say so
             page.wait_for_function("() => document.querySelectorAll('.plotly-graph-div').length === "
                                    "document.querySelectorAll('.plotly-graph-div:has(.main-svg)').length", timeout=20_000)
         plots = page.locator(".plotly-graph-div").count()
         drawn = page.locator(".plotly-graph-div:has(.main-svg)").count()  # plots that plotly.js actually drew
+        if overlaps is not None:
+            overlaps.extend(text_overlaps(page))
         if screenshot:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
@@ -33,13 +37,17 @@ def open_offline(path, screenshot: str | None = None) -> tuple[dict, int, int]:
 
 @pytest.mark.browser
 def test_export_of_the_demo_runs_opens_offline_with_every_page(explained_demo_runs, tmp_path, capsys):
+    """Every view of every demo run, drawn in Chromium at 1440 px: offline, each plot drawn, and no two text boxes of
+    a plot intersecting (issue 20: labels that ran into each other, colour bars over titles, ticks over ticks)."""
     out = tmp_path / "demo.html"
     assert main(["export", str(next(iter(explained_demo_runs.values())).path.parent), str(out), "--sample", "3"]) == 0
     assert "opens offline" in capsys.readouterr().out
     html = out.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", html)  # plotly.js is inlined, nothing else is loaded
-    log, plots, drawn = open_offline(out, "export-demo.png")
+    overlaps: list[str] = []
+    log, plots, drawn = open_offline(out, "export-demo.png", viewport=(1440, 900), overlaps=overlaps)
     assert log["blocked"] == [] and log["console_errors"] == [] and log["dialogs"] == []
+    assert overlaps == [], "text that collides:\n" + "\n".join(overlaps)
     # every explorer's figures(): overview 1 (summary card), logits 4 (summary, histogram, drill-down, class view; the
     # language models 3: no classes), tokens 2 for charlm (strip, token map), 3 for cross-tokenizer (and the two
     # tokenizations) and 5 for on-policy (and the drift and the fork), attention 1 for the CNN (attention-transfer
@@ -102,3 +110,20 @@ def test_a_failing_view_fails_the_export_instead_of_reading_as_missing_data(demo
     with pytest.raises(RuntimeError, match="a bug in a view"):
         export_html([demo_runs["digits-cnn"].path], tmp_path / "x.html", pages=["logits"])
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.browser
+def test_the_overlap_check_finds_text_drawn_over_text(tmp_path):
+    """The check of the export test sees two labels printed over each other, and leaves apart ones alone."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]))
+    fig.add_annotation(x=0.5, y=0.5, text="median 0.280", showarrow=False)
+    fig.add_annotation(x=0.52, y=0.5, text="mean 0.285", showarrow=False)  # on top of the first
+    fig.add_annotation(x=0.1, y=0.9, text="far away", showarrow=False)
+    out = tmp_path / "overlap.html"
+    fig.write_html(out, include_plotlyjs=True)
+    overlaps: list[str] = []
+    open_offline(out, overlaps=overlaps)
+    assert len(overlaps) == 1 and "median 0.280" in overlaps[0] and "mean 0.285" in overlaps[0]
+

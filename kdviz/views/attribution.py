@@ -95,7 +95,11 @@ def attribution_pair(data: AttributionData, sample: int, method: str | None = No
     tokens = tokens or [str(i) for i in range(len(t_map))]
     short = max((len(t) for t in tokens[:n_real]), default=0) <= 3  # characters, digits: more per line
     fig = token_attribution_strip(tokens[:n_real], t_map[:n_real], s_map[:n_real], signed=signed, per_row=32 if short else 16)
-    return _finish(fig, title, subtitle, height=int(fig.layout.height), top=125)
+    return _finish(fig, title, subtitle, height=int(fig.layout.height), top=125).update_layout(
+        margin={"r": COLOUR_BARS_MARGIN})
+
+
+COLOUR_BARS_MARGIN = 220  # px right of the strip: two colour bars with two-line titles side by side
 
 
 def token_attribution_strip(tokens: list[str], teacher: np.ndarray, student: np.ndarray, *, signed: bool, per_row: int = 16) -> go.Figure:
@@ -106,7 +110,8 @@ def token_attribution_strip(tokens: list[str], teacher: np.ndarray, student: np.
     height = lines * 4
     both = np.full((height, per_row), np.nan)
     diff = np.full((height, per_row), np.nan)
-    text = np.full((height, per_row), "", dtype=object)
+    text = np.full((height, per_row), "", dtype=object)  # the two model rows' labels (drawn by the first heatmap)
+    diff_text = np.full((height, per_row), "", dtype=object)  # the difference rows' (the second): never both at once
     hover = np.full((height, per_row), "", dtype=object)
     for i in range(length):
         line, col = divmod(i, per_row)
@@ -115,24 +120,26 @@ def token_attribution_strip(tokens: list[str], teacher: np.ndarray, student: np.
         for offset, (who, value) in enumerate(zip(("teacher", "student", "teacher − student"), values, strict=True)):
             r = line * 4 + offset
             (diff if offset == 2 else both)[r, col] = value
-            text[r, col] = label
+            (diff_text if offset == 2 else text)[r, col] = label
             hover[r, col] = f"token {i}: <b>{label}</b><br>{who}: {value:+.3f}"
     low = -1.0 if signed else 0.0
     fig = go.Figure([
         go.Heatmap(z=both, text=text, customdata=hover, texttemplate="%{text}", textfont={"family": "monospace", "size": 12},
                    colorscale=theme.SIGNED_SCALE if signed else theme.SEQUENTIAL_SCALE, zmin=low, zmax=1.0, xgap=1, ygap=1,
-                   colorbar={"title": "attribution<br>(scaled)", "thickness": 12, "x": 1.01, "lenmode": "pixels", "len": 110},
+                   colorbar={"title": "attribution<br>(scaled)", "thickness": 12, "x": 1.0, "xanchor": "left", "len": 1.0,
+                             "nticks": 5},
                    hovertemplate="%{customdata}<extra></extra>"),
-        go.Heatmap(z=diff, text=text, customdata=hover, texttemplate="%{text}", textfont={"family": "monospace", "size": 12},
+        go.Heatmap(z=diff, text=diff_text, customdata=hover, texttemplate="%{text}", textfont={"family": "monospace", "size": 12},
                    colorscale=theme.DIFFERENCE_SCALE, zmin=-2.0 if signed else -1.0, zmax=2.0 if signed else 1.0, xgap=1, ygap=1,
-                   colorbar={"title": "teacher −<br>student", "thickness": 12, "x": 1.1, "lenmode": "pixels", "len": 110},
+                   colorbar={"title": "teacher −<br>student", "thickness": 12, "xref": "container", "x": 0.97,
+                             "xanchor": "right", "len": 1.0, "nticks": 5},  # at the figure's edge: never on the first bar
                    hovertemplate="%{customdata}<extra></extra>"),
     ])
     ticks = [line * 4 + offset for line in range(lines) for offset in range(3)]
     fig.update_yaxes(autorange="reversed", tickvals=ticks, ticktext=["teacher", "student", "t − s"] * lines, showgrid=False,
                      zeroline=False)
     fig.update_xaxes(visible=False)
-    return fig.update_layout(height=200 + 96 * lines)
+    return fig.update_layout(height=200 + 96 * lines, margin={"r": COLOUR_BARS_MARGIN})  # a styled caller keeps it
 
 
 # ---- over the data set ---------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def top_margin(title: str, legend: bool) -> int:
 def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> go.Figure:
     """Apply the kdviz look: white template, one font, a left-aligned title, compact margins."""
     use_white_template(fig)
-    return fig.update_layout(style_layout(title, height=height, width=width, legend=legend))
+    fig.update_layout(style_layout(title, height=height, width=width, legend=legend))
+    return fig.update_layout(xaxis_ticklabelstandoff=4)  # the first x tick label clear of the lowest y tick label
 
 
 def style_layout(title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> dict:
