@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--address", default=None, help="address to bind (default: localhost only)")
     demo.add_argument("--retrain", action="store_true", help="retrain the demo models from fixed seeds into assets/ first")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--present", action="store_true", help="serve in presentation mode (text of 18 px and more)")
     demo.add_argument("--no-attributions", action="store_true", help="skip explaining the demo models (about 15 s on 2 cores)")
 
     serve = commands.add_parser("serve", help="serve a read-only dashboard of runs")
@@ -33,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default=None, help="address to bind (default: localhost only)")
     serve.add_argument("--warm", action="store_true", help="read every page's data of every run before serving")
+    serve.add_argument("--present", action="store_true",
+                       help="presentation mode for a lecture: text of 18 px and more, thicker lines (?present=0 opts out)")
     serve.add_argument("--num-procs", type=int, default=1, metavar="N", help="serve from N processes (default 1)")
     serve.add_argument("--origin", action="append", default=[], metavar="HOST[:PORT]",
                        help="a public name the app is reached under through a proxy or load balancer (repeatable)")
@@ -108,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from kdviz.app.serve import serve
 
         serve(args.runs, port=args.port, address=args.address, warm=args.warm, num_procs=args.num_procs,
-              origins=args.origin)
+              origins=args.origin, present=args.present)
         return 0
     return _demo(args)
 
@@ -161,7 +164,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     from kdviz.app.serve import serve
 
-    serve([run.path for run in runs], port=args.port, address=args.address)
+    serve([run.path for run in runs], port=args.port, address=args.address, present=args.present)
     return 0
 
 

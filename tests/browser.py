@@ -134,7 +134,13 @@ TEXT_OVERLAPS_JS = """
     }
     return true;
   };
-  document.querySelectorAll('.plotly-graph-div').forEach((div, index) => {
+  const plots = [];
+  const find = (root) => root.querySelectorAll('*').forEach((el) => {  // through Panel's shadow roots too
+    if (el.classList.contains('plotly-graph-div') || el.classList.contains('js-plotly-plot')) plots.push(el);
+    if (el.shadowRoot) find(el.shadowRoot);
+  });
+  find(document);
+  plots.forEach((div, index) => {
     const boxes = [];
     div.querySelectorAll('svg.main-svg text').forEach((t) => {
       if (t.closest('.hoverlayer')) return;
@@ -167,3 +173,30 @@ def text_overlaps(page) -> list[str]:
     """Each pair of text boxes that intersect in a plot drawn on ``page`` (`TEXT_OVERLAPS_JS`), named by the run's
     heading, the plot's title and both texts."""
     return page.evaluate(TEXT_OVERLAPS_JS)
+
+
+SMALL_TEXT_JS = """
+(minPx) => {
+  const out = [];
+  const walk = (root) => {
+    root.querySelectorAll('*').forEach((el) => {
+      if (el.shadowRoot) walk(el.shadowRoot);
+      const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+      if (!own || el.closest('.hoverlayer') || ['STYLE', 'SCRIPT', 'TITLE'].includes(el.tagName)) return;
+      const r = el.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) return;
+      if (!el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return;
+      const size = parseFloat(getComputedStyle(el).fontSize);
+      if (size < minPx) out.push(`${el.tagName.toLowerCase()}.${el.getAttribute('class') || ''} «${own.slice(0, 40)}» ${size} px`);
+    });
+  };
+  walk(document);
+  return out;
+}
+"""
+
+
+def small_text(page, min_px: float) -> list[str]:
+    """Every visible text on ``page`` (through Panel's shadow roots, plots' SVG included, hover labels not) whose
+    computed font size is under ``min_px``: its element, class, text and size."""
+    return page.evaluate(SMALL_TEXT_JS, min_px)

@@ -19,6 +19,12 @@ def test_exact_values_are_taken():
     assert parse(run=b"charlm", sample=b"17", step=b"00000120", page=b"logits") == Query("charlm", 17, 120, "Logits")
     assert parse(page=b"ATTENTION").page == "Attention"
     assert parse_query(None, runs=RUNS, pages=PAGES) == Query()
+    assert parse(present=b"1").present is True and parse(present=b"0").present is False
+
+
+def test_presentation_mode_is_asked_for_with_1_or_0_only():
+    for value in (b"yes", b"true", b"2", b"01", b" 1", b"", b"\xff"):
+        assert parse(present=value).present is None, value
 
 
 def test_values_that_only_look_valid_are_ignored():
@@ -32,8 +38,9 @@ def test_values_that_only_look_valid_are_ignored():
     assert parse_query({"sample": []}, runs=RUNS, pages=PAGES).sample is None
 
 
-@given(st.dictionaries(st.sampled_from(["run", "sample", "step", "page", "x"]), st.lists(st.binary(max_size=300), max_size=3)))
+@given(st.dictionaries(st.sampled_from(["run", "sample", "step", "page", "present", "x"]), st.lists(st.binary(max_size=300), max_size=3)))
 def test_arbitrary_bytes_never_raise(args):
     query = parse_query(args, runs=RUNS, pages=PAGES)
     assert query.run in (None, *RUNS) and query.page in (None, *PAGES)
     assert query.sample is None or 0 <= query.sample < 10**9
+    assert query.present in (None, True, False)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from browser import ARTIFACTS, free_port, kdviz_server, offline_page, require_chromium, served
+from browser import ARTIFACTS, free_port, kdviz_server, offline_page, require_chromium, served, small_text, text_overlaps
 from conftest import TinyCNN, gpt2_pair
 
 import kdviz
@@ -278,3 +278,53 @@ def test_the_tokens_page_of_the_on_policy_run_shows_drift_and_follows_the_open_t
                                                 f"{prompt!r})); }}"), timeout=20_000)
         assert log["console_errors"] == [], log["console_errors"]
     assert log["blocked"] == []
+
+
+# true once the open page has drawn every plot it shows, or says the run lacks it, or shows its cards (Overview)
+SETTLED_JS = DRAWN_JS.replace("return any && all; }", """
+  let note = false; const find = (root) => root.querySelectorAll('*').forEach(el => {
+    if (el.classList && (el.classList.contains('kd-notice') || el.classList.contains('kd-card'))
+        && el.getClientRects().length) note = true;
+    if (el.shadowRoot) find(el.shadowRoot); }); find(document);
+  return (any && all) || (note && !any); }""")
+PRESENTED_RUNS = ("digits-cnn", "digits-vit", "charlm", "on-policy")
+
+
+def test_presentation_mode_draws_every_page_with_no_text_under_18_px(explained_demo_runs):
+    """`kdviz serve --present` at 1440×900: on every page of four demo runs, every visible text (tabs, widget labels,
+    list entries, cards, tables, tick labels, cell text, colour bars, subtitles) is at least 18 px, and no two text
+    boxes of a plot intersect; ``?present=0`` opts a visitor out, which the same check sees."""
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    runs = [explained_demo_runs[name] for name in PRESENTED_RUNS]
+    pages = ("Overview", "Logits", "Tokens", "Attention", "Features", "Attribution", "Training")
+    with kdviz_server(*(run.path for run in runs), extra=("--present",)) as url, \
+            offline_page((1440, 900)) as (page, log):
+        for run in runs:
+            for title in pages:
+                page.goto(f"{url}/?run={run.name}&page={title.lower()}")
+                page.locator(".bk-tab.bk-active", has_text=title).wait_for(timeout=20_000)
+                page.wait_for_function(SETTLED_JS, timeout=60_000)
+                page.wait_for_timeout(300)  # the last plot's text laid out
+                assert small_text(page, 18) == [], (run.name, title, small_text(page, 18)[:8])
+                assert text_overlaps(page) == [], (run.name, title, text_overlaps(page))
+                if title in ("Logits", "Attention"):
+                    page.screenshot(path=str(ARTIFACTS / f"present-{run.name}-{title.lower()}.png"), full_page=True)
+        page.goto(f"{url}/?run=digits-cnn&page=logits&present=0")
+        page.locator(".bk-tab.bk-active", has_text="Logits").wait_for(timeout=20_000)
+        page.wait_for_function(SETTLED_JS, timeout=60_000)
+        plain = small_text(page, 18)
+        assert any("«sample»" in line for line in plain) and any(line.startswith("text.") for line in plain), plain[:8]
+        assert log["console_errors"] == [], log["console_errors"]
+    assert log["blocked"] == []
+
+
+def test_a_visitor_asks_for_presentation_mode_with_present_1(demo_runs):
+    require_chromium()
+    with kdviz_server(demo_runs["digits-cnn"].path) as url, offline_page((1440, 900)) as (page, log):
+        for query, small in (("", True), ("?present=1", False), ("?present=yes", True)):
+            page.goto(f"{url}/{query}")
+            page.locator(".bk-tab.bk-active", has_text="Overview").wait_for(timeout=20_000)
+            page.get_by_text("Teacher: CNN teacher").wait_for(timeout=20_000)
+            assert bool(small_text(page, 18)) == small, (query, small_text(page, 18)[:5])
+        assert log["console_errors"] == []

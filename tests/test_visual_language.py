@@ -4,7 +4,10 @@ pair measures are neutral, and heavy-tailed histograms are binned by log₁₀ w
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import panel as pn
 import plotly.graph_objects as go
 import pytest
 
@@ -181,3 +184,93 @@ def test_divergence_and_similarity_scales_start_at_zero_on_every_page(every_figu
 def test_from_zero_gives_both_ends_of_the_scale():
     assert theme.from_zero(np.array([[0.43, 0.7], [np.nan, 0.5]])) == {"zmin": 0.0, "zmax": 0.7}
     assert theme.from_zero(np.zeros(3)) == {"zmin": 0.0, "zmax": 1.0}
+
+
+# ---- presentation mode (`theme.presented`): text a lecture hall can read ----
+FONT_PARTS = {"font", "tickfont", "textfont", "insidetextfont", "outsidetextfont", "titlefont"}
+
+
+def text_sizes_under(node, floor: float, where: str = "") -> list[str]:
+    """Every font size under a figure's JSON below ``floor`` px: font dicts, inline ``font-size:Npx`` in texts, and
+    sub- or superscripts whose text has no size of its own (plotly draws them at 70 % of the text around them)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in FONT_PARTS and isinstance(value, dict) and isinstance(value.get("size"), (int, float)) \
+                    and value["size"] < floor:
+                found.append(f"{where}.{key} {value['size']} px")
+            found += text_sizes_under(value, floor, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += text_sizes_under(value, floor, f"{where}[{i}]")
+    elif isinstance(node, str):
+        found += [f"{where} «{node[:40]}» {size} px" for size in re.findall(r"font-size:\s*([\d.]+)px", node)
+                  if float(size) < floor]
+        found += [f"{where} «{node[:40]}» a bare <{tag}>" for tag, inner in re.findall(r"<(sub|sup)>(.*?)</\1>", node)
+                  if "font-size" not in inner]
+    return found
+
+
+@pytest.mark.slow
+def test_presented_figures_hold_no_text_under_18_px_on_every_page(every_figure):
+    for label, fig in every_figure.items():
+        before, json_before = fig.to_plotly_json(), fig.to_json()
+        shown = theme.presented(fig).to_plotly_json()
+        assert fig.to_json() == json_before, f"{label}: presented changed the figure it was given"
+        assert shown["layout"]["font"]["size"] >= 18, label  # ticks and texts without a size of their own
+        assert text_sizes_under(shown, 18) == [], f"{label}: {text_sizes_under(shown, 18)[:5]}"
+        if (before["layout"].get("title") or {}).get("text"):
+            assert shown["layout"]["title"]["font"]["size"] >= 24, label
+        assert shown["layout"]["height"] > (before["layout"].get("height") or 450), label
+
+
+def test_the_text_size_check_sees_small_text_and_bare_subscripts():
+    fig = theme.style(go.Figure(go.Scatter(x=[0, 1], y=[1, 0], mode="lines")), "a" + theme.subtitle("Q = mean<sub>c</sub>"))
+    fig.add_annotation(x=0, y=0, text="n=4", font={"size": 11})
+    small = text_sizes_under(fig.to_plotly_json(), 18)
+    assert any("12" in line for line in small) and any("<sub>" in line for line in small) and any("11 px" in line for line in small)
+    shown = theme.presented(fig).to_plotly_json()
+    assert text_sizes_under(shown, 18) == []
+    assert shown["data"][0]["line"]["width"] == pytest.approx(2 * theme.PRESENT_LINES)  # plotly's 2 px, thicker
+    assert "<sub><span style='font-size:18px'>c</span></sub>" in shown["layout"]["title"]["text"]
+
+
+def test_views_size_their_cells_for_the_text_they_are_drawn_at():
+    assert theme.text_px() == theme.FONT_SIZE
+    with theme.drawing_for(True):
+        assert theme.presenting() and theme.text_px() == theme.PRESENT_TEXT
+        with theme.drawing_for(False):
+            assert not theme.presenting()
+    assert not theme.presenting()
+    theme.present()
+    try:
+        assert theme.presenting()
+        with theme.drawing_for(False):  # a served session that asked for ?present=0 in a presenting process
+            assert not theme.presenting()
+    finally:
+        theme.present(False)
+    assert not theme.presenting()
+
+
+def test_an_explorer_in_presentation_mode_draws_every_figure_for_projection(demo_runs):
+    from kdviz.explore import LogitExplorer
+
+    plain = LogitExplorer(demo_runs["digits-cnn"])
+    import kdviz.theme
+
+    kdviz.theme.present()
+    try:
+        presented = LogitExplorer(demo_runs["digits-cnn"])
+    finally:
+        kdviz.theme.present(False)
+    assert presented.present and not plain.present
+    assert presented.figures().keys() == plain.figures().keys()
+    for key, pane in presented.panes.items():
+        if pane.object is None:
+            continue
+        assert text_sizes_under(pane.object.to_plotly_json(), 18) == [], key
+        assert text_sizes_under(plain.panes[key].object.to_plotly_json(), 18) != [], key  # the plain one is not
+    # figures() stays what a paper takes (`kdviz export`, save_figure): the figure as designed
+    assert all(text_sizes_under(fig.to_plotly_json(), 18) for fig in presented.figures().values())
+    html = [pane for pane in presented._layout.select(pn.pane.HTML)]
+    assert html and all(theme.PRESENT_CSS in pane.stylesheets for pane in html)

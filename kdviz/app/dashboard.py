@@ -14,7 +14,7 @@ import panel as pn
 
 from kdviz.app.query import parse_query
 from kdviz.explore import EXPLORERS, RunLibrary, Selection
-from kdviz.explore.base import at_once, notice
+from kdviz.explore.base import at_once, for_presentation, notice
 from kdviz.views import theme
 
 
@@ -22,12 +22,14 @@ class Dashboard:
     """One session: the selection, its header controls and the explorers. ``pages`` by title, ``layout`` to serve."""
 
     def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None,
-                 step: int | None = None, page: str | None = None) -> None:
+                 step: int | None = None, page: str | None = None, present: bool = False) -> None:
         self.library = library
+        self.present = present
         self.selection = Selection()
         self.selection.param.run.objects = library.names
         first = run if run in library.names else library.names[0]
-        self.pages = {kind.title: kind(library=library, selection=self.selection) for kind in EXPLORERS}
+        self.pages = {kind.title: kind(library=library, selection=self.selection, present=present)
+                      for kind in EXPLORERS}
         self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=220))
         self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=160, visible=False))
         self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"]))
@@ -54,6 +56,8 @@ class Dashboard:
             header, *broken, pn.Row(self.run_menu, self.step_menu, self.sample_input), self.tabs,
             styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width",
         )
+        if present:
+            for_presentation(self.layout)
 
     def show_run(self, name: str) -> None:
         """Switch every explorer to another served run."""
@@ -86,9 +90,10 @@ class Dashboard:
             self.step_menu.value = self.selection.step
 
 
-def session_app(library: RunLibrary) -> pn.viewable.Viewable:
+def session_app(library: RunLibrary, *, present: bool = False) -> pn.viewable.Viewable:
     """A new session's layout. ``?run=NAME`` (a served run's name, nothing else), ``?sample=I``, ``?step=S`` and
-    ``?page=logits`` choose what opens (`kdviz.app.query`: anything else in the URL is ignored)."""
+    ``?page=logits`` choose what opens, ``?present=1`` (or ``present``, as ``kdviz serve --present`` sets it) draws it
+    for projection and ``?present=0`` not (`kdviz.app.query`: anything else in the URL is ignored)."""
     # plotly.js from Panel's local bundle, loaded with the page (the first tab has no plot). Shown inline in a
     # notebook kernel (not served), Bokeh and Panel's JavaScript would come from a CDN unless inlined in the output.
     # A served session must not pass inline at all: in forked server processes (--num-procs) that made Panel link
@@ -98,7 +103,8 @@ def session_app(library: RunLibrary) -> pn.viewable.Viewable:
     else:
         pn.extension("plotly")
     query = parse_query(pn.state.session_args, runs=library.names, pages=[kind.title for kind in EXPLORERS])
-    return Dashboard(library, run=query.run, sample=query.sample, step=query.step, page=query.page).layout
+    return Dashboard(library, run=query.run, sample=query.sample, step=query.step, page=query.page,
+                     present=present if query.present is None else query.present).layout
 
 
 def dashboard(paths: Sequence[str | os.PathLike]) -> pn.viewable.Viewable:

@@ -1,10 +1,11 @@
-"""The dashboard's URL query (``?run=NAME&sample=I&step=S&page=P``), parsed strictly: a value that is not exactly
-what it must be is ignored, never converted by guesswork and never allowed to raise (a URL is untrusted input).
+"""The dashboard's URL query (``?run=NAME&sample=I&step=S&page=P&present=1``), parsed strictly: a value that is
+not exactly what it must be is ignored, never converted by guesswork and never allowed to raise (a URL is untrusted input).
 
 - ``run``: the name of a served run (never a path);
 - ``sample``: ASCII digits, at most 9 of them (``str.isdigit`` also accepts '²' and '٣', which ``int`` refuses);
 - ``step``: ASCII digits, one of the run's recorded training steps (checked by the dashboard);
-- ``page``: a page title, in any case (``logits``, ``Attention``…).
+- ``page``: a page title, in any case (``logits``, ``Attention``…);
+- ``present``: ``1`` (presentation mode) or ``0`` (not), nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Query:
     sample: int | None = None
     step: int | None = None
     page: str | None = None
+    present: bool | None = None
 
 
 def parse_query(args: Mapping[str, Sequence[bytes]] | None, *, runs: Sequence[str], pages: Sequence[str]) -> Query:
@@ -38,6 +40,7 @@ def parse_query(args: Mapping[str, Sequence[bytes]] | None, *, runs: Sequence[st
         sample=_index(_text(args, "sample")),
         step=_index(_text(args, "step")),
         page=titles.get(page.lower()) if page is not None else None,
+        present={"1": True, "0": False}.get(_text(args, "present") or ""),
     )
 
 

@@ -22,10 +22,11 @@ __all__ = ["LOCALHOST", "open_runs", "serve"]
 
 
 def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str | None = None, show: bool = False,
-          warm: bool = False, num_procs: int = 1, origins: Sequence[str] = ()) -> None:
+          warm: bool = False, num_procs: int = 1, origins: Sequence[str] = (), present: bool = False) -> None:
     """Serve the dashboard for ``paths`` until interrupted; prints the URL. ``warm`` reads every page's data before
     the first visitor; ``num_procs`` > 1 forks that many server processes (each with its own cache). ``origins``
-    adds the public ``host[:port]`` names a proxy or load balancer serves the app under (websocket origins)."""
+    adds the public ``host[:port]`` names a proxy or load balancer serves the app under (websocket origins); ``present``
+    opens every session in presentation mode (a visitor's ``?present=0`` opts out)."""
     import panel as pn
 
     if num_procs < 1:
@@ -33,11 +34,11 @@ def serve(paths: Sequence[str | os.PathLike], *, port: int = 5006, address: str 
     library = RunLibrary.from_paths(paths)
     if num_procs > 1 and any(library.run(name).remote for name in library.names):
         # object-storage clients (fsspec's event loop thread) do not survive fork: each process opens its own runs
-        app = per_process_app(paths, warm)
+        app = per_process_app(paths, warm, present)
     else:
         if warm:
             library.warm(progress=lambda what: print(f"kdviz: warming {what}", flush=True))
-        app = lambda: served_session(library)  # noqa: E731
+        app = lambda: served_session(library, present)  # noqa: E731
     host = address or LOCALHOST
     shown = "localhost" if host in (LOCALHOST, "localhost") else host
     procs = f", {num_procs} processes" if num_procs > 1 else ""
@@ -86,7 +87,7 @@ def end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def served_session(library: RunLibrary) -> None:
+def served_session(library: RunLibrary, present: bool = False) -> None:
     """Put one session's app into the server's document, its CSS linked from this server.
 
     Panel points its components' stylesheets at its CDN and rewrites them to the server's copy only when it renders
@@ -101,13 +102,13 @@ def served_session(library: RunLibrary) -> None:
     document = pn.state.curdoc
     # no Location model: Panel parses the query with str.isdigit() + int() (a 500 on ?sample=²); kdviz.app.query
     # reads the session arguments itself, strictly
-    session_app(library).server_doc(document, title="kdviz", location=False)
+    session_app(library, present=present).server_doc(document, title="kdviz", location=False)
     dist_url = f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
     for root in document.roots:
         patch_model_css(root, dist_url=dist_url)
 
 
-def per_process_app(paths: Sequence[str | os.PathLike], warm: bool) -> Callable[[], None]:
+def per_process_app(paths: Sequence[str | os.PathLike], warm: bool, present: bool = False) -> Callable[[], None]:
     """The app for forked server processes that must open their runs themselves: each process opens (and with
     ``warm`` reads) the runs on its first session and keeps them for the next ones."""
     opened: dict[int, RunLibrary] = {}
@@ -118,6 +119,6 @@ def per_process_app(paths: Sequence[str | os.PathLike], warm: bool) -> Callable[
             library = opened[os.getpid()] = RunLibrary.from_paths(paths)
             if warm:
                 library.warm()
-        served_session(library)
+        served_session(library, present)
 
     return app

@@ -62,6 +62,23 @@ def notice(title: str, message: str) -> pn.pane.HTML:
                         stylesheets=[NOTICE_CSS], sizing_mode="stretch_width")
 
 
+def for_presentation(viewable: pn.viewable.Viewable) -> pn.viewable.Viewable:
+    """Presentation mode for a layout: every HTML pane under it gets `theme.PRESENT_CSS` (no text under 18 px) and
+    every widget 18 px labels and values (Bokeh's font size variable, which its shadow roots inherit)."""
+    for pane in viewable.select(pn.pane.markup.HTMLBasePane):
+        if theme.PRESENT_CSS not in pane.stylesheets:
+            pane.stylesheets = [*pane.stylesheets, theme.PRESENT_CSS]
+    for widget in [*viewable.select(pn.widgets.Widget), *viewable.select(pn.layout.Tabs)]:
+        if PRESENT_WIDGET_CSS not in widget.stylesheets:
+            widget.stylesheets = [*widget.stylesheets, PRESENT_WIDGET_CSS]
+    return viewable
+
+
+# widgets in presentation mode: Bokeh sizes their labels and values from this variable (12 px by default)
+PRESENT_WIDGET_CSS = (f":host {{ --bokeh-font-size: {theme.PRESENT_TEXT}px; --font-size: {theme.PRESENT_TEXT}px; }} "
+                      f"select, option, input, button, label {{ font-size: {theme.PRESENT_TEXT}px !important; }}")
+
+
 def heading(text: str) -> pn.pane.HTML:
     return pn.pane.HTML(f"<h3 style='font-family:{theme.FONT_FAMILY};margin:6px 6px 0 6px'>{escape(text)}</h3>")
 
@@ -99,6 +116,11 @@ class FigureViewer(Viewer):
 
     _layout: pn.viewable.Viewable
     _figures: dict[str, go.Figure]
+    present: bool = False  # presentation mode: figures through `theme.presented`, no text under 18 px
+
+    def drawn(self, fig: go.Figure) -> go.Figure:
+        """``fig`` as this viewer draws it: for projection in presentation mode, else as it is."""
+        return theme.presented(fig) if self.present else fig
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
@@ -132,12 +154,13 @@ class Explorer(FigureViewer):
 
     def __init__(self, run: Run | str | os.PathLike | None = None, *, step: int | None = None, sample: int = 0,
                  T: float | None = None, library: RunLibrary | None = None, selection: Selection | None = None,
-                 **params: Any) -> None:
+                 present: bool | None = None, **params: Any) -> None:
         try:
             super().__init__(**params)
         except (ValueError, TypeError) as exc:  # param's refusal of a setting, said as kdviz says it
             raise InputError(f"{type(self).__name__} does not take that setting: {exc}") from None
         self.standalone = library is None
+        self.present = theme.presenting() if present is None else bool(present)
         if library is None:
             library, selection = self._own_selection(run, step, sample, T)
         elif selection is None:
@@ -157,8 +180,11 @@ class Explorer(FigureViewer):
         self._layout: pn.viewable.Viewable = self.view
         if self.standalone:
             self.shown = self.ready = True
-            self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
+            with theme.drawing_for(self.present):
+                self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
             self._layout = pn.Column(*self._selection_controls(), self.view, sizing_mode="stretch_width")
+            if self.present:
+                for_presentation(self._layout)
 
     def _own_selection(self, run: Run | str | os.PathLike | None, step: int | None, sample: int,
                        T: float | None) -> tuple[RunLibrary, Selection]:
@@ -252,6 +278,7 @@ class Explorer(FigureViewer):
 
     def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
         self._figures[key] = fig
+        fig = self.drawn(fig)
         if pane.sizing_mode == "fixed":  # a fixed pane takes the figure's own size (Bokeh needs both set)
             pane.param.update(width=int(fig.layout.width or pane.width or 700), height=int(fig.layout.height or 450))
         pane.object = fig
@@ -276,12 +303,15 @@ class Explorer(FigureViewer):
         objects = self.guarded(self.build)
         if objects is not None:
             self.view.objects = objects
+        if self.present:
+            for_presentation(self.view)
 
     def guarded(self, action: Callable[[], Any]) -> Any:
         """Run ``action``; a run that lacks the data gets a notice, anything else a short message (and the log the
         trace): a visitor never sees a traceback."""
         try:
-            return action()
+            with theme.drawing_for(self.present):
+                return action()
         except KdvizError as exc:
             self.problem = exc
             self.view.objects = [notice(f"{self.title}: not in this run", str(exc))]
@@ -290,6 +320,8 @@ class Explorer(FigureViewer):
             self.problem = KdvizError(f"{type(exc).__name__}: {exc}")
             self.crash = exc  # not a run lacking data: `kdviz export` raises it rather than print it as a note
             self.view.objects = [notice(f"{self.title}: could not be drawn", f"{type(exc).__name__}: {exc}")]
+        if self.present:
+            for_presentation(self.view)
         return None
 
     def _state_changed(self, *events: Any) -> None:

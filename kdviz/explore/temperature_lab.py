@@ -15,7 +15,7 @@ import param
 import plotly.graph_objects as go
 
 from kdviz.errors import InputError
-from kdviz.explore.base import FigureViewer, plot
+from kdviz.explore.base import FigureViewer, for_presentation, plot
 from kdviz.views import teaching as views
 from kdviz.views import theme
 
@@ -48,8 +48,9 @@ class TemperatureLab(FigureViewer):
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), label="α (CE weight)", doc="weight of the hard-label CE")
     separation = param.Number(default=4.0, bounds=(0.5, 7.0), label="mode gap", doc="distance of the teacher's two modes")
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, present: bool | None = None, **params: Any) -> None:
         super().__init__(**params)
+        self.present = theme.presenting() if present is None else bool(present)
         self._figures: dict[str, go.Figure] = {}
         self.message = pn.pane.HTML("", margin=(0, 10))
         self.loss_text = pn.pane.HTML("", margin=(0, 10), sizing_mode="stretch_width")
@@ -75,6 +76,8 @@ class TemperatureLab(FigureViewer):
             dynamic=False, sizing_mode="stretch_width",
         )
         self._layout = self.tabs
+        if self.present:
+            for_presentation(self._layout)
         self.param.watch(lambda _e: self.refresh(), ["teacher_logits", "student_logits", "target", "T", "alpha"])
         self.param.watch(lambda _e: self.refresh_modes(), ["separation"])
         self.refresh()
@@ -82,7 +85,7 @@ class TemperatureLab(FigureViewer):
 
     def _show(self, name: str, fig: go.Figure) -> None:
         self._figures[name] = fig
-        self.panes[name].object = fig
+        self.panes[name].object = self.drawn(fig)
 
     def logits(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Both typed logit vectors, or None (with ``message`` saying what to fix)."""

@@ -76,7 +76,7 @@ def fork_view(generation: Any, *, measure: str = "kl", context: int = 4, max_tok
     shown = [display_token(c.pieces[j]) for (_, c), s in zip(rows, starts, strict=True)
              for j in range(s, min(s + width, len(c.pieces)))]
     chars = int(np.clip(np.percentile([len(t) for t in shown], 90) if shown else 1, 3, 10))  # a cell's characters
-    cell = 9 * chars + 14  # a 13 px monospace character is about 8 px wide
+    cell = round(9 * theme.text_px() / theme.FONT_SIZE * chars) + 14  # a 13 px monospace character is about 8 px wide
     width = max(1, min(width, (MAX_WIDTH - 170) // cell))  # the figure fits a 1440 px screen; the rest is hovered
     z = np.full((2, width), np.nan)
     text = np.full((2, width), "", dtype=object)

@@ -5,6 +5,11 @@ Every view takes its colours, fonts and scales from here, and finishes its figur
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import re
+from collections.abc import Iterator
+
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -86,11 +91,12 @@ TITLE_PAD = 20  # px above the title
 TITLE_LINE, SUBTITLE_LINE, LEGEND_ROW = 22, 17, 30  # px: a 16 px title line, a 12 px subtitle line, a legend row
 
 
-def top_margin(title: str, legend: bool) -> int:
-    """The top margin that holds the title's lines (the first at 16 px, the rest subtitle lines) and, when shown, a
-    legend row between them and the plot."""
+def top_margin(title: str, legend: bool, *, title_px: float = 16, text_px: float = 12) -> int:
+    """The top margin that holds the title's lines (the first at ``title_px``, the rest subtitle lines at
+    ``text_px``) and, when shown, a legend row between them and the plot."""
     lines = title.count("<br>")
-    return TITLE_PAD + TITLE_LINE + SUBTITLE_LINE * lines + (LEGEND_ROW if legend else 0) + 14
+    grow = text_px / 12
+    return round(TITLE_PAD + TITLE_LINE * title_px / 16 + grow * (SUBTITLE_LINE * lines + (LEGEND_ROW if legend else 0) + 14))
 
 
 def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> go.Figure:
@@ -164,3 +170,123 @@ def hmarks(fig: go.Figure, items: list[tuple[float, str, dict]]) -> None:
     for y, name, line in items:
         fig.add_shape(type="line", y0=y, y1=y, yref="y", x0=0, x1=1, xref="x domain", line=line)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=name, hoverinfo="skip"))
+
+
+# ---- presentation mode: text a lecture hall can read ----
+# `kdviz serve --present`, ``?present=1`` and `present()` in a notebook draw every figure through `presented`: no text
+# under 18 px, titles at 26 px, lines 1.6× as thick, and the figure grown to hold the larger type.
+PRESENT_TEXT = 18  # px, the smallest text shown
+PRESENT_TITLE = 26  # px, figure titles
+PRESENT_LINES = 1.6  # line widths × this
+PRESENT_GROWTH = 1.3  # figure heights and margins × this (plots keep their share of the larger figure)
+PRESENT_MAX_WIDTH = 1400  # px: a fixed-width figure grows no wider than a 1,440 px screen holds
+FONT_KEYS = ("font", "tickfont", "textfont", "insidetextfont", "outsidetextfont", "titlefont")
+_INLINE_SIZE = re.compile(r"font-size:\s*(\d+(?:\.\d+)?)px")
+_SCRIPT = re.compile(r"<(sub|sup)>(.*?)</\1>")
+_presenting = False
+_drawing_for: contextvars.ContextVar[bool | None] = contextvars.ContextVar("kdviz_presenting", default=None)
+
+
+def present(on: bool = True) -> None:
+    """Presentation mode for this Python process (a notebook kernel): explorers made afterwards draw their figures
+    through `presented` and their text at no less than `PRESENT_TEXT` px. ``present(False)`` turns it off."""
+    global _presenting
+    _presenting = bool(on)
+
+
+def presenting() -> bool:
+    """Whether figures are being drawn for projection: inside `drawing_for` (an explorer of a served session), what
+    it says; else whether `present` is on for this process."""
+    inside = _drawing_for.get()
+    return _presenting if inside is None else inside
+
+
+@contextlib.contextmanager
+def drawing_for(present: bool) -> Iterator[None]:
+    """Draw for projection (or not) inside this block, whatever `present` says for the process: each served
+    session's explorers draw in their own mode."""
+    token = _drawing_for.set(bool(present))
+    try:
+        yield
+    finally:
+        _drawing_for.reset(token)
+
+
+def text_px() -> float:
+    """The body text size figures are drawn at now (px): for a view that sizes its cells to the text it holds."""
+    return PRESENT_TEXT if presenting() else FONT_SIZE
+
+
+def presented(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` for projection: every font (ticks, cell text, annotations, colour bars, inline HTML sizes in
+    texts) at least `PRESENT_TEXT` px, the title `PRESENT_TITLE`, lines `PRESENT_LINES`× as thick, and its height and
+    margins grown by `PRESENT_GROWTH` so the larger type keeps its room."""
+    spec = fig.to_plotly_json()
+    for trace in spec.get("data", []):
+        _larger_type(trace)
+        bar = trace.get("colorbar")
+        if isinstance(bar, dict) and (bar.get("title") or {}).get("side") == "top":
+            bar["ticklabelposition"] = "outside bottom"  # the top tick's label below its tick, clear of the title
+        for part in ("header", "cells"):  # a table's rows, sized for 13-14 px text
+            if isinstance(trace.get(part), dict) and isinstance(trace[part].get("height"), int | float):
+                trace[part]["height"] = round(trace[part]["height"] * PRESENT_GROWTH)
+        if isinstance(trace.get("line"), dict) or "lines" in str(trace.get("mode", "")):
+            line = trace.setdefault("line", {})
+            if isinstance(line.get("width", 2), int | float):
+                line["width"] = line.get("width", 2) * PRESENT_LINES
+    layout = spec.setdefault("layout", {})
+    _larger_type(layout)
+    for shape in layout.get("shapes", []):
+        line = shape.setdefault("line", {})
+        line["width"] = (line.get("width") or 2) * PRESENT_LINES
+    layout.setdefault("font", {})["size"] = PRESENT_TEXT
+    title = layout.get("title")
+    if isinstance(title, dict) and title.get("text"):
+        title.setdefault("font", {})["size"] = PRESENT_TITLE
+    margin = layout.get("margin") or {}
+    height = layout.get("height") or 450
+    grown_top = top_margin(title.get("text", "") if isinstance(title, dict) else "", layout.get("showlegend", True),
+                           title_px=PRESENT_TITLE, text_px=PRESENT_TEXT)
+    layout["margin"] = {**margin, **{side: round((margin.get(side) or 60) * PRESENT_GROWTH) for side in ("l", "r", "b")},
+                        "t": max(round((margin.get("t") or 80) * PRESENT_GROWTH), grown_top)}
+    if layout.get("width"):  # a fixed width grows too, up to a 1,440 px screen's
+        layout["width"] = min(round(layout["width"] * PRESENT_GROWTH), max(layout["width"], PRESENT_MAX_WIDTH))
+    layout["height"] = round(height * PRESENT_GROWTH) + max(0, layout["margin"]["t"] - round((margin.get("t") or 80) * PRESENT_GROWTH))
+    if isinstance(title, dict) and title.get("yref") == "container":
+        title["y"] = 1 - TITLE_PAD / layout["height"]
+    return go.Figure(spec)
+
+
+def _larger_type(node: object) -> None:
+    """Raise every font size under ``node`` (a figure's JSON) to `PRESENT_TEXT`, inline HTML sizes in texts too."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in FONT_KEYS and isinstance(value, dict) and isinstance(value.get("size"), int | float):
+                value["size"] = max(value["size"], PRESENT_TEXT)
+            if isinstance(value, str) and ("font-size" in value or "<su" in value):
+                node[key] = _larger_inline(value)
+            elif isinstance(value, dict | list):
+                _larger_type(value)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if isinstance(value, str) and ("font-size" in value or "<su" in value):
+                node[index] = _larger_inline(value)
+            elif isinstance(value, dict | list):
+                _larger_type(value)
+
+
+def _larger_inline(text: str) -> str:
+    """Inline sizes in a text raised to `PRESENT_TEXT`; sub- and superscripts (drawn at 70 %) given it outright."""
+    text = _INLINE_SIZE.sub(lambda m: f"font-size:{max(float(m.group(1)), PRESENT_TEXT):g}px", text)
+    return _SCRIPT.sub(lambda m: f"<{m.group(1)}><span style='font-size:{PRESENT_TEXT}px'>{m.group(2)}</span></{m.group(1)}>", text)
+
+
+# The dashboard's and explorers' HTML in presentation mode (given to each HTML pane as a stylesheet): inline sizes
+# are overridden, headings and the cards' big numbers stay larger than the body.
+PRESENT_CSS = f"""
+:host, :host * {{ font-size: {PRESENT_TEXT}px !important; line-height: 1.45; }}
+:host h1 {{ font-size: 34px !important; }}
+:host h2 {{ font-size: 28px !important; }}
+:host h3 {{ font-size: 22px !important; }}
+:host .kd-metric {{ font-size: 36px !important; }}
+"""
