@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ def distill(
     device: str | torch.device | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    checkpoint: Callable[[int, int, Mapping[str, float], nn.Module], None] | None = None,
 ) -> nn.Module:
     """Train ``student`` to imitate the frozen ``teacher`` on ``train_data`` and return it (trained in place).
 
@@ -57,6 +58,9 @@ def distill(
     - ``record``: a run path. The snapshot at step 0 and one every ``record_every`` epochs capture ``probe`` (default:
       the first 512 training samples): the student's logits, attentions (``attentions`` of HF/timm models) and
       ``record_layers`` features, plus loss components and probe accuracy. The run appears when training ends.
+    - ``checkpoint``: called as ``checkpoint(step, epoch, losses, student)`` at step 0 and every ``record_every``
+      epochs (with or without ``record``; ``losses``: the epoch's mean loss components, empty at step 0), to save the
+      student's weights there; it must not change the student.
     - The teacher runs under no_grad in eval mode with its parameters frozen; afterwards both models are back on
       their devices, the teacher's ``requires_grad`` flags and mode are restored, and the student is in eval mode.
     ``train_data`` is read once per epoch (and its first batch once more to build lazy loss parts), so it must be
@@ -90,6 +94,8 @@ def distill(
             [*student.parameters(), *trainer.setup(next(iter_batches(train_data, batch_size, labels)))], lr=lr)
         if recorder is not None:
             recorder.snapshot(0, 0, {})
+        if checkpoint is not None:
+            checkpoint(0, 0, {}, student)
         bar = stack.enter_context(tqdm(total=epochs, unit="epoch", desc="kdviz distill", disable=not progress))
         step = 0
         for epoch in range(1, epochs + 1):
@@ -106,10 +112,13 @@ def distill(
             means = {name: total / max(1, batches) for name, total in sums.items()}
             bar.set_postfix(loss=f"{means.get('total', float('nan')):.4f}")
             bar.update(1)
-            if recorder is not None and (epoch % record_every == 0 or epoch == epochs):
-                recorder.snapshot(step, epoch, means)
+            if epoch % record_every == 0 or epoch == epochs:
+                if recorder is not None:
+                    recorder.snapshot(step, epoch, means)
+                if checkpoint is not None:
+                    checkpoint(step, epoch, means, student)
         if recorder is not None:
-            recorder.finish({"losses": [_describe(loss) for loss in losses], "epochs": epochs, "lr": lr,
+            recorder.finish({"losses": [describe_loss(loss) for loss in losses], "epochs": epochs, "lr": lr,
                              "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
                              "optimizer": type(optimizer).__name__, "record_every": record_every})
     student.eval()
@@ -190,8 +199,10 @@ class Recorder:
 
     def __init__(self, path: str | os.PathLike, teacher: nn.Module, student: nn.Module, probe: Any, *,
                  layers: Sequence[str] | Mapping[str, Sequence[str]] | None = None, batch_size: int = 64,
-                 class_names: Sequence[str] | None = None, device: torch.device | str | None = None) -> None:
+                 class_names: Sequence[str] | None = None, device: torch.device | str | None = None,
+                 names: tuple[str, str] | None = None, extra_meta: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path).expanduser().absolute()
+        self.names, self.extra_meta = names, dict(extra_meta or {})
         self.teacher, self.student, self.probe = teacher, student, probe
         self.layers = layers
         self.batch_size = batch_size
@@ -228,8 +239,9 @@ class Recorder:
         """Capture the teacher and the final student as the run, then move every snapshot into it."""
         tmp = self.path.with_name(f".{self.path.name}.capture-{uuid.uuid4().hex[:8]}")
         capture(self.teacher, self.student, self.probe, path=tmp, layers=self.layers, batch_size=self.batch_size,
-                class_names=self.class_names, device=self.device, progress=False, distributed=False,
-                extra_meta={"training": {**training, "steps": sorted(a["step"] for a in self.attrs.values())}})
+                class_names=self.class_names, device=self.device, progress=False, distributed=False, names=self.names,
+                extra_meta={**self.extra_meta,
+                            "training": {**training, "steps": sorted(a["step"] for a in self.attrs.values())}})
         try:
             self.writer.commit(self.attrs, run_path=tmp)  # history into the fresh run, which then takes the final name
             move_into_place(tmp, self.path)
@@ -271,7 +283,8 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def _describe(loss: DistillLoss) -> dict[str, Any]:
+def describe_loss(loss: DistillLoss) -> dict[str, Any]:
+    """A loss's name, class and settings, as a run's ``training`` metadata lists them."""
     settings = {k: v for k, v in vars(loss).items()
                 if not k.startswith("_") and k != "training" and isinstance(v, int | float | str | list)}
     return {"name": loss.name, "class": type(loss).__name__, **settings}

@@ -49,7 +49,8 @@ def test_demo_shapes(demo_runs):
 def test_committed_weights_are_small_safetensors():
     assets = assets_dir()
     files = sorted(assets.glob("*.safetensors"))
-    assert len(files) == 8
+    assert len(files) == 9  # four pairs, and the CNN student's checkpoints
+    assert (assets / "cnn_student.history.safetensors").stat().st_size < 300_000
     assert (assets / "charlm_teacher.safetensors").stat().st_size < 600_000  # clearly under 1 MB
     cross = [*assets.glob("crosslm_*.safetensors"), *assets.glob("crosslm_*.tokenizer.json")]
     assert len(cross) == 4 and sum(f.stat().st_size for f in cross) < 2_000_000  # the pair and its tokenizers
@@ -59,9 +60,12 @@ def test_committed_weights_are_small_safetensors():
 def test_training_is_reproducible_from_the_seed():
     first = train_image_pair("cnn", PAIRS["cnn"], fast=True, progress=False)
     second = train_image_pair("cnn", PAIRS["cnn"], fast=True, progress=False)
-    for a, b in zip(first, second, strict=True):
+    for a, b in zip(first[:2], second[:2], strict=True):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert torch.equal(x, y), name
+    (snapshots, weights, _), (again, weights_again, _) = first[2], second[2]
+    assert snapshots == again and [s["epoch"] for s in snapshots] == [0, 1]  # fast: one epoch, kept at its end too
+    assert all(torch.equal(weights[key], weights_again[key]) for key in weights)
 
 
 def test_retrain_writes_loadable_weights(tmp_path):
@@ -148,3 +152,36 @@ def test_the_on_policy_run_holds_both_models_continuations_of_held_out_prompts(d
     assert sum(len(set(c.text.split())) > 3 for c in continuations) > 0.75 * len(continuations)
     assert not any("▁" in c.text or "<0x" in c.text for c in continuations)
     assert sum(g.fork is not None for g in generations) > len(generations) // 2  # a smaller student parts from it
+
+
+def test_the_digits_cnn_run_holds_the_distillation_that_made_the_committed_student(demo_runs):
+    """The demo opens on a run with training history: every checkpoint `kdviz.distill` kept while distilling the
+    committed student, replayed on the held-out digits. The last snapshot is the committed student itself, the first
+    an untrained one, and the recorded losses are the retraining's."""
+    from kdviz.demo.weights import read_manifest
+
+    run = demo_runs["digits-cnn"]
+    entry = read_manifest()["pairs"]["cnn"]["history"]
+    assert run.steps == [s["step"] for s in entry["snapshots"]] and len(run.steps) == 11
+    training = run.meta["extra"]["training"]
+    assert training["epochs"] == 30 and training["losses"][0]["class"] == "KD" and training["steps"] == run.steps
+    _, student, _ = load_pair("cnn")
+    digits = demo_data.load_digits()
+    with torch.no_grad():
+        committed = student(digits.x_test).numpy()
+    np.testing.assert_allclose(run.student.logits[:], committed, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run.at_step(run.steps[-1]).student.logits[:], committed, rtol=1e-5, atol=1e-5)
+    accuracy = [run.step_info(step)["student_accuracy"] for step in run.steps]
+    assert accuracy[0] < 0.3 < 0.95 < accuracy[-1]  # chance at step 0, trained at the end
+    assert run.step_info(run.steps[-1])["losses"] == pytest.approx(entry["snapshots"][-1]["losses"])
+
+
+def test_the_demo_is_served_opening_on_digits_cnn(demo_runs):
+    from kdviz.app.dashboard import Dashboard
+    from kdviz.demo.build import DEMO_RUNS
+    from kdviz.explore import RunLibrary
+
+    assert DEMO_RUNS[0] == "digits-cnn"  # `kdviz demo` serves the runs in this order
+    board = Dashboard(RunLibrary([demo_runs[name] for name in DEMO_RUNS]))
+    assert board.selection.run == "digits-cnn" and board.step_menu.visible
+    assert board.step_menu.options == {f"step {s}": s for s in demo_runs["digits-cnn"].steps}

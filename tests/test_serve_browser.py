@@ -85,6 +85,9 @@ def test_every_page_of_every_demo_run_renders_offline(explained_demo_runs):
                         expected = f"{model['perplexity']:.2f}" if run.task == "tokens" else f"{100 * model['accuracy']:.1f}%"
                         page.get_by_text(f"{role.title()}: {model['name']}").wait_for(timeout=20_000)
                         assert page.locator(".kd-metric", has_text=expected).count() >= 1, (run.name, role, expected)
+                elif title == "Training" and run.steps:  # digits-cnn: the student's distillation, step by step
+                    plot_titled(page, "How the student moves toward the teacher", timeout=60_000)
+                    plot_titled(page, "Does matching the teacher still help?", timeout=60_000)
                 elif title == "Training":
                     page.get_by_text("has no training history").first.wait_for(timeout=20_000)
                 else:  # this run's heading first: until the tab has rebuilt, it still shows the previous run
@@ -92,7 +95,7 @@ def test_every_page_of_every_demo_run_renders_offline(explained_demo_runs):
                     page.get_by_text(heading).first.wait_for(timeout=60_000)
                     page.wait_for_function(PLOTS_JS.replace("return out; }", f"return out.length >= {expected_plots[title]}; }}"),
                                            timeout=60_000)
-                if title not in ("Overview", "Training"):
+                if title != "Overview" and (title != "Training" or run.steps):
                     page.wait_for_function(DRAWN_JS, timeout=20_000)
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{run.name}-{title.lower()}.png"), full_page=True)
                 assert log["console_errors"] == [], (run.name, title, log["console_errors"])

@@ -134,3 +134,29 @@ def test_without_a_probe_the_first_training_samples_are_recorded(tmp_path, digit
     kdviz.distill(teacher, student, (x, y), record=tmp_path / "r.kdviz", epochs=1, batch_size=100, progress=False)
     run = kdviz.Run.open(tmp_path / "r.kdviz")
     assert run.n_samples == 512 and np.array_equal(run.labels[:], y[:512].numpy()) and run.steps == [0, 7]
+
+
+def test_a_checkpoint_callback_gets_the_student_at_each_recorded_step(tmp_path, digits):
+    """``checkpoint=`` sees the student at step 0 and every ``record_every`` epochs, with that epoch's losses; the
+    weights it keeps at the last step are the trained student's, and the recorded snapshots are the same steps."""
+    teacher, _, _ = load_pair("cnn")
+    torch.manual_seed(0)
+    student = DigitsCNN((8, 16, 16))
+    seen = []
+
+    def keep(step, epoch, losses, model):
+        assert model is student
+        seen.append((step, epoch, dict(losses), copy.deepcopy(model.state_dict())))
+
+    data = (digits.x_train[:256], digits.y_train[:256])
+    kdviz.distill(teacher, student, data, epochs=4, record_every=2, batch_size=64, checkpoint=keep, progress=False,
+                  record=tmp_path / "r.kdviz", probe=(digits.x_test[:64], digits.y_test[:64]))
+    assert [(step, epoch) for step, epoch, _, _ in seen] == [(0, 0), (8, 2), (16, 4)]  # 256 / 64 = 4 steps an epoch
+    assert seen[0][2] == {} and set(seen[1][2]) == {"kd/kd", "kd/ce", "total"}
+    run = kdviz.Run.open(tmp_path / "r.kdviz")
+    assert run.steps == [step for step, *_ in seen]
+    assert all(run.step_info(step)["losses"] == pytest.approx(losses) for step, _, losses, _ in seen)
+    for name, value in student.state_dict().items():
+        assert torch.equal(seen[-1][3][name], value), name
+    assert not torch.equal(seen[0][3]["fc.weight"] if "fc.weight" in seen[0][3] else next(iter(seen[0][3].values())),
+                           next(iter(student.state_dict().values())))  # the student moved from its step-0 weights

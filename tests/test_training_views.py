@@ -15,6 +15,7 @@ from kdviz.errors import InputError, MissingDataError
 from kdviz.losses import KD
 from kdviz.metrics import logits as lm
 from kdviz.readers.training import TrainingData
+from kdviz.views import theme
 from kdviz.views import training as views
 from kdviz.widgets import AlignmentExplorer, AttentionExplorer, LogitExplorer, TrainingExplorer
 
@@ -105,3 +106,17 @@ def test_attention_explorer_scrubs_a_vit_students_attention(tmp_path):
     explorer = AttentionExplorer(run)
     explorer.selection.step = 0
     assert explorer.attention.run.step == 0 and "pair" in explorer.figures()
+
+
+def test_each_panel_has_its_own_legend_and_pair_measures_wear_ink(cnn_run):
+    """Loss terms and CKA layers are measures of the pair: ink (CKA darker with depth), never the class palette; each
+    panel's traces are listed in a legend inside that panel, not in one list beside all five."""
+    fig = views.training_curves(TrainingData.from_run(cnn_run))
+    pair_lines = [t for t in fig.data if t.name.startswith(("loss", "CKA", "KL", "top-1"))]
+    assert pair_lines and not {t.line.color for t in pair_lines} & set(theme.CATEGORICAL)
+    cka = [t.line.color for t in fig.data if t.name.startswith("CKA")]
+    assert cka == theme.ink_ramp(len(cka))
+    for trace in fig.data:
+        legend = fig.layout[trace.legend or "legend"]
+        x_domain, y_domain = fig.layout[trace.xaxis.replace("x", "xaxis")].domain, fig.layout[trace.yaxis.replace("y", "yaxis")].domain
+        assert x_domain[0] <= legend.x <= x_domain[1] and y_domain[0] <= legend.y <= y_domain[1], trace.name

@@ -1,6 +1,6 @@
-"""Build the demo runs from the committed weights (no training): digits CNN, digits ViT, character LM, and two
-language models with different tokenizers, compared on held-out text and on their own continuations (on-policy vs
-off-policy)."""
+"""Build the demo runs from the committed weights (no training): digits CNN (with the student's distillation history,
+replayed from its committed checkpoints), digits ViT, character LM, and two language models with different
+tokenizers, compared on held-out text and on their own continuations (on-policy vs off-policy)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from kdviz.attribute import attribute
 from kdviz.capture import capture
 from kdviz.demo import data as demo_data
 from kdviz.demo.cross_training import held_out_lines
+from kdviz.demo.history import record_history
 from kdviz.demo.weights import assets_dir, load_pair, load_tokenizers, read_manifest
 from kdviz.errors import KdvizError
 from kdviz.generation import generate
@@ -74,14 +75,15 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
     for name, (pair, label, layers) in IMAGE_PAIRS.items():
         teacher, student, _ = demo_pair(name)
         entry = manifest["pairs"][pair]
-        runs.append(
-            capture(
-                teacher, student, (digits.x_test, digits.y_test), path=out_dir / f"{name}.kdviz", layers=layers,
-                class_names=digits.class_names, batch_size=100, progress=progress, overwrite=overwrite, device="cpu",
-                names=(f"{label} teacher", f"{label} student"),
-                extra_meta={"demo": pair, "distillation": entry["train"], "data": "scikit-learn digits, held-out 500"},
-            )
-        )
+        options = {"layers": layers, "class_names": digits.class_names, "batch_size": 100,
+                   "names": (f"{label} teacher", f"{label} student"),
+                   "extra_meta": {"demo": pair, "distillation": entry["train"], "data": "scikit-learn digits, held-out 500"}}
+        if "history" in entry:  # the CNN: the student's distillation replayed from its checkpoints (`demo.history`)
+            runs.append(record_history(out_dir / f"{name}.kdviz", teacher, student, (digits.x_test, digits.y_test), entry,
+                                       assets, overwrite=overwrite, progress=progress, **options))
+            continue
+        runs.append(capture(teacher, student, (digits.x_test, digits.y_test), path=out_dir / f"{name}.kdviz",
+                            progress=progress, overwrite=overwrite, device="cpu", **options))
     teacher, student, data = demo_pair("charlm")
     runs.append(
         capture(

@@ -18,6 +18,7 @@ from torch import nn
 from kdviz.demo import data as demo_data
 from kdviz.demo.cross_training import train_cross_tokenizer_pair
 from kdviz.demo.fitting import fit
+from kdviz.demo.history import distill_with_checkpoints, save_history
 from kdviz.demo.models import build
 from kdviz.demo.weights import save_model
 from kdviz.metrics.logits import kl
@@ -64,8 +65,10 @@ def _epochs(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, seed
             yield x[index], y[index]
 
 
-def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False, progress: bool = True) -> tuple[nn.Module, nn.Module]:
-    """Teacher by CE, then student by KD from the frozen teacher, on the digits training split."""
+def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False,
+                     progress: bool = True) -> tuple[nn.Module, nn.Module, tuple | None]:
+    """Teacher by CE, then student by KD from the frozen teacher, on the digits training split; for the CNN the
+    student is distilled by `kdviz.distill` and the third item is its history (`distill_with_checkpoints`)."""
     digits = demo_data.load_digits()
     train = settings["train"]
     epochs = 1 if fast else train["epochs"]
@@ -81,9 +84,14 @@ def train_image_pair(pair: str, settings: dict[str, Any], fast: bool = False, pr
             z_t = teacher(x)
         return kd_loss(student(x), z_t, y, train["T"], train["alpha"])
 
+    if pair == "cnn":  # distilled by kdviz.distill, its weights kept every few epochs for the demo run's history
+        torch.manual_seed(SEED + 1)
+        student = build(settings["student"]["kind"], settings["student"]["kwargs"])
+        history = distill_with_checkpoints(teacher, student, train, epochs=epochs, progress=progress)
+        return teacher, student, history
     fit(student, _epochs(digits.x_train, digits.y_train, epochs, train["batch_size"], SEED + 1), steps, train["lr"],
          distil, f"{pair} student (KD)", progress)
-    return teacher, student
+    return teacher, student, None
 
 
 def train_char_lm_pair(
@@ -143,7 +151,10 @@ def retrain(out_dir: Path, *, fast: bool = False, progress: bool = True, pairs: 
         elif pair == "charlm":
             teacher, student = train_char_lm_pair(settings, vocab, fast, progress)
         else:
-            teacher, student = train_image_pair(pair, settings, fast, progress)
+            teacher, student, history = train_image_pair(pair, settings, fast, progress)
+            if history is not None:
+                snapshots, weights, training = history
+                entry["history"] = {"file": save_history(out_dir, weights), "snapshots": snapshots, "training": training}
         for role, model in (("teacher", teacher), ("student", student)):
             if pair == "charlm":
                 entry[role]["kwargs"]["vocab_size"] = len(vocab)

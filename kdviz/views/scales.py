@@ -43,3 +43,15 @@ class LogScale:
         values = [np.log10(step) + decade for decade in decades for step in steps]
         shown = [v for v in values if low - 1e-9 <= v <= high + 1e-9]
         return {"tickvals": shown, "ticktext": [f"{10 ** v:.3g}" for v in shown]}
+
+
+def log_axis_ticks(values: np.ndarray) -> dict:
+    """Ticks for a plotly log axis over the positive ``values``: 1, 2 and 5 per decade (the decades alone past
+    three), each labelled with its value at the axis's own font size (plotly's "D2" draws the 2s and 5s smaller)."""
+    positive = np.asarray(values, dtype=np.float64)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if not len(positive):
+        return {}
+    low, high = np.log10(positive.min()), np.log10(positive.max())
+    ticks = LogScale(positive).ticks(low - 0.15, high + 0.15)  # the axis pads its range a little past the data
+    return {"tickvals": [10 ** v for v in ticks["tickvals"]], "ticktext": ticks["ticktext"]}

@@ -38,6 +38,12 @@ PAIR_FILL = "#9aa5b1"  # their bars and histograms
 PAIR_INK = "#3e4c59"  # their lines and marks (mean, median)
 SELECTED = HIGHLIGHT  # the sample, head or layer a user picked: solid and thicker than every other mark
 SUGGESTED = "#7048e8"  # what kdviz suggests (a layer map): violet, no model's colour and no divergence red
+def ink_ramp(n: int) -> list[str]:
+    """``n`` pair inks from `PAIR_FILL` to `INK`, for ordered series of one pair measure (layers by depth)."""
+    light, dark = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in (PAIR_FILL, INK))
+    return ["#" + "".join(f"{round(float(v)):02x}" for v in light + (dark - light) * (i / max(1, n - 1))) for i in range(n)]
+
+
 RULE = "#eef0f3"  # hairlines between table rows
 SELECTED_ROW = "#eef4fb"  # the row of the run shown
 SHADOW = "0 1px 3px rgba(0,0,0,.12)"  # cards
