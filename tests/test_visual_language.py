@@ -274,3 +274,50 @@ def test_an_explorer_in_presentation_mode_draws_every_figure_for_projection(demo
     assert all(text_sizes_under(fig.to_plotly_json(), 18) for fig in presented.figures().values())
     html = [pane for pane in presented._layout.select(pn.pane.HTML)]
     assert html and all(theme.PRESENT_CSS in pane.stylesheets for pane in html)
+
+
+def see_through_maps(fig: go.Figure) -> list[str]:
+    """Heatmaps whose colour scale is partly transparent: a map blended onto what lies under it."""
+    found = []
+    for trace in fig.data:
+        if trace.type != "heatmap" or not isinstance(trace.colorscale, (list, tuple)):
+            continue
+        for _, colour in trace.colorscale:
+            alpha = re.fullmatch(r"rgba\([^,]+,[^,]+,[^,]+,\s*([\d.]+)\)", str(colour))
+            if alpha and float(alpha.group(1)) < 1:
+                found.append(f"{trace.name or trace.hovertemplate[:30]!r} is see-through ({colour})")
+                break
+    return found
+
+
+def maps_without_a_colour_bar(fig: go.Figure) -> list[str]:
+    """Groups of heatmaps drawn on one scale (colour scale and range) of which none shows its colour bar. Maps that
+    carry their values as text in every cell, the head grid's thumbnails (each scaled to its own maximum, said in the
+    title) and the input picture itself need none."""
+    groups: dict[str, list] = {}
+    for trace in fig.data:
+        if trace.type != "heatmap" or trace.texttemplate or (trace.name or "").endswith(" grid") \
+                or trace.name == "input image":
+            continue
+        key = f"{trace.colorscale}|{trace.zmin}|{trace.zmax}|{trace.coloraxis}"
+        groups.setdefault(key, []).append(trace)
+    return [f"{len(traces)} map(s) like {traces[0].hovertemplate and traces[0].hovertemplate[:40]!r}"
+            for traces in groups.values() if not any(t.showscale is not False for t in traces)
+            and not any(t.coloraxis for t in traces)]
+
+
+@pytest.mark.slow
+def test_no_map_is_blended_onto_the_input_and_every_map_has_a_colour_bar(every_figure):
+    found = [f"{label}: {problem}" for label, fig in every_figure.items()
+             for problem in see_through_maps(fig) + maps_without_a_colour_bar(fig)]
+    assert found == [], "\n".join(found)
+    outlined = [fig for label, fig in every_figure.items() if "attention-transfer" in label]
+    assert outlined and all(any(t.type == "contour" for t in fig.data) for fig in outlined)
+
+
+def test_the_map_checks_see_a_blended_map_and_a_missing_colour_bar():
+    fig = go.Figure(go.Heatmap(z=[[0, 1]], colorscale=[[0, "rgba(255, 170, 0, 0)"], [1, "rgba(232, 89, 12, 0.6)"]],
+                               showscale=False, hovertemplate="over the image"))
+    assert see_through_maps(fig) and maps_without_a_colour_bar(fig)
+    shown = go.Figure(go.Heatmap(z=[[0, 1]], colorscale=theme.SEQUENTIAL_SCALE))
+    assert not see_through_maps(shown) and not maps_without_a_colour_bar(shown)

@@ -522,7 +522,7 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
     image = data.image(sample)
     if image is None:
         raise MissingDataError("this run stored no input thumbnails to draw the attention maps over")
-    fig = make_subplots(rows=2, cols=len(pairs), vertical_spacing=0.12, horizontal_spacing=0.04,
+    fig = make_subplots(rows=2, cols=len(pairs), vertical_spacing=0.12, horizontal_spacing=0.1,
                         row_titles=["teacher", "student"],
                         subplot_titles=[f"{short_name(t, 16)} ↔ {short_name(s, 16)}" for t, s in pairs] + [""] * len(pairs))
     notes = []
@@ -532,13 +532,21 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
         top = float(max(q_t.max(), q_s.max(), 1e-12))
         distance = float(np.linalg.norm(q_t - q_s))
         mean = float(data.at_distances(t_name, s_name).mean())
+        # one colour bar per layer pair, beside its column: both models of a pair share a scale, pairs do not (a
+        # coarser map has larger cells after L2 normalisation)
+        domain = fig.layout[f"xaxis{col if col > 1 else ''}"].domain
+        bar = {"title": {"text": "Q", "side": "top"}, "x": domain[1] + 0.01, "xanchor": "left", "y": 0.5, "len": 0.75,
+               "thickness": 10, "nticks": 4}
         for row, (q, role) in enumerate(((q_t, "teacher"), (q_s, "student")), start=1):
-            overlay(fig, image, q, row=row, col=col, n_cols=len(pairs), zmax=top,
+            overlay(fig, image, q, row=row, col=col, n_cols=len(pairs), zmax=top, showscale=row == 1, colorbar=bar,
                      label=f"{role} {escape_label(t_name if row == 1 else s_name)}")
         fig.layout.annotations[col - 1].text += f"<br><span style='font-size:11px'>AT distance {distance:.3f}</span>"
         notes.append(f"{short_name(t_name, 16)}: {mean:.3f}")
+    for note in fig.layout.annotations:  # the row titles go left of the grid: the colour bars hold its right side
+        if note.text in ("teacher", "student"):
+            note.update(x=0, xshift=-14, xanchor="right", textangle=-90)
     title = ("Where each model looks: attention-transfer maps over the input"
              + theme.subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
                          "the smaller map is resampled to the larger")
              + theme.subtitle(f"mean AT distance over {data.max_samples} samples: " + ", ".join(notes)))
-    return _finish(fig, title, height=620, width=max(560, 250 * len(pairs) + 120), top=150)
+    return _finish(fig, title, height=620, width=max(600, 290 * len(pairs) + 120), top=150)

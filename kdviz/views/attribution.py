@@ -86,7 +86,7 @@ def attribution_pair(data: AttributionData, sample: int, method: str | None = No
     if stored.attrs.get("map_kind") == "image" and image is not None:
         fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=("teacher", "student", "teacher − student"))
         scale_title = "evidence<br>for (+) /<br>against (−)" if signed else "importance"
-        overlay_pair(fig, image, t_map, s_map, row=1, what=METHOD_LABELS.get(method, method), signed=signed, ink=0.4,
+        overlay_pair(fig, image, t_map, s_map, row=1, what=METHOD_LABELS.get(method, method), signed=signed,
                      colorbar={"title": scale_title, "x": 0.635, "thickness": 12},
                      difference_colorbar={"title": "teacher −<br>student", "thickness": 12})
         return _finish(fig, title, subtitle, height=500, top=140)

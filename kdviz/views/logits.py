@@ -121,7 +121,7 @@ def sample_drilldown(
     if has_image:
         image = np.asarray(thumbnail)
         fig.add_trace(go.Heatmap(z=image[::-1] if image.ndim == 2 else None, colorscale="Greys", showscale=False,
-                                 hoverinfo="skip") if image.ndim == 2 else go.Image(z=image), row=1, col=1)
+                                 hoverinfo="skip", name="input image") if image.ndim == 2 else go.Image(z=image), row=1, col=1)
         fig.update_xaxes(visible=False, row=1, col=1)
         fig.update_yaxes(visible=False, scaleanchor="x", row=1, col=1)
     for role, probs in (("teacher", p_t), ("student", p_s)):

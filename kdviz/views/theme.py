@@ -38,6 +38,8 @@ PAIR_FILL = "#9aa5b1"  # their bars and histograms
 PAIR_INK = "#3e4c59"  # their lines and marks (mean, median)
 SELECTED = HIGHLIGHT  # the sample, head or layer a user picked: solid and thicker than every other mark
 SUGGESTED = "#7048e8"  # what kdviz suggests (a layer map): violet, no model's colour and no divergence red
+
+
 def ink_ramp(n: int) -> list[str]:
     """``n`` pair inks from `PAIR_FILL` to `INK`, for ordered series of one pair measure (layers by depth)."""
     light, dark = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in (PAIR_FILL, INK))
@@ -56,24 +58,20 @@ DIVERGENCE_SCALE = [[0.0, "#ffffff"], [0.15, "#fde9c9"], [0.4, "#f9b46b"], [0.7,
 SEQUENTIAL_SCALE = [[0.0, "#ffffff"], [0.5, "#9aa5b1"], [1.0, "#1f2933"]]
 # Per-head summaries (entropy, distance, …) framing attention thumbnails: a perceptually even dark-to-light scale.
 SUMMARY_SCALE = "Viridis"
-# Attention drawn over an image: transparent where low, so the image shows through, warm and opaque where high.
-OVERLAY_SCALE = [[0.0, "rgba(255, 214, 0, 0)"], [0.35, "rgba(255, 170, 0, 0.3)"], [0.7, "rgba(232, 89, 12, 0.6)"],
-                 [1.0, "rgba(165, 0, 38, 0.8)"]]
-# Teacher minus student over an image: see-through at 0, student orange / teacher blue where they differ.
+
+
 def rgba(hex_colour: str, alpha: float) -> str:
     """'#2563a8', 0.5 -> 'rgba(37, 99, 168, 0.5)'."""
     red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red}, {green}, {blue}, {alpha})"
 
 
-DIFFERENCE_OVERLAY_SCALE = [[0.0, rgba(STUDENT, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(TEACHER, 0.85)]]
 # Signed evidence (integrated gradients, input × gradient): purple against the class, red for it, white at 0.
 EVIDENCE_AGAINST = "#6a3d9a"
 EVIDENCE_FOR = "#b2182b"
 SIGNED_SCALE = [[0.0, EVIDENCE_AGAINST], [0.5, "#ffffff"], [1.0, EVIDENCE_FOR]]
-SIGNED_OVERLAY_SCALE = [[0.0, rgba(EVIDENCE_AGAINST, 0.85)], [0.5, "rgba(255, 255, 255, 0)"], [1.0, rgba(EVIDENCE_FOR, 0.85)]]
-# Input images under an overlay: black ink on white paper.
-IMAGE_SCALE = [[0.0, "#ffffff"], [1.0, INK]]
+# An input image under a map: its outline, an ink contour over a white halo (visible on light and dark cells).
+OUTLINE_LINES = ({"color": "#ffffff", "width": 4}, {"color": INK, "width": 1.6})
 # Teacher minus student: orange where the student is higher, blue where the teacher is higher, white at 0.
 DIFFERENCE_SCALE = [[0.0, STUDENT], [0.5, "#ffffff"], [1.0, TEACHER]]
 
