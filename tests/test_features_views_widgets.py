@@ -84,6 +84,29 @@ def test_relation_views_and_projection(demo_runs):
     assert 0 < bars.data[0].y[0] <= 1 and 0 < bars.data[1].y[0] <= 1
 
 
+def test_the_features_page_of_a_language_model_run_makes_sense_without_classes(demo_runs):
+    """A language model's texts have no classes: the projection colours each model (teacher blue, student orange)
+    instead of one "class 0", the relations are in sample order, not "sorted by class", and both say a point is a
+    text averaged over its tokens; a classification run says when it shows only its first samples."""
+    from kdviz.views import theme
+
+    lm = AlignmentExplorer(demo_runs["charlm"])
+    projection, relations_fig = lm.figures()["projection"], lm.figures()["relations"]
+    points = {t.name: t for t in projection.data if t.mode == "markers"}
+    assert set(points) == {"teacher", "student"}
+    assert points["teacher"].marker.color == theme.TEACHER and points["student"].marker.color == theme.STUDENT
+    assert len(points["teacher"].x) == demo_runs["charlm"].n_samples
+    assert "in sample order" in relations_fig.layout.title.text and "class" not in relations_fig.layout.title.text
+    assert all("averaged over its real tokens" in f.layout.title.text for f in (projection, relations_fig))
+    cnn = AlignmentExplorer(demo_runs["digits-cnn"], samples=120)
+    title = cnn.figures()["relations"].layout.title.text
+    assert "sorted by class" in title and "the first 120 of 500 samples" in title
+    assert "tokens" not in title
+    # the cosine scale holds neither role colour: beside a teacher − student map, blue would read "teacher higher"
+    colours = {str(c).lower() for _, c in cnn.figures()["relations"].data[0].colorscale}
+    assert not colours & {theme.TEACHER.lower(), theme.STUDENT.lower()}
+
+
 def test_alignment_explorer_reacts_to_controls(demo_runs):
     run = demo_runs["digits-cnn"]
     explorer = AlignmentExplorer(run, samples=120)

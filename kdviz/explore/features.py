@@ -105,9 +105,19 @@ class FeatureExplorer(Explorer):
         x_t = pooled_features(run, "teacher", self.teacher_layer, slice(0, self.samples), conv=conv, tokens="mean")
         x_s = pooled_features(run, "student", self.student_layer, slice(0, self.samples), conv=conv, tokens="mean")
         labels = first_labels(run, self.samples)
-        self.show_figure("projection", self.panes["projection"], views.joint_projection(x_t, x_s, labels, run.class_names))
+        note = self.pooling_note(len(x_t))
+        self.show_figure("projection", self.panes["projection"],
+                         views.joint_projection(x_t, x_s, labels, run.class_names, note=note))
         self.show_figure("relations", self.panes["relations"], views.relation_matrices(
-            x_t, x_s, labels, teacher_name=self.teacher_layer, student_name=self.student_layer))
+            x_t, x_s, labels, teacher_name=self.teacher_layer, student_name=self.student_layer, note=note))
+
+    def pooling_note(self, shown: int) -> str:
+        """What one point of the projection is, and why only ``shown`` of the run's samples are drawn."""
+        run = self.run
+        point = "one point per text: its features averaged over its real tokens" if run.task == "tokens" else ""
+        limit = (f"the first {shown:,} of {run.n_samples:,} samples: a relation matrix grows as their square "
+                 "(FeatureExplorer(run, samples=N) draws more)" if shown < run.n_samples else "")
+        return " · ".join(part for part in (point, limit) if part)
 
     def _cell_clicked(self, event: Any) -> None:
         """A heatmap cell names a (student, teacher) pair by its short layer names."""

@@ -75,9 +75,11 @@ def _cosine(m: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_name: str = "", student_name: str = "") -> go.Figure:
-    """Sample × sample cosine similarity (of centred features) for teacher and student, sorted by class, and their
-    difference: the relational structure RKD-style methods distil."""
+def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_name: str = "", student_name: str = "",
+                      note: str = "") -> go.Figure:
+    """Sample × sample cosine similarity (of centred features) for teacher and student, sorted by class when there are
+    ``labels`` (else in sample order), and their difference: the relational structure RKD-style methods distil.
+    ``note``: a subtitle (how the features were pooled)."""
     a, b = np.asarray(x_t, dtype=np.float64), np.asarray(x_s, dtype=np.float64)
     order = np.argsort(np.asarray(labels), kind="stable") if labels is not None else np.arange(len(a))
     rel_t, rel_s = _cosine(a[order]), _cosine(b[order])
@@ -85,7 +87,7 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
                         subplot_titles=(f"teacher {short_name(teacher_name, 24)}", f"student {short_name(student_name, 24)}",
                                         "teacher − student"))
     for col, matrix in ((1, rel_t), (2, rel_s)):
-        fig.add_trace(go.Heatmap(z=matrix, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r", showscale=col == 2,
+        fig.add_trace(go.Heatmap(z=matrix, zmin=-1, zmax=1, zmid=0, colorscale=theme.SIGNED_SIMILARITY_SCALE, showscale=col == 2,
                                  colorbar={"title": "cosine", "x": 0.625, "thickness": 12, "len": 0.9},
                                  hovertemplate="samples %{y}, %{x}: %{z:.2f}<extra></extra>"),
                       row=1, col=col)
@@ -105,12 +107,16 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
     mean_gap = float(np.abs(diff).mean())
-    return theme.style(fig, f"Sample relations, sorted by class (mean |teacher − student| = {mean_gap:.3f})", height=420, legend=False)
+    order_said = "sorted by class" if labels is not None else "in sample order"
+    title = f"Sample relations, {order_said} (mean |teacher − student| = {mean_gap:.3f})"
+    fig = theme.style(fig, title + (theme.subtitle(note) if note else ""), height=440 if note else 420, legend=False)
+    return fig
 
 
 def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names: Sequence[str] | None = None,
-                     *, components: int = 10, link: int = 150) -> go.Figure:
-    """Teacher and student features in one 2-D PCA, each sample's two points linked by a line.
+                     *, components: int = 10, link: int = 150, note: str = "") -> go.Figure:
+    """Teacher and student features in one 2-D PCA, each sample's two points linked by a line: coloured by class when
+    there are ``labels``, else by model (teacher blue, student orange). ``note``: a subtitle.
 
     The models' widths differ, so each is first reduced to ``components`` principal directions, the student's are
     rotated onto the teacher's by orthogonal Procrustes (geometry preserved), and the two clouds are projected
@@ -134,16 +140,11 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
     _, _, directions = np.linalg.svd(both, full_matrices=False)
     points = both @ directions[:2].T
     pt, ps = points[: len(a)], points[len(a):]
-    y = np.asarray(labels) if labels is not None else np.zeros(len(a), dtype=int)
+    if labels is None:  # no classes (a language model's texts): each model in its own colour
+        return _projection_by_model(pt, ps, _links(pt, ps, link), note)
+    y = np.asarray(labels)
     names = [escape_label(c) for c in class_names] if class_names is not None else [str(c) for c in np.unique(y)]
-    fig = go.Figure()
-    step = max(1, len(a) // link)
-    xs, ys = [], []
-    for i in range(0, len(a), step):
-        xs += [pt[i, 0], ps[i, 0], None]
-        ys += [pt[i, 1], ps[i, 1], None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": theme.rgba(theme.NEUTRAL, 0.25), "width": 1},
-                             name="same sample", hoverinfo="skip"))
+    fig = go.Figure(_links(pt, ps, link))
     for c in np.unique(y):
         mask = y == c
         colour = theme.class_colour(int(c))  # the marker shape says teacher or student
@@ -152,9 +153,37 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
                                  marker={"color": colour, "size": 7, "symbol": "circle"}))
         fig.add_trace(go.Scatter(x=ps[mask, 0], y=ps[mask, 1], mode="markers", name=f"{label} · student", legendgroup=label,
                                  marker={"color": colour, "size": 7, "symbol": "diamond-open", "line": {"width": 1.5}}))
+    return _finish_projection(fig, note)
+
+
+PROJECTION_TITLE = "Teacher (●) and student (◇) features in one projection; lines join each sample's two points"
+
+
+def _links(pt: np.ndarray, ps: np.ndarray, link: int) -> go.Scatter:
+    """Lines joining the teacher's and the student's point of (at most ``link``) samples."""
+    step = max(1, len(pt) // link)
+    xs, ys = [], []
+    for i in range(0, len(pt), step):
+        xs += [pt[i, 0], ps[i, 0], None]
+        ys += [pt[i, 1], ps[i, 1], None]
+    return go.Scatter(x=xs, y=ys, mode="lines", line={"color": theme.rgba(theme.NEUTRAL, 0.25), "width": 1},
+                      name="same sample", hoverinfo="skip")
+
+
+def _projection_by_model(pt: np.ndarray, ps: np.ndarray, links: go.Scatter, note: str) -> go.Figure:
+    fig = go.Figure(links)
+    for points, role, symbol in ((pt, "teacher", "circle"), (ps, "student", "diamond-open")):
+        fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=role,
+                                 customdata=np.arange(len(points)),
+                                 marker={"color": theme.ROLE_COLOURS[role], "size": 7, "symbol": symbol, "line": {"width": 1.5}},
+                                 hovertemplate=f"{role}, sample %{{customdata}}<extra></extra>"))
+    return _finish_projection(fig, note)
+
+
+def _finish_projection(fig: go.Figure, note: str) -> go.Figure:
     fig.update_xaxes(title="joint PC 1", zeroline=False)
     fig.update_yaxes(title="joint PC 2", zeroline=False, scaleanchor="x")
-    fig = theme.style(fig, "Teacher (●) and student (◇) features in one projection; lines join each sample's two points", height=520)
+    fig = theme.style(fig, PROJECTION_TITLE + (theme.subtitle(note) if note else ""), height=520)
     return fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"})
 
 

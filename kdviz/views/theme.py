@@ -56,6 +56,9 @@ DIVERGENCE_SCALE = [[0.0, "#ffffff"], [0.15, "#fde9c9"], [0.4, "#f9b46b"], [0.7,
 # Counts, similarities and one model's attention or attribution: white to ink. Neutral, because teacher blue on a
 # student's map, or on a measure of the pair, would say "teacher" where it means neither.
 SEQUENTIAL_SCALE = [[0.0, "#ffffff"], [0.5, "#9aa5b1"], [1.0, "#1f2933"]]
+# A signed similarity (cosine of centred features, −1…1): ink where alike, purple where opposed, white at 0. Not
+# red-to-blue: beside a teacher − student map, blue would read "the teacher is higher".
+SIGNED_SIMILARITY_SCALE = [[0.0, "#6a3d9a"], [0.5, "#ffffff"], [1.0, "#1f2933"]]
 # Per-head summaries (entropy, distance, …) framing attention thumbnails: a perceptually even dark-to-light scale.
 SUMMARY_SCALE = "Viridis"
 

@@ -114,7 +114,7 @@ def teacher_hacking_view(data: TrainingData) -> go.Figure:
     logs = np.log10(kl[np.isfinite(kl) & (kl > 0)])
     right_half = len(logs) > 1 and np.log10(kl[best]) < (logs.min() + logs.max()) / 2
     fig.add_annotation(x=np.log10(kl[best]), y=np.log10(ce[best]), text=f"lowest CE at step {steps[best]}", showarrow=True,
-                       arrowhead=2, ax=-150 if right_half else 150, ay=12, font={"color": theme.HIGHLIGHT},
+                       arrowhead=2, ax=-240 if right_half else 240, ay=8, font={"color": theme.HIGHLIGHT},
                        bgcolor=theme.rgba(theme.CARD, 0.85))
     fig.update_xaxes(type="log", title="distance to the teacher: KL(teacher ‖ student), nats (log)", autorange="reversed",
                      **scales.log_axis_ticks(kl))

@@ -50,7 +50,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], Callable[[Run], object] | None]]
                      lambda r: r.teacher.logits[:]),
     "uncompressed chunk truncated": (lambda run: truncate(run / "teacher/logits/c/0/0"), lambda r: r.teacher.logits[:]),
     "compressed chunk truncated": (lambda run: truncate(run / "inputs/labels/c/0"), lambda r: r.labels[:]),
-    "chunk altered, same size": (lambda run: flip_a_bit(run / "student/logits/c/0/0"), lambda r: r.student.logits[:]),
+    # the teacher's logits: every view reads them (the student's of a run with training history are read from its
+    # last snapshot, which the dashboard and export show)
+    "chunk altered, same size": (lambda run: flip_a_bit(run / "teacher/logits/c/0/0"), lambda r: r.teacher.logits[:]),
+    "snapshot chunk altered, same size": (lambda run: flip_a_bit(run / "history/00000630/student/logits/c/0/0"),
+                                          lambda r: r.at_step(630).student.logits[:]),
     "array zarr.json broken": (lambda run: (run / "student/logits/zarr.json").write_text("{"), lambda r: r.student.logits[:]),
     "array directory deleted": (lambda run: shutil.rmtree(run / "teacher/feat/layer3"), lambda r: r.teacher.features("layer3")),
     "manifest deleted": (lambda run: (run / "manifest.json").unlink(), None),
@@ -62,7 +66,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], Callable[[Run], object] | None]]
 }
 # `kdviz info` checks the structure (every array and the size of every chunk file) without reading any chunk, so it
 # cannot see bytes altered in place; export (which reads those logits) and verify do
-INFO_CANNOT_SEE = {"chunk altered, same size"}
+INFO_CANNOT_SEE = {"chunk altered, same size", "snapshot chunk altered, same size"}
 
 
 @pytest.fixture
@@ -116,8 +120,9 @@ def test_damage_is_caught_everywhere(damaged, request, tmp_path, capsys):
     np.testing.assert_array_equal(library.run("good").labels[:], Run.open(good).labels[:])
     if name in INFO_CANNOT_SEE:  # served (its structure is intact), but the page that reads the damage says so
         assert library.names == ["good", "broken"]
-        with pytest.raises(CorruptRunError, match="student/logits"):
-            library.data("logits", "broken")
+        page_reads = ("broken", 630) if name.startswith("snapshot") else ("broken", None)
+        with pytest.raises(CorruptRunError, match="logits"):
+            library.data("logits", *page_reads)
     else:
         assert library.names == ["good"] and list(library.failures) == ["broken"]
 
