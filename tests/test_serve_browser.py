@@ -331,3 +331,19 @@ def test_a_visitor_asks_for_presentation_mode_with_present_1(demo_runs):
             page.get_by_text("Teacher: CNN teacher").wait_for(timeout=20_000)
             assert bool(small_text(page, 18)) == small, (query, small_text(page, 18)[:5])
         assert log["console_errors"] == []
+
+
+def test_a_short_page_is_as_long_as_what_it_shows(demo_runs):
+    """Bokeh lays out every tab, the hidden ones at zero height; their content overflowed them, so each page scrolled
+    as far as the longest tab (2,569 px). The Overview now ends where its cards do."""
+    require_chromium()
+    with kdviz_server(demo_runs["digits-cnn"].path) as url, offline_page((1440, 900)) as (page, log):
+        page.goto(f"{url}/?page=features")
+        page.wait_for_function(PLOTS_JS.replace("return out; }", "return out.length >= 5; }"), timeout=60_000)
+        page.wait_for_function(DRAWN_JS, timeout=20_000)
+        long = page.evaluate("() => document.documentElement.scrollHeight")
+        open_tab(page, "Overview")
+        page.locator(".kd-card").first.wait_for(timeout=20_000)
+        short = page.evaluate("() => document.documentElement.scrollHeight")
+        assert long > 2000 and short < 1300, (long, short)
+        assert log["console_errors"] == []

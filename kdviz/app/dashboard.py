@@ -14,7 +14,7 @@ import panel as pn
 
 from kdviz.app.query import parse_query
 from kdviz.explore import EXPLORERS, RunLibrary, Selection
-from kdviz.explore.base import at_once, for_presentation, notice
+from kdviz.explore.base import at_once, for_presentation, notice, tabs
 from kdviz.views import theme
 
 
@@ -33,7 +33,7 @@ class Dashboard:
         self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=220))
         self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=160, visible=False))
         self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"]))
-        self.tabs = pn.Tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
+        self.tabs = tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
         self.run_menu.param.watch(lambda event: self.show_run(event.new), "value")
         self.step_menu.param.watch(self._step_chosen, "value")
         self.sample_input.param.watch(self._sample_typed, "value")

@@ -79,6 +79,16 @@ PRESENT_WIDGET_CSS = (f":host {{ --bokeh-font-size: {theme.PRESENT_TEXT}px; --fo
                       f"select, option, input, button, label {{ font-size: {theme.PRESENT_TEXT}px !important; }}")
 
 
+# Bokeh keeps every tab's content laid out, the hidden ones at visibility: hidden with zero height; their content
+# still overflowed them, so every page of the dashboard scrolled as far as its longest tab (2,569 px on the Overview)
+TABS_CSS = 'div[style*="visibility: hidden"] { overflow: hidden; max-height: 0; }'
+
+
+def tabs(*items: Any, **kwargs: Any) -> pn.Tabs:
+    """A `pn.Tabs` whose hidden tabs take no room: a page is as long as what it shows."""
+    return pn.Tabs(*items, stylesheets=[TABS_CSS], **kwargs)
+
+
 def heading(text: str) -> pn.pane.HTML:
     return pn.pane.HTML(f"<h3 style='font-family:{theme.FONT_FAMILY};margin:6px 6px 0 6px'>{escape(text)}</h3>")
 

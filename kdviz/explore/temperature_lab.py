@@ -15,7 +15,7 @@ import param
 import plotly.graph_objects as go
 
 from kdviz.errors import InputError
-from kdviz.explore.base import FigureViewer, for_presentation, plot
+from kdviz.explore.base import FigureViewer, for_presentation, plot, tabs
 from kdviz.views import teaching as views
 from kdviz.views import theme
 
@@ -67,7 +67,7 @@ class TemperatureLab(FigureViewer):
         def logits_row() -> pn.Column:
             return pn.Column(pn.Row(control("teacher_logits"), control("target")), control("student_logits"))
 
-        self.tabs = pn.Tabs(
+        self.tabs = tabs(
             (TABS["softmax"], pn.Column(pn.Row(control("teacher_logits"), control("target"), control("T")), self.message,
                                         self.panes["softmax"])),
             (TABS["loss"], pn.Column(logits_row(), pn.Row(control("T"), control("alpha")), self.loss_text, self.panes["loss"])),

@@ -512,6 +512,14 @@ def rollout_view(data: AttentionData, sample: int = 0) -> go.Figure:
 
 
 # ---- CNN attention transfer -------------------------------------------------------------------------------
+def at_scope(data: AttentionData) -> str:
+    """Which samples the mean AT distance is over, and why when it is not all of them."""
+    total = data.run.n_samples
+    if data.max_samples >= total:
+        return f"all {total:,} samples"
+    return (f"the first {data.max_samples:,} of {total:,} samples (read whole maps: capped for speed, "
+            "AttentionExplorer(run, max_samples=N) reads more)")
+
 def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[str, str]] | None = None) -> go.Figure:
     """Attention-transfer maps (channel mean of |A|^p, L2-normalised) of the teacher and the student over the input
     image, one column per mapped layer pair, with the AT distance ‖Q_s − Q_t‖ on this sample and over the data."""
@@ -548,5 +556,5 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
     title = ("Where each model looks: attention-transfer maps over the input"
              + theme.subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
                          "the smaller map is resampled to the larger")
-             + theme.subtitle(f"mean AT distance over {data.max_samples} samples: " + ", ".join(notes)))
+             + theme.subtitle(f"mean AT distance over {at_scope(data)}: " + ", ".join(notes)))
     return _finish(fig, title, height=620, width=max(600, 290 * len(pairs) + 120), top=150)
