@@ -1,5 +1,6 @@
 """Execute a notebook top to bottom in a fresh kernel and write the executed copy: python notebook_runner.py
-SOURCE TARGET CWD.
+SOURCE TARGET CWD [CHECKS]. CHECKS, a Python file, runs after the last cell in the same kernel (the notebook's own
+checks, kept out of what a reader sees: tests/notebook_checks/); it ends by printing `CHECKS_DONE`.
 
 A small executor over jupyter_client's blocking (synchronous zmq) channels, instead of nbclient: nbclient waits for
 each reply with one asyncio poll as long as the cell timeout, and on this machine a wake-up of that poll is
@@ -50,8 +51,13 @@ def output(msg: dict) -> nbformat.NotebookNode:
     return nbformat.v4.new_output(kind, **fields)
 
 
-def run(source: Path, target: Path, cwd: Path) -> int:
+CHECKS_DONE = "kdviz: the notebook's checks passed"
+
+
+def run(source: Path, target: Path, cwd: Path, checks: Path | None = None) -> int:
     notebook = nbformat.read(source, as_version=4)
+    if checks is not None:
+        notebook.cells.append(nbformat.v4.new_code_cell(checks.read_text(encoding="utf-8") + f"\nprint({CHECKS_DONE!r})"))
     manager = KernelManager(kernel_name="python3")
     manager.start_kernel(cwd=str(cwd))
     client = manager.blocking_client()
@@ -92,4 +98,4 @@ def run(source: Path, target: Path, cwd: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
+    raise SystemExit(run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]) if len(sys.argv) > 4 else None))

@@ -19,6 +19,13 @@ NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
 
 
 RUNNER = Path(__file__).resolve().parent / "notebook_runner.py"  # a fresh kernel per notebook, no nbclient
+CHECKS = Path(__file__).resolve().parent / "notebook_checks"  # each notebook's checks, run after its last cell
+CHECKS_DONE = "kdviz: the notebook's checks passed"  # what notebook_runner prints when they pass
+
+
+def checks_of(path: Path) -> Path:
+    """tests/notebook_checks/<path under notebooks/, '/' as '__'>.py: the notebook's checks (every notebook has them)."""
+    return CHECKS / ("__".join(path.relative_to(ROOT / "notebooks").with_suffix("").parts) + ".py")
 
 
 # two notebooks at a time, each kernel on one thread: the machine's 2 cores, never oversubscribed (two kernels of
@@ -35,7 +42,8 @@ def execute(path: Path, directory: Path, demo_runs: dict) -> subprocess.Complete
         for run in demo_runs.values():
             shutil.copytree(run.path, directory / "runs" / "demo" / run.path.name)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **KERNEL_THREADS}
-    return subprocess.run([sys.executable, str(RUNNER), str(path), str(directory / "executed.ipynb"), str(directory)],
+    checks = [str(checks_of(path))] if checks_of(path).exists() else []
+    return subprocess.run([sys.executable, str(RUNNER), str(path), str(directory / "executed.ipynb"), str(directory), *checks],
                           env=env, capture_output=True, text=True, timeout=900, cwd=directory)
 
 
@@ -62,6 +70,31 @@ def test_notebook_runs_offline(path, executions):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(o.output_type in ("display_data", "execute_result") for o in outputs), "the notebook showed nothing"
+    if checks_of(path).exists():  # its checks ran, after every cell, and passed
+        assert CHECKS_DONE in "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_show_no_test_code_and_have_their_checks(path):
+    """A reader sees the lesson, not the suite's asserts; every lesson's checks live in tests/notebook_checks/."""
+    notebook = nbformat.read(path, as_version=4)
+    assert not [cell.source[:60] for cell in notebook.cells if cell.cell_type == "code" and "assert " in cell.source]
+    if "teaching" in path.parts:
+        assert checks_of(path).exists(), checks_of(path)
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "teaching" in p.parts], ids=lambda p: p.name)
+def test_every_lesson_states_at_its_top_how_long_it_runs(path):
+    """A lecturer knows before class what a lesson costs: under 3 minutes on 2 cores, stated under its title."""
+    import re
+
+    first = nbformat.read(path, as_version=4).cells[0].source
+    stated = re.search(r"Runs offline in about (\d+) s on 2 CPU cores", first)
+    assert first.startswith("# Lesson") and stated and int(stated.group(1)) < 180
+
+
+def test_every_checks_file_belongs_to_a_notebook():
+    assert sorted(checks_of(path) for path in NOTEBOOKS if checks_of(path).exists()) == sorted(CHECKS.glob("*.py"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
