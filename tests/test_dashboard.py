@@ -177,3 +177,28 @@ def test_the_tokens_page_of_the_on_policy_run_shows_the_drift_and_the_open_pairs
     assert escape_label(demo_prompts()[3][-80:]) in tokens.figures()["fork"].layout.title.text
     labels = {index: label for label, index in tokens.samples.options.items()}  # the open text is always listed
     assert "off-policy" in labels[7] and all("on-policy" in labels[i] for i in labels if i % 2 == 0)
+
+
+def test_a_dragged_slider_redraws_once_when_released(dashboard, explained_demo_runs):
+    """A served session throttles its sliders: while the temperature is dragged the browser's values are ignored,
+    and the value at release is drawn (a drag from T = 4 to 20 had redrawn the page at every step)."""
+    import panel as pn
+
+    from kdviz.app.dashboard import session_app
+
+    before = pn.config.throttled
+    try:
+        session_app(RunLibrary([explained_demo_runs["digits-cnn"]]))
+        assert pn.config.throttled
+        dashboard.show_run("digits-cnn")
+        logits = open_page(dashboard, "Logits")
+        dashboard.selection.T = 4.0
+        slider = logits.temperature._slider  # the index slider a browser drags
+        options = list(logits.temperature.options.values())
+        drawn = logits.figures()["histogram"]
+        slider._process_events({"value": options.index(8.0)})  # mid-drag: nothing happens
+        assert dashboard.selection.T == 4.0 and logits.figures()["histogram"] is drawn
+        slider._process_events({"value_throttled": options.index(20.0)})  # released at 20
+        assert dashboard.selection.T == 20.0 and logits.figures()["histogram"] is not drawn
+    finally:
+        pn.config.throttled = before

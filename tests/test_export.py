@@ -43,6 +43,8 @@ def test_export_of_the_demo_runs_opens_offline_with_every_page(explained_demo_ru
     assert main(["export", str(next(iter(explained_demo_runs.values())).path.parent), str(out), "--sample", "3"]) == 0
     assert "opens offline" in capsys.readouterr().out
     html = out.read_text(encoding="utf-8")
+    where = str(next(iter(explained_demo_runs.values())).path.parent)
+    assert where not in html and str(tmp_path) not in html  # a published export never says where the runs lay
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", html)  # plotly.js is inlined, nothing else is loaded
     overlaps: list[str] = []
     log, plots, drawn = open_offline(out, "export-demo.png", viewport=(1440, 900), overlaps=overlaps)

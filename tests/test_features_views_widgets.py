@@ -164,3 +164,10 @@ def test_live_cka_from_the_models_equals_cka_of_the_stored_run(demo_runs):
     stored = cka_matrix(demo_runs["digits-cnn"], batch_size=100, cache=False)
     assert live["teacher_layers"] == stored["teacher_layers"] and live["n"] == stored["n"] == 500
     np.testing.assert_allclose(live["cross"], stored["cross"], atol=1e-6)
+
+
+def test_the_features_page_offers_only_the_menus_that_change_something(demo_runs):
+    """An image run has no tokens to pool and a language model no conv maps: each menu shows where it applies."""
+    cnn, lm = AlignmentExplorer(demo_runs["digits-cnn"], samples=60), AlignmentExplorer(demo_runs["charlm"])
+    assert cnn.conv_menu.visible and not cnn.tokens_menu.visible
+    assert lm.tokens_menu.visible and not lm.conv_menu.visible

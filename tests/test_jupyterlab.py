@@ -16,9 +16,17 @@ from browser import ARTIFACTS, free_port, offline_page, require_chromium, served
 pytest.importorskip("jupyterlab")
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORER_CELL = 8  # `explorer = LogitExplorer(run, T=4.0)`
-IPYWIDGET_CELL = 10  # `widgets.VBox([..., explorer.ipywidget()])`
-DASHBOARD_CELL = 19  # `dashboard(["runs/quickstart"])`
+
+
+def cell_index(text: str) -> int:
+    """The index of the quickstart's first code cell that holds ``text`` (as JupyterLab lists its cells)."""
+    cells = json.loads((ROOT / "notebooks" / "quickstart.ipynb").read_text(encoding="utf-8"))["cells"]
+    return next(i for i, cell in enumerate(cells) if cell["cell_type"] == "code" and text in "".join(cell["source"]))
+
+
+EXPLORER_CELL = cell_index("explorer = LogitExplorer(run, T=4.0)")
+IPYWIDGET_CELL = cell_index("widgets.VBox([")
+DASHBOARD_CELL = cell_index('dashboard(["runs/quickstart"])')
 
 NOTEBOOK = "window.jupyterapp.shell.currentWidget"
 KERNEL_READY = f"window.jupyterapp && {NOTEBOOK} && {NOTEBOOK}.sessionContext && {NOTEBOOK}.sessionContext.session && " \

@@ -48,3 +48,15 @@ def test_extras_and_entry_point():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert set(project["optional-dependencies"]) >= {"hf", "dev", "all"}
     assert project["scripts"]["kdviz"] == "kdviz.cli:main"
+
+
+def test_the_readme_shows_one_small_screenshot_per_page():
+    """Committed from the browser test (tests/test_serve_browser.py, KDVIZ_UPDATE_SCREENSHOTS=1): under 200 KB each,
+    every one shown in the README."""
+    root = Path(__file__).resolve().parent.parent
+    shots = sorted((root / "docs" / "screenshots").glob("*.png"))
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert {s.stem for s in shots} == {"overview", "logits", "tokens", "attention", "features", "attribution", "training"}
+    for shot in shots:
+        assert shot.stat().st_size < 200_000, shot
+        assert f"docs/screenshots/{shot.name}" in readme, shot

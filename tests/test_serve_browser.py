@@ -347,3 +347,39 @@ def test_a_short_page_is_as_long_as_what_it_shows(demo_runs):
         short = page.evaluate("() => document.documentElement.scrollHeight")
         assert long > 2000 and short < 1300, (long, short)
         assert log["console_errors"] == []
+
+
+SCREENSHOTS = ARTIFACTS.parent.parent / "docs" / "screenshots"
+README_PAGES = [("digits-cnn", page) for page in ("Overview", "Logits", "Attention", "Features", "Attribution", "Training")] \
+    + [("on-policy", "Tokens")]
+SCREENSHOT_BYTES = 200_000
+
+
+def test_the_readme_screenshots_are_the_dashboard_as_served(explained_demo_runs):
+    """One screenshot per page at 1440×900, taken here from `kdviz serve` of the demo runs. With
+    KDVIZ_UPDATE_SCREENSHOTS=1 they are written to docs/screenshots/ (full-colour PNG, under 200 KB each), which the
+    README shows; without it, the committed ones must exist."""
+    import os
+
+    from PIL import Image
+
+    require_chromium()
+    update = os.environ.get("KDVIZ_UPDATE_SCREENSHOTS") == "1"
+    (ARTIFACTS / "readme").mkdir(parents=True, exist_ok=True)
+    runs = [explained_demo_runs[name] for name in ("digits-cnn", "on-policy")]
+    with kdviz_server(*(run.path for run in runs)) as url, offline_page((1440, 900)) as (page, log):
+        for run, title in README_PAGES:
+            page.goto(f"{url}/?run={run}&page={title.lower()}&sample=3")
+            page.locator(".bk-tab.bk-active", has_text=title).wait_for(timeout=20_000)
+            page.wait_for_function(SETTLED_JS, timeout=60_000)
+            page.wait_for_timeout(500)
+            shot = ARTIFACTS / "readme" / f"{title.lower()}.png"
+            page.screenshot(path=str(shot))
+            if update:
+                SCREENSHOTS.mkdir(exist_ok=True)
+                Image.open(shot).save(SCREENSHOTS / shot.name, optimize=True)  # every colour kept: no palette
+                assert (SCREENSHOTS / shot.name).stat().st_size < SCREENSHOT_BYTES, shot.name
+        assert log["console_errors"] == []
+    for _, title in README_PAGES:
+        committed = SCREENSHOTS / f"{title.lower()}.png"
+        assert committed.exists(), f"{committed} is missing: run this test with KDVIZ_UPDATE_SCREENSHOTS=1"

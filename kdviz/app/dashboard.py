@@ -102,6 +102,9 @@ def session_app(library: RunLibrary, *, present: bool = False) -> pn.viewable.Vi
         pn.extension("plotly", inline=True)
     else:
         pn.extension("plotly")
+    # a dragged slider (the temperature, α, a threshold) sends its value once, when released: a drag from T = 4 to
+    # T = 20 redrew the Logits page at every step on the way (4.9 s to settle)
+    pn.config.throttled = True
     query = parse_query(pn.state.session_args, runs=library.names, pages=[kind.title for kind in EXPLORERS])
     return Dashboard(library, run=query.run, sample=query.sample, step=query.step, page=query.page,
                      present=present if query.present is None else query.present).layout

@@ -53,6 +53,10 @@ class FeatureExplorer(Explorer):
         if not pooled:
             token_options["tokens as samples"] = "tokens"
         self.tokens_menu = self.control("tokens", options=token_options, width=180)
+        # each menu only where it changes something: token features [N, T, D] to pool, conv maps [N, C, H, W]
+        ranks = {len(run.teacher.features(name).shape) for name in run.teacher.feature_names}
+        self.tokens_menu.visible = pooled or run.task == "tokens" or 3 in ranks
+        self.conv_menu.visible = 4 in ranks
         pooling_note = [pn.pane.Markdown(
             f"*Token features were pooled while capturing: each sample keeps its mean over real tokens and its {summary}. "
             "Capture with `token_features=\"tokens\"` to count every token as a sample.*", margin=(0, 10))] if pooled else []
