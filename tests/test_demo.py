@@ -185,3 +185,24 @@ def test_the_demo_is_served_opening_on_digits_cnn(demo_runs):
     board = Dashboard(RunLibrary([demo_runs[name] for name in DEMO_RUNS]))
     assert board.selection.run == "digits-cnn" and board.step_menu.visible
     assert board.step_menu.options == {f"step {s}": s for s in demo_runs["digits-cnn"].steps}
+
+
+def test_the_demo_runs_hold_the_cka_their_features_page_opens_with(demo_runs, monkeypatch):
+    """A served dashboard never writes, so CKA it had to compute cost the first visitor of the Features page; the
+    build stores it (at the last recorded step for digits-cnn), and it equals a fresh computation."""
+    from kdviz.explore.library import RunLibrary
+    from kdviz.readers import features as readers
+
+    fresh = {}
+    for name in ("digits-cnn", "digits-vit", "charlm"):
+        run = demo_runs[name]
+        fresh[name] = readers.cka_matrix(run.at_step() if run.steps else run, cache=False)["cross"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("CKA was computed, not read from the run")
+
+    monkeypatch.setattr(readers, "MinibatchCKA", refuse)
+    library = RunLibrary([demo_runs[name] for name in fresh])  # as `kdviz serve` opens them: read-only
+    for name, cross in fresh.items():
+        step = demo_runs[name].steps[-1] if demo_runs[name].steps else None
+        np.testing.assert_allclose(library.cka(name, step)["cross"], cross, rtol=1e-6)
