@@ -118,9 +118,9 @@ def distill(
                 if checkpoint is not None:
                     checkpoint(step, epoch, means, student)
         if recorder is not None:
-            recorder.finish({"losses": [describe_loss(loss) for loss in losses], "epochs": epochs, "lr": lr,
-                             "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
-                             "optimizer": type(optimizer).__name__, "record_every": record_every})
+            recorder.finish(training_settings(losses, epochs=epochs, lr=lr, batch_size=batch_size,
+                                              steps_per_epoch=steps_per_epoch, optimizer=type(optimizer).__name__,
+                                              record_every=record_every))
     student.eval()
     return student
 
@@ -283,8 +283,14 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def describe_loss(loss: DistillLoss) -> dict[str, Any]:
-    """A loss's name, class and settings, as a run's ``training`` metadata lists them."""
+def training_settings(losses: Sequence[DistillLoss], *, epochs: int, lr: float, batch_size: int,
+                      steps_per_epoch: int | None, optimizer: str, record_every: int) -> dict[str, Any]:
+    """How a student was trained, as a run's ``training`` metadata records it (`Recorder.finish`)."""
+    return {"losses": [_describe(loss) for loss in losses], "epochs": epochs, "lr": lr, "batch_size": batch_size,
+            "steps_per_epoch": steps_per_epoch, "optimizer": optimizer, "record_every": record_every}
+
+
+def _describe(loss: DistillLoss) -> dict[str, Any]:
     settings = {k: v for k, v in vars(loss).items()
                 if not k.startswith("_") and k != "training" and isinstance(v, int | float | str | list)}
     return {"name": loss.name, "class": type(loss).__name__, **settings}

@@ -24,7 +24,6 @@ class Dashboard:
     def __init__(self, library: RunLibrary, *, run: str | None = None, sample: int | None = None,
                  step: int | None = None, page: str | None = None, present: bool = False) -> None:
         self.library = library
-        self.present = present
         self.selection = Selection()
         self.selection.param.run.objects = library.names
         first = run if run in library.names else library.names[0]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from kdviz.demo import data as demo_data
 from kdviz.losses import KD
 from kdviz.store import Run, refuse_existing
-from kdviz.train import Recorder, describe_loss, distill
+from kdviz.train import Recorder, distill, training_settings
 
 HISTORY_FILE = "cnn_student.history.safetensors"
 RECORD_EVERY = 3  # epochs between checkpoints: 11 snapshots over the 30 epochs
@@ -40,9 +40,8 @@ def distill_with_checkpoints(teacher: nn.Module, student: nn.Module, train: dict
     distill(teacher, student, (digits.x_train, digits.y_train), losses=[loss], epochs=epochs, lr=train["lr"],
             batch_size=train["batch_size"], record_every=RECORD_EVERY, checkpoint=keep, progress=progress, device="cpu")
     steps_per_epoch = snapshots[1]["step"] // snapshots[1]["epoch"] if len(snapshots) > 1 else None
-    training = {"losses": [describe_loss(loss)],
-                "epochs": epochs, "lr": train["lr"], "batch_size": train["batch_size"], "steps_per_epoch": steps_per_epoch,
-                "optimizer": "AdamW", "record_every": RECORD_EVERY}
+    training = training_settings([loss], epochs=epochs, lr=train["lr"], batch_size=train["batch_size"],
+                                 steps_per_epoch=steps_per_epoch, optimizer="AdamW", record_every=RECORD_EVERY)
     return snapshots, weights, training
 
 

@@ -69,14 +69,10 @@ def for_presentation(viewable: pn.viewable.Viewable) -> pn.viewable.Viewable:
         if theme.PRESENT_CSS not in pane.stylesheets:
             pane.stylesheets = [*pane.stylesheets, theme.PRESENT_CSS]
     for widget in [*viewable.select(pn.widgets.Widget), *viewable.select(pn.layout.Tabs)]:
-        if PRESENT_WIDGET_CSS not in widget.stylesheets:
-            widget.stylesheets = [*widget.stylesheets, PRESENT_WIDGET_CSS]
+        if theme.PRESENT_WIDGET_CSS not in widget.stylesheets:
+            widget.stylesheets = [*widget.stylesheets, theme.PRESENT_WIDGET_CSS]
     return viewable
 
-
-# widgets in presentation mode: Bokeh sizes their labels and values from this variable (12 px by default)
-PRESENT_WIDGET_CSS = (f":host {{ --bokeh-font-size: {theme.PRESENT_TEXT}px; --font-size: {theme.PRESENT_TEXT}px; }} "
-                      f"select, option, input, button, label {{ font-size: {theme.PRESENT_TEXT}px !important; }}")
 
 
 # Bokeh keeps every tab's content laid out, the hidden ones at visibility: hidden with zero height; their content

@@ -40,9 +40,14 @@ SELECTED = HIGHLIGHT  # the sample, head or layer a user picked: solid and thick
 SUGGESTED = "#7048e8"  # what kdviz suggests (a layer map): violet, no model's colour and no divergence red
 
 
+def channels(hex_colour: str) -> tuple[int, int, int]:
+    """'#2563a8' -> (37, 99, 168)."""
+    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
+
+
 def ink_ramp(n: int) -> list[str]:
     """``n`` pair inks from `PAIR_FILL` to `INK`, for ordered series of one pair measure (layers by depth)."""
-    light, dark = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in (PAIR_FILL, INK))
+    light, dark = np.array(channels(PAIR_FILL)), np.array(channels(INK))
     return ["#" + "".join(f"{round(float(v)):02x}" for v in light + (dark - light) * (i / max(1, n - 1))) for i in range(n)]
 
 
@@ -65,7 +70,7 @@ SUMMARY_SCALE = "Viridis"
 
 def rgba(hex_colour: str, alpha: float) -> str:
     """'#2563a8', 0.5 -> 'rgba(37, 99, 168, 0.5)'."""
-    red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    red, green, blue = channels(hex_colour)
     return f"rgba({red}, {green}, {blue}, {alpha})"
 
 
@@ -254,32 +259,26 @@ def presented(fig: go.Figure) -> go.Figure:
     height = layout.get("height") or 450
     grown_top = top_margin(title.get("text", "") if isinstance(title, dict) else "", layout.get("showlegend", True),
                            title_px=PRESENT_TITLE, text_px=PRESENT_TEXT)
+    grown = round((margin.get("t") or 80) * PRESENT_GROWTH)
     layout["margin"] = {**margin, **{side: round((margin.get(side) or 60) * PRESENT_GROWTH) for side in ("l", "r", "b")},
-                        "t": max(round((margin.get("t") or 80) * PRESENT_GROWTH), grown_top)}
+                        "t": max(grown, grown_top)}
     if layout.get("width"):  # a fixed width grows too, up to a 1,440 px screen's
         layout["width"] = min(round(layout["width"] * PRESENT_GROWTH), max(layout["width"], PRESENT_MAX_WIDTH))
-    layout["height"] = round(height * PRESENT_GROWTH) + max(0, layout["margin"]["t"] - round((margin.get("t") or 80) * PRESENT_GROWTH))
+    layout["height"] = round(height * PRESENT_GROWTH) + max(0, layout["margin"]["t"] - grown)
     if isinstance(title, dict) and title.get("yref") == "container":
         title["y"] = 1 - TITLE_PAD / layout["height"]
     return go.Figure(spec)
 
 
-def _larger_type(node: object) -> None:
+def _larger_type(node: dict | list) -> None:
     """Raise every font size under ``node`` (a figure's JSON) to `PRESENT_TEXT`, inline HTML sizes in texts too."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in FONT_KEYS and isinstance(value, dict) and isinstance(value.get("size"), int | float):
-                value["size"] = max(value["size"], PRESENT_TEXT)
-            if isinstance(value, str) and ("font-size" in value or "<su" in value):
-                node[key] = _larger_inline(value)
-            elif isinstance(value, dict | list):
-                _larger_type(value)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            if isinstance(value, str) and ("font-size" in value or "<su" in value):
-                node[index] = _larger_inline(value)
-            elif isinstance(value, dict | list):
-                _larger_type(value)
+    for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
+        if key in FONT_KEYS and isinstance(value, dict) and isinstance(value.get("size"), int | float):
+            value["size"] = max(value["size"], PRESENT_TEXT)
+        if isinstance(value, str) and ("font-size" in value or "<su" in value):
+            node[key] = _larger_inline(value)
+        elif isinstance(value, dict | list):
+            _larger_type(value)
 
 
 def _larger_inline(text: str) -> str:
@@ -297,3 +296,6 @@ PRESENT_CSS = f"""
 :host h3 {{ font-size: 22px !important; }}
 :host .kd-metric {{ font-size: 36px !important; }}
 """
+# widgets and tab bars in presentation mode: Bokeh sizes their labels and values from this variable (12 px by default)
+PRESENT_WIDGET_CSS = (f":host {{ --bokeh-font-size: {PRESENT_TEXT}px; --font-size: {PRESENT_TEXT}px; }} "
+                      f"select, option, input, button, label {{ font-size: {PRESENT_TEXT}px !important; }}")
