@@ -120,8 +120,9 @@ def offline_tab(browser, log: dict[str, list[str]], viewport: tuple[int, int] = 
     return page
 
 
-# Every pair of visible SVG text boxes of every plot on a page that intersect: tick labels, titles, legend entries,
-# annotations, colour-bar text and cell text, read from the SVG that plotly.js drew (the hover layer left out).
+# Every pair of visible SVG text boxes of every plot on a page that intersect (tick labels, titles, legend entries,
+# annotations, colour-bar text and cell text, read from the SVG that plotly.js drew, the hover layer left out), and
+# every text that runs past its plot's left or right edge, where the page cuts it off.
 # A box spans its line's full height, ascender to descender, so two boxes that overlap by less than a quarter of
 # the smaller one's height (or by 2 px or less across) are glyphs that do not touch.
 TEXT_OVERLAPS_JS = """
@@ -154,6 +155,11 @@ TEXT_OVERLAPS_JS = """
     const title = ((div.querySelector('.gtitle') || {}).textContent || '').slice(0, 60);
     const section = div.closest('section');
     const heading = section && section.querySelector('h2') ? section.querySelector('h2').textContent : '';
+    const edge = div.getBoundingClientRect();  // a text cut off by the plot's own edge is as unreadable as one covered
+    boxes.forEach(({text, kind, r}) => {
+      const past = Math.max(r.right - edge.right, edge.left - r.left);
+      if (past > 2) out.push(`${heading} plot ${index} «${title}»: «${text}» (${kind}) runs ${past.toFixed(0)} px past the plot's edge`);
+    });
     for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
       const a = boxes[i].r, b = boxes[j].r;
       const across = Math.min(a.right, b.right) - Math.max(a.left, b.left);
@@ -170,8 +176,8 @@ TEXT_OVERLAPS_JS = """
 
 
 def text_overlaps(page) -> list[str]:
-    """Each pair of text boxes that intersect in a plot drawn on ``page`` (`TEXT_OVERLAPS_JS`), named by the run's
-    heading, the plot's title and both texts."""
+    """Each pair of text boxes that intersect in a plot drawn on ``page``, and each text cut off by its plot's edge
+    (`TEXT_OVERLAPS_JS`), named by the run's heading, the plot's title and the texts."""
     return page.evaluate(TEXT_OVERLAPS_JS)
 
 

@@ -156,7 +156,8 @@ def test_cnn_spatial_overlay_reports_the_attention_transfer_distance(demo_runs):
     q_s = run.student.spatial("layer2")[7].astype(np.float64)
     distance = np.sqrt(((q_t / np.linalg.norm(q_t) - q_s / np.linalg.norm(q_s)) ** 2).sum())
     assert f"AT distance {distance:.3f}" in fig.layout.annotations[1].text
-    assert "over the first 256 of 500 samples (read whole maps: capped for speed" in fig.layout.title.text
+    assert "over the first 256 of 500 samples</span><br><span" in fig.layout.title.text  # its reason on a line of its own
+    assert "(read whole maps: capped for speed" in fig.layout.title.text
     assert "over all 500 samples" in views.spatial_overlay(AttentionData(run, max_samples=1000), 7).layout.title.text
     # the maps are opaque, the input drawn on top as its outline, and each layer pair has its colour bar
     maps = [t for t in fig.data if t.type == "heatmap"]

@@ -202,3 +202,25 @@ def test_a_dragged_slider_redraws_once_when_released(dashboard, explained_demo_r
         assert dashboard.selection.T == 20.0 and logits.figures()["histogram"] is not drawn
     finally:
         pn.config.throttled = before
+
+
+def test_each_page_hands_its_controls_to_the_sidebar_which_shows_only_the_open_pages(dashboard):
+    """The sidebar holds the run, step and sample menus and, under them, the open page's own controls; the page
+    itself holds only its figures and notes. A notebook explorer shows the same controls above its figures."""
+    import panel as pn
+
+    from kdviz.explore import LogitExplorer
+
+    dashboard.show_run("digits-cnn")
+    logits = open_page(dashboard, "Logits")
+    sidebar = dashboard.layout.objects[0]
+    assert logits.controls in sidebar.objects and logits.temperature in logits.controls.objects
+    assert logits.samples in logits.controls.objects and logits.measure_menu in logits.controls.objects
+    assert not [w for w in logits.view.select(pn.widgets.Widget) if w in (logits.temperature, logits.samples)]
+    shown = [page.title for page in dashboard.pages.values() if page.controls.visible]
+    assert shown == ["Logits"]
+    open_page(dashboard, "Features")
+    dashboard._tab_changed()
+    assert [page.title for page in dashboard.pages.values() if page.controls.visible] == ["Features"]
+    notebook = LogitExplorer(dashboard.library.run("digits-cnn"))
+    assert notebook.controls in notebook._layout.objects and notebook.temperature in notebook.controls.objects

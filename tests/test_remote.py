@@ -145,7 +145,7 @@ def test_serve_from_s3(published, s3):
     with kdviz_server(f"s3://{BUCKET}/runs") as address, offline_page() as (page, log):  # a prefix: its runs are served
         page.goto(address)
         page.get_by_text("Teacher:").first.wait_for(timeout=30_000)
-        assert page.locator("h1").first.text_content().endswith(run.name)
+        assert page.locator(".kd-runs").first.text_content().endswith(run.name)  # the served runs, in the sidebar
         page.locator(".bk-tab", has_text="Logits").first.click()
         page.wait_for_function("""() => { let found = false; const walk = (root) => root.querySelectorAll('*').forEach(el => {
             if (el.classList && el.classList.contains('js-plotly-plot') && ((el.layout || {}).title || {}).text
@@ -165,5 +165,5 @@ def test_serve_from_s3_in_several_processes(published):
         for _ in range(4):
             page.goto(address)
             page.get_by_text("Teacher:").first.wait_for(timeout=60_000)
-            assert page.locator("h1").first.text_content().endswith(run.name)
+            assert page.locator(".kd-runs").first.text_content().endswith(run.name)
     assert log["console_errors"] == [], (log["console_errors"], log["blocked"])

@@ -335,7 +335,7 @@ def test_a_visitor_asks_for_presentation_mode_with_present_1(demo_runs):
 
 def test_a_short_page_is_as_long_as_what_it_shows(demo_runs):
     """Bokeh lays out every tab, the hidden ones at zero height; their content overflowed them, so each page scrolled
-    as far as the longest tab (2,569 px). The Overview now ends where its cards do."""
+    as far as the longest tab (2,569 px). The Overview now ends where its cards do: within the window."""
     require_chromium()
     with kdviz_server(demo_runs["digits-cnn"].path) as url, offline_page((1440, 900)) as (page, log):
         page.goto(f"{url}/?page=features")
@@ -345,8 +345,108 @@ def test_a_short_page_is_as_long_as_what_it_shows(demo_runs):
         open_tab(page, "Overview")
         page.locator(".kd-card").first.wait_for(timeout=20_000)
         short = page.evaluate("() => document.documentElement.scrollHeight")
-        assert long > 2000 and short < 1300, (long, short)
+        assert long > 1200 and short <= 900, (long, short)
         assert log["console_errors"] == []
+
+
+# the first figure of a page, where the eye starts: its box on the page
+FIRST_PLOT_JS = """() => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && el.getClientRects().length) {
+    const r = el.getBoundingClientRect(); out.push({title: ((el.layout || {}).title || {}).text || '', left: r.left,
+      top: r.top, right: r.right, bottom: r.bottom}); }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document);
+  out.sort((a, b) => a.top - b.top || a.left - b.left); return out; }"""
+FITTED_PAGES = [("digits-cnn", page) for page in ("logits", "attention", "features", "attribution", "training")] + \
+    [("digits-vit", "attention"), ("on-policy", "tokens"), ("charlm", "logits")]
+
+
+def test_the_main_figures_of_each_page_fit_a_1440_by_900_window(explained_demo_runs):
+    """Controls sit in the sidebar and the figures in a grid beside it: the first row of each page's figures is in
+    the window as it opens, without scrolling, and the sidebar holds the page's controls."""
+    require_chromium()
+    paths = [explained_demo_runs[name].path for name in ("digits-cnn", "digits-vit", "on-policy", "charlm")]
+    with kdviz_server(*paths) as url, offline_page((1440, 900)) as (page, log):
+        for run, name in FITTED_PAGES:
+            page.goto(f"{url}/?run={run}&page={name}")
+            page.wait_for_function(DRAWN_JS, timeout=60_000)
+            boxes = page.evaluate(FIRST_PLOT_JS)
+            first = [box for box in boxes if box["top"] < boxes[0]["top"] + 10]  # the figures of the first row
+            for box in first:
+                assert box["bottom"] <= 900 and box["right"] <= 1440 and box["left"] >= 300, (run, name, box)
+            sidebar = page.locator(".kd-sidebar").first.bounding_box()
+            assert sidebar["width"] <= 340 and sidebar["x"] == 0, sidebar
+            assert all(box["left"] >= sidebar["width"] for box in boxes), (run, name)
+        # the Logits page's own controls are in the sidebar, and only while it is open
+        page.goto(f"{url}/?run=digits-cnn&page=logits")
+        page.wait_for_function(DRAWN_JS, timeout=60_000)
+        assert page.locator(".kd-sidebar .kd-temperature").count() >= 1
+        assert page.locator(".kd-sidebar .kd-temperature").first.is_visible()
+        open_tab(page, "Overview")
+        page.locator(".kd-card").first.wait_for(timeout=20_000)
+        assert not page.locator(".kd-sidebar .kd-temperature").first.is_visible()
+        assert log["console_errors"] == []
+
+
+LOADING_JS = """() => { let found = null; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (found === null && el.classList && el.classList.contains('pn-loading')) {
+    found = parseFloat(getComputedStyle(el, '::before').opacity); }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return found; }"""
+
+
+def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
+    """A redraw that takes longer than `LOADING_DELAY_MS` covers its page with Panel's loading overlay until it is
+    done; the overlay fades in only after the delay, so that a quick redraw does not flicker. Served in this
+    process, with the Logits page's redraw slowed to 1.5 s."""
+    import threading
+    import time
+
+    import panel as pn
+
+    from kdviz.app.dashboard import session_app
+    from kdviz.explore import RunLibrary
+    from kdviz.explore.base import LOADING_DELAY_MS
+    from kdviz.explore.logits import LogitExplorer
+
+    require_chromium()
+    library = RunLibrary([demo_runs["digits-cnn"]])
+    slow = threading.Event()
+    redraw = LogitExplorer.redraw
+
+    def slowed(self):
+        if slow.is_set():
+            time.sleep(1.5)
+        redraw(self)
+
+    LogitExplorer.redraw = slowed
+    port = free_port()
+    server = pn.serve({"/": lambda: session_app(library)}, port=port, address="127.0.0.1", show=False, threaded=True,
+                      websocket_origin=[f"localhost:{port}"])
+    try:
+        with offline_page((1440, 900)) as (page, log):
+            for _ in range(100):
+                try:
+                    page.goto(f"http://localhost:{port}/?page=logits")
+                    break
+                except Exception:  # the server thread is still starting
+                    time.sleep(0.2)
+            plot_titled(page, "Sample 0", timeout=60_000)
+            assert page.evaluate(LOADING_JS) is None  # nothing at work
+            slow.set()
+            box = page.locator(".kd-sample input")
+            box.fill("7")
+            box.press("Enter")
+            page.wait_for_function(LOADING_JS.replace("return found; }", "return found !== null; }"), timeout=5_000)
+            early = page.evaluate(LOADING_JS)
+            page.wait_for_timeout(LOADING_DELAY_MS + 300)
+            late = page.evaluate(LOADING_JS)
+            assert late == 1.0 and (early is None or early < 1.0), (early, late)  # faded in after the delay
+            plot_titled(page, "Sample 7", timeout=20_000)
+            page.wait_for_function(LOADING_JS.replace("return found; }", "return found === null; }"), timeout=5_000)
+            assert log["console_errors"] == []
+    finally:
+        slow.clear()
+        LogitExplorer.redraw = redraw
+        server.stop()
 
 
 SCREENSHOTS = ARTIFACTS.parent.parent / "docs" / "screenshots"

@@ -321,3 +321,22 @@ def test_the_map_checks_see_a_blended_map_and_a_missing_colour_bar():
     assert see_through_maps(fig) and maps_without_a_colour_bar(fig)
     shown = go.Figure(go.Heatmap(z=[[0, 1]], colorscale=theme.SEQUENTIAL_SCALE))
     assert not see_through_maps(shown) and not maps_without_a_colour_bar(shown)
+
+
+def test_long_category_ticks_break_in_two_and_subtitles_keep_their_style_on_every_line():
+    """A figure half the page wide: a long tick label breaks at the space nearest its middle, a short one stays, and
+    each line of a subtitle is its own grey span (plotly does not carry a span's style past a line break)."""
+    assert theme.two_lines("Spearman rank correlation") == "Spearman rank<br>correlation"
+    assert theme.two_lines("cosine") == "cosine" and theme.two_lines("top-10%-IoU-overlap") == "top-10%-IoU-overlap"
+    lines = theme.subtitle("first line<br>second line")
+    assert lines.count("<span style='font-size:12px") == 2 and lines.count("<br>") == 2
+    assert theme.top_margin("Title" + lines, legend=False) > theme.top_margin("Title" + theme.subtitle("one"), legend=False)
+
+
+def test_presentation_mode_leaves_room_for_a_colour_bars_ticks():
+    heatmap = theme.style(go.Figure(go.Heatmap(z=[[0, 1], [1, 0]])), "a map", legend=False)
+    bars = theme.style(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), "bars", legend=False)
+    assert theme.presented(heatmap).layout.margin.r >= theme.PRESENT_BAR_MARGIN
+    assert theme.presented(bars).layout.margin.r < theme.PRESENT_BAR_MARGIN
+    hidden = theme.style(go.Figure(go.Heatmap(z=[[0, 1]], showscale=False)), "no bar", legend=False)
+    assert theme.presented(hidden).layout.margin.r < theme.PRESENT_BAR_MARGIN

@@ -83,7 +83,7 @@ def test_the_class_views_follow_the_explorer(demo_runs):
     z_t, z_s, y = run.teacher.logits[:], run.student.logits[:], run.labels[:]
     counts = np.asarray(explorer.figures()["classes"].data[0].z)
     np.testing.assert_array_equal(counts, classwise.agreement_matrix(z_t, z_s))
-    explorer.class_view_buttons.value = "correctness"
+    explorer.class_view_menu.value = "correctness"
     assert np.asarray(explorer.figures()["classes"].data[0].z).sum() == run.n_samples
     explorer.class_view = "divergence"
     heat = explorer.figures()["classes"]

@@ -1,5 +1,6 @@
-"""The dashboard: a header with the run, step and sample shown, and a tab per explorer. One `Selection` per session
-links the explorers: a sample picked in any view is the sample every explorer shows.
+"""The dashboard: a sidebar with the run, step and sample shown and the open page's controls, beside a tab per
+explorer whose figures sit in a grid. One `Selection` per session links the explorers: a sample picked in any view
+is the sample every explorer shows.
 
 ``dashboard(library)`` builds one session's app; ``kdviz serve`` and ``notebooks/dashboard.ipynb`` serve it.
 """
@@ -14,7 +15,7 @@ import panel as pn
 
 from kdviz.app.query import parse_query
 from kdviz.explore import EXPLORERS, RunLibrary, Selection
-from kdviz.explore.base import at_once, for_presentation, notice, tabs
+from kdviz.explore.base import SIDEBAR_WIDGET_WIDTH, SIDEBAR_WIDTH, at_once, for_presentation, notice, tabs
 from kdviz.views import theme
 
 
@@ -29,9 +30,10 @@ class Dashboard:
         first = run if run in library.names else library.names[0]
         self.pages = {kind.title: kind(library=library, selection=self.selection, present=present)
                       for kind in EXPLORERS}
-        self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=220))
-        self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=160, visible=False))
-        self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=120, css_classes=["kd-sample"]))
+        width = SIDEBAR_WIDGET_WIDTH
+        self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=width))
+        self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=width, visible=False))
+        self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=width, css_classes=["kd-sample"]))
         self.tabs = tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
         self.run_menu.param.watch(lambda event: self.show_run(event.new), "value")
         self.step_menu.param.watch(self._step_chosen, "value")
@@ -47,13 +49,21 @@ class Dashboard:
             self.tabs.active = list(self.pages).index(page)
         self._tab_changed()
         header = pn.pane.HTML(
-            f"<h1 style='font-family:{theme.FONT_FAMILY};margin:8px 6px 0 6px'>kdviz"
-            f"<span style='font-weight:400;color:{theme.NEUTRAL};font-size:16px'> · knowledge distillation, teacher vs "
-            f"student · {escape(', '.join(library.names))}</span></h1>")
+            f"<h1 style='font-family:{theme.FONT_FAMILY};margin:0'>kdviz</h1>"
+            f"<div style='font-family:{theme.FONT_FAMILY};color:{theme.NEUTRAL};font-size:14px;line-height:1.4'>"
+            f"knowledge distillation, teacher vs student</div><div class='kd-runs' style='font-family:"
+            f"{theme.FONT_FAMILY};color:{theme.NEUTRAL};font-size:14px;line-height:1.4;margin-top:4px'>serving "
+            f"{escape(', '.join(library.names))}</div>", width=width)
         broken = [notice(f"{name} cannot be shown", reason) for name, reason in library.failures.items()]
-        self.layout = pn.Column(
-            header, *broken, pn.Row(self.run_menu, self.step_menu, self.sample_input), self.tabs,
-            styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width",
+        rule = pn.pane.HTML(f"<hr style='border:0;border-top:1px solid {theme.MUTED};margin:4px 0'>", width=width)
+        sidebar = pn.Column(header, self.run_menu, self.step_menu, self.sample_input, rule,
+                            *(page.controls for page in self.pages.values()), width=SIDEBAR_WIDTH,
+                            css_classes=["kd-sidebar"], styles={"background": theme.CARD, "min-height": "100vh",
+                                                                "border-right": f"1px solid {theme.MUTED}"},
+                            margin=0)
+        self.layout = pn.Row(
+            sidebar, pn.Column(*broken, self.tabs, sizing_mode="stretch_width"),
+            styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width", margin=0,
         )
         if present:
             for_presentation(self.layout)
@@ -71,6 +81,7 @@ class Dashboard:
 
     def _tab_changed(self, *_events: object) -> None:
         for index, page in enumerate(self.pages.values()):
+            page.controls.visible = index == self.tabs.active
             page.set_shown(index == self.tabs.active)
 
     def _step_chosen(self, event: object) -> None:

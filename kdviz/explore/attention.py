@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from kdviz.errors import MissingDataError
-from kdviz.explore.base import LIGHT_BUTTONS, Explorer, at_once, clicked_point, heading, plot
+from kdviz.explore.base import LIGHT_BUTTONS, SIDEBAR_WIDGET_WIDTH, Explorer, at_once, clicked_point, heading, plot
 from kdviz.readers.attention import ROLES
 from kdviz.views import attention as views
 
@@ -53,10 +53,10 @@ class AttentionExplorer(Explorer):
             self.redraw()
             return [heading(f"Attention transfer: {run.name}"), self.panes["spatial"]]
         self.summary_menu = self.control("summary", options={v: k for k, v in views.SUMMARY_LABELS.items()}, width=260)
-        self.layer = {role: at_once(pn.widgets.Select(label=f"{role} layer", width=220, css_classes=[f"kd-{role}-layer"],
+        self.layer = {role: at_once(pn.widgets.Select(label=f"{role} layer", width=170, css_classes=[f"kd-{role}-layer"],
                                                       options={f"L{i} {n}": i for i, n in enumerate(data.layers(role))}))
                       for role in ROLES}
-        self.head = {role: at_once(pn.widgets.Select(label=f"{role} head", width=120, css_classes=[f"kd-{role}-head"]))
+        self.head = {role: at_once(pn.widgets.Select(label=f"{role} head", width=100, css_classes=[f"kd-{role}-head"]))
                      for role in ROLES}
         self.follow_box = self.control("follow", pn.widgets.Checkbox)
         self.bottom_buttons = self.control("bottom", pn.widgets.RadioButtonGroup, options=BOTTOM_VIEWS, **LIGHT_BUTTONS)
@@ -64,7 +64,7 @@ class AttentionExplorer(Explorer):
         with self.quietly():
             self.param.window.bounds = (0, n_tokens)
             self.window = (0, n_tokens)
-        self.window_slider = self.control("window", pn.widgets.IntRangeSlider, start=0, end=n_tokens, step=1, width=520,
+        self.window_slider = self.control("window", pn.widgets.IntRangeSlider, start=0, end=n_tokens, step=1, width=SIDEBAR_WIDGET_WIDTH,
                                           visible=n_tokens > FULL_DETAIL)
         self.scale_buttons = self.control("scale", pn.widgets.RadioButtonGroup, options={
             "auto": "auto", "linear": "linear", "log": "log", "per row": "row"}, **LIGHT_BUTTONS)
@@ -78,11 +78,11 @@ class AttentionExplorer(Explorer):
         start = data.layer_map[-1][1] if data.layer_map else len(data.layers("teacher")) - 1
         self.select("teacher", start, 0, draw=False)
         self.redraw()
+        self.sidebar(self.summary_menu, pn.Row(self.layer["teacher"], self.head["teacher"]),
+                     pn.Row(self.layer["student"], self.head["student"]), self.follow_box, self.window_slider,
+                     pn.pane.HTML("colour scale of the pair view", margin=(8, 10, 0, 10)), self.scale_buttons)
         return [
-            heading(f"Attention: {run.name}"),
-            self.summary_menu, self.panes["grid"],
-            pn.Row(self.layer["teacher"], self.head["teacher"], self.layer["student"], self.head["student"]),
-            self.follow_box, pn.Row(self.window_slider, self.scale_buttons), self.panes["pair"], self.bottom_buttons,
+            heading(f"Attention: {run.name}"), self.panes["grid"], self.panes["pair"], self.bottom_buttons,
             self.panes["bottom"],
         ]
 

@@ -13,7 +13,7 @@ import numpy as np
 import panel as pn
 import param
 
-from kdviz.explore.base import Explorer, clicked_point, heading, plot
+from kdviz.explore.base import Explorer, clicked_point, grid, heading, plot
 from kdviz.metrics import attribution_agreement as ag
 from kdviz.readers.attribution import AttributionData
 from kdviz.views import attribution as views
@@ -49,7 +49,8 @@ class AttributionExplorer(Explorer):
             self.method = method
         self.target_menu = self.control("target", options={views.target_label(t): t for t in data.targets}, width=240)
         self.method_menu = self.control("method", options=self._methods(target), width=240)
-        self.metric_menu = self.control("metric", options={v: k for k, v in ag.AGREEMENT_METRICS.items()}, width=220)
+        self.metric_menu = self.control("metric", options={v: k for k, v in ag.AGREEMENT_METRICS.items()}, width=220,
+                                        css_classes=["kd-agreement"])
         self.threshold_slider = self.control("threshold", pn.widgets.FloatSlider, start=0.0, end=1.0, step=0.05, width=220)
         self.order_menu = self.control("order", options=list(ORDERS), width=220)
         self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=10, width=560,
@@ -64,11 +65,11 @@ class AttributionExplorer(Explorer):
         self.redraw()
         scatter = [self.panes["scatter"]] if self.has_logits else [pn.pane.Markdown(
             "*The answer-vs-reason scatter needs class logits (language-model runs keep only per-token summaries).*")]
+        self.sidebar(self.target_menu, self.method_menu, self.metric_menu, self.threshold_slider, self.order_menu,
+                     self.samples, self.show_all)
         return [
-            heading(f"Attribution: {self.run.name}"),
-            pn.Row(self.target_menu, self.method_menu, self.metric_menu, self.threshold_slider, self.order_menu), self.note,
-            pn.Row(pn.Column(self.samples, self.show_all)), self.panes["pair"],
-            self.panes["histogram"], *scatter, self.panes["classes"], self.panes["overview"],
+            heading(f"Attribution: {self.run.name}"), self.note, self.panes["pair"],
+            grid(self.panes["histogram"], *scatter), self.panes["classes"], self.panes["overview"],
         ]
 
     def _methods(self, target: str) -> dict[str, str]:

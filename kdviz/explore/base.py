@@ -34,6 +34,14 @@ NOTICE_CSS = f"""
 .kd-notice h3 {{ margin: 0 0 6px 0; font-size: 15px; }}
 .kd-notice p {{ margin: 0; color: {theme.NEUTRAL}; font-size: 14px; line-height: 1.5; }}
 """
+# A page at work is covered by Panel's loading overlay, shown only once the work has taken LOADING_DELAY_MS (a quick
+# redraw does not flicker), with its spinner in sight on a long page
+LOADING_DELAY_MS = 300
+LOADING_CSS = f"""
+:host(.pn-loading)::before, :host(.pn-loading)::after {{ animation: kd-loading 150ms ease-in {LOADING_DELAY_MS}ms both; }}
+:host(.pn-loading)::before {{ top: min(50%, 40vh); }}
+@keyframes kd-loading {{ from {{ opacity: 0; }} to {{ opacity: 1; }} }}
+"""
 # Panel 1.9 renamed button_type to color (the old name warns); earlier versions know only button_type
 LIGHT_BUTTONS = {"color" if "color" in pn.widgets.RadioButtonGroup.param else "button_type": "light"}
 
@@ -83,6 +91,21 @@ TABS_CSS = 'div[style*="visibility: hidden"] { overflow: hidden; max-height: 0; 
 def tabs(*items: Any, **kwargs: Any) -> pn.Tabs:
     """A `pn.Tabs` whose hidden tabs take no room: a page is as long as what it shows."""
     return pn.Tabs(*items, stylesheets=[TABS_CSS], **kwargs)
+
+
+# the dashboard's sidebar: the run, step and sample menus, then the open page's own controls
+SIDEBAR_WIDTH = 320
+SIDEBAR_WIDGET_WIDTH = SIDEBAR_WIDTH - 20  # a widget's width there, within its margins
+GRID_CELL_PX = 520  # a figure of a page's grid takes at least this width: two side by side beside the sidebar at 1440 px
+
+
+def grid(*items: Any, basis: int = GRID_CELL_PX) -> pn.FlexBox:
+    """Figures side by side, each at least ``basis`` px wide, wrapping to one column where the page is narrower (or
+    in presentation mode, whose text needs the width)."""
+    basis = basis if not theme.presenting() else 2 * basis
+    for item in items:
+        item.styles = {**item.styles, "flex": f"1 1 {basis}px", "min-width": "0"}
+    return pn.FlexBox(*items, flex_wrap="wrap", sizing_mode="stretch_width")
 
 
 def heading(text: str) -> pn.pane.HTML:
@@ -172,7 +195,11 @@ class Explorer(FigureViewer):
         elif selection is None:
             raise InputError("an explorer given a library needs the session's selection too")
         self.library, self.selection = library, selection
-        self.view = pn.Column(name=self.title, sizing_mode="stretch_width")
+        self.view = pn.Column(name=self.title, sizing_mode="stretch_width", stylesheets=[LOADING_CSS])
+        # this page's own controls (`sidebar`): the dashboard shows them in its sidebar while the page is open, a
+        # notebook explorer in a row above its figures
+        self.controls = (pn.FlexBox(flex_wrap="wrap", sizing_mode="stretch_width") if library is None
+                         else pn.Column(width=SIDEBAR_WIDTH, margin=0))
         self._figures: dict[str, go.Figure] = {}
         self.problem: KdvizError | None = None  # why the selected run could not be shown (None: it is shown)
         self.crash: Exception | None = None  # the exception behind a problem that is a failure, not missing data
@@ -188,7 +215,7 @@ class Explorer(FigureViewer):
             self.shown = self.ready = True
             with theme.drawing_for(self.present):
                 self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
-            self._layout = pn.Column(*self._selection_controls(), self.view, sizing_mode="stretch_width")
+            self._layout = pn.Column(*self._selection_controls(), self.controls, self.view, sizing_mode="stretch_width")
             if self.present:
                 for_presentation(self._layout)
 
@@ -237,6 +264,16 @@ class Explorer(FigureViewer):
             yield
         finally:
             self._updating = False
+
+    def sidebar(self, *items: Any) -> None:
+        """Show ``items`` (widgets, or rows of them) as this page's controls. In the dashboard's sidebar a widget
+        takes the sidebar's width."""
+        shown = [item for item in items if item is not None]
+        if not self.standalone:
+            for item in shown:
+                if isinstance(item, pn.widgets.Widget):
+                    item.param.update(width=SIDEBAR_WIDGET_WIDTH)
+        self.controls.objects = shown
 
     def control(self, name: str, widget_type: type[pn.widgets.Widget] = pn.widgets.Select, **kwargs: Any) -> pn.widgets.Widget:
         """A widget over this explorer's parameter ``name`` (labelled by it), kept in step both ways; ``options`` may
@@ -290,20 +327,40 @@ class Explorer(FigureViewer):
         pane.object = fig
 
     # ---- lifecycle ----
+    def soon(self, action: Callable[[], Any]) -> None:
+        """Run ``action``: at once in a notebook or while a session is being built, and in a served session that has
+        loaded on the server's next tick, once the browser has been told that this page is at work (`LOADING_CSS`).
+        Done at once, the work would end before the browser heard of it: it sees only what a callback leaves."""
+        doc = pn.state.curdoc
+        if self.standalone or doc is None or doc.session_context is None or not pn.state.loaded:
+            action()
+            return
+        self.view.loading = True
+
+        def work() -> None:
+            try:
+                action()
+            finally:
+                self.view.loading = False
+
+        pn.state.execute(work, schedule=True)
+
     def set_shown(self, shown: bool) -> None:
         """Called by the dashboard when this explorer's tab is opened or left."""
         self.shown = shown
         if shown and not self.ready:
-            self.rebuild()
+            self.ready = True  # a second event before the deferred build runs does not build twice
+            self.soon(self.rebuild)
         elif shown and self.dirty:
             self.dirty = False
-            self.guarded(self.redraw)
+            self.soon(lambda: self.guarded(self.redraw))
 
     def rebuild(self) -> None:
         for watcher in self._control_watchers:
             self.param.unwatch(watcher)
         self._control_watchers = []
         self._figures = {}
+        self.controls.objects = []
         self.problem = self.crash = None
         self.ready, self.dirty = True, False
         objects = self.guarded(self.build)
@@ -311,6 +368,7 @@ class Explorer(FigureViewer):
             self.view.objects = objects
         if self.present:
             for_presentation(self.view)
+            for_presentation(self.controls)
 
     def guarded(self, action: Callable[[], Any]) -> Any:
         """Run ``action``; a run that lacks the data gets a notice, anything else a short message (and the log the
@@ -320,31 +378,35 @@ class Explorer(FigureViewer):
                 return action()
         except KdvizError as exc:
             self.problem = exc
+            self.controls.objects = []
             self.view.objects = [notice(f"{self.title}: not in this run", str(exc))]
         except Exception as exc:  # a broken view must not take the dashboard down
             log.exception("kdviz: the %s explorer failed", self.title)
             self.problem = KdvizError(f"{type(exc).__name__}: {exc}")
             self.crash = exc  # not a run lacking data: `kdviz export` raises it rather than print it as a note
+            self.controls.objects = []
             self.view.objects = [notice(f"{self.title}: could not be drawn", f"{type(exc).__name__}: {exc}")]
         if self.present:
             for_presentation(self.view)
+            for_presentation(self.controls)
         return None
 
     def _state_changed(self, *events: Any) -> None:
         if self.ready and not self._updating:
             names = {event.name for event in events}
-            self.guarded(lambda: self.state_changed(names))
+            self.soon(lambda: self.guarded(lambda: self.state_changed(names)))
 
     def _changed(self, *events: Any) -> None:
         """One callback for a batch of selection changes: another run or step rebuilds, anything else redraws."""
         if any(event.name in ("run", "step") for event in events):
             self.ready = False
             if self.shown:
-                self.rebuild()
+                self.ready = True
+                self.soon(self.rebuild)
             return
         if not self.ready or self._updating:
             return
         if self.shown:
-            self.guarded(self.redraw)
+            self.soon(lambda: self.guarded(self.redraw))
         else:
             self.dirty = True

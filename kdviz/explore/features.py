@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from kdviz.errors import MissingDataError
-from kdviz.explore.base import Explorer, clicked_point, heading, plot
+from kdviz.explore.base import Explorer, clicked_point, grid, heading, plot
 from kdviz.metrics.features import suggest_layer_map
 from kdviz.readers.features import alignment_scores, feature_layer_map, first_labels, pooled_features, summary_position
 from kdviz.views import features as views
@@ -45,7 +45,8 @@ class FeatureExplorer(Explorer):
             raise MissingDataError(f"run {run.name!r} has no captured features; capture with layers=[...] (module paths or "
                                    "globs of both models) to compare their representations")
         self.samples = min(self.relation_samples, run.n_samples)
-        self.estimator = self.control("unbiased", options={"debiased CKA": True, "biased CKA": False}, width=180)
+        self.estimator = self.control("unbiased", options={"debiased CKA": True, "biased CKA": False}, width=180,
+                                      css_classes=["kd-estimator"])
         self.conv_menu = self.control("conv", options={"flatten": "flatten", "average-pool": "pool"}, width=160)
         pooled = bool(run.teacher.pooled_names or run.student.pooled_names)
         summary = "last token" if summary_position(run) == "last" else "first token (CLS)"
@@ -67,12 +68,11 @@ class FeatureExplorer(Explorer):
         self.panes = {key: plot() for key in ("cka", "within", "projection", "relations", "scores")}
         self.panes["cka"].param.watch(self._cell_clicked, "click_data")
         self.redraw()
+        self.sidebar(self.estimator, self.conv_menu, self.tokens_menu, self.teacher_menu, self.student_menu)
         return [
-            heading(f"Features: {run.name}"),
-            pn.Row(self.estimator, self.conv_menu, self.tokens_menu), *pooling_note,
-            self.panes["cka"], self.panes["within"],
-            pn.Row(self.teacher_menu, self.student_menu),
-            self.panes["projection"], self.panes["relations"], self.panes["scores"],
+            heading(f"Features: {run.name}"), *pooling_note,
+            grid(self.panes["cka"], self.panes["scores"]), self.panes["within"],
+            grid(self.panes["projection"], self.panes["relations"]),
         ]
 
     def state_changed(self, names: set[str]) -> None:
@@ -119,9 +119,9 @@ class FeatureExplorer(Explorer):
         """What one point of the projection is, and why only ``shown`` of the run's samples are drawn."""
         run = self.run
         point = "one point per text: its features averaged over its real tokens" if run.task == "tokens" else ""
-        limit = (f"the first {shown:,} of {run.n_samples:,} samples: a relation matrix grows as their square "
+        limit = (f"the first {shown:,} of {run.n_samples:,} samples: a relation matrix grows as their square<br>"
                  "(FeatureExplorer(run, samples=N) draws more)" if shown < run.n_samples else "")
-        return " · ".join(part for part in (point, limit) if part)
+        return "<br>".join(part for part in (point, limit) if part)  # a line each: the figure may be half the page wide
 
     def _cell_clicked(self, event: Any) -> None:
         """A heatmap cell names a (student, teacher) pair by its short layer names."""

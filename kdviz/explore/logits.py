@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from kdviz.explore.base import LIGHT_BUTTONS, Explorer, clicked_point, heading, plot
+from kdviz.explore.base import Explorer, clicked_point, grid, heading, plot
 from kdviz.metrics import logits as lm
 from kdviz.metrics.classwise import QUADRANTS
 from kdviz.readers.logits import CLASS_VIEWS, SORTS, LogitData
@@ -36,7 +36,7 @@ class LogitExplorer(Explorer):
     correctness = param.Selector(default="all", objects=["all", *QUADRANTS], label="correct?",
                                  doc="list only samples where each model is right or wrong")
     order = param.Selector(default=SORTS[0], objects=list(SORTS), label="order", doc="order of the sample list")
-    class_view = param.Selector(default="agreement", objects=list(CLASS_VIEWS), label="by class",
+    class_view = param.Selector(default="agreement", objects=list(CLASS_VIEWS), label="by class (the last figure)",
                                 doc="the class-level view of a classification run")
 
     def build(self) -> list[Any]:
@@ -60,24 +60,21 @@ class LogitExplorer(Explorer):
                                         css_class="kd-sample-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
-        self.panes["summary"].sizing_mode, self.panes["summary"].width = "fixed", 470
         self.show_all.on_click(lambda _event: self.show_bin(None))
         self.panes["histogram"].param.watch(self._histogram_clicked, "click_data")
         note = [] if not tokens else [pn.pane.Markdown(
             "*Language-model runs store per-token statistics at T = 1, so the temperature is fixed here.*")]
         self.has_classes = not tokens and data.z_t is not None
         offered = {label: kind for kind, label in CLASS_VIEWS.items() if kind == "agreement" or data.labels is not None}
-        self.class_view_buttons = self.control("class_view", pn.widgets.RadioButtonGroup, options=offered, **LIGHT_BUTTONS)
-        classes = [pn.pane.HTML("<b>By class</b>", margin=(12, 10, 0, 10)), self.class_view_buttons,
-                   self.panes["classes"]] if self.has_classes else []
+        self.class_view_menu = self.control("class_view", options=offered, visible=self.has_classes)
         self.redraw()
+        self.sidebar(self.temperature, self.measure_menu, self.alpha_slider, self.class_filter, self.correctness_menu,
+                     self.order_menu, self.samples, self.show_all, self.class_view_menu)
         return [
-            heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"),
-            pn.Row(self.temperature, self.measure_menu, self.alpha_slider, self.class_filter, self.correctness_menu,
-                   self.order_menu), *note,
-            pn.FlexBox(pn.Column(self.samples, self.show_all), self.panes["summary"], flex_wrap="wrap",
-                       sizing_mode="stretch_width"),
-            self.panes["histogram"], self.panes["detail"], *classes,
+            heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"), *note,
+            *([grid(self.panes["histogram"], self.panes["summary"]), self.panes["detail"]] if tokens else  # a text strip
+              [grid(self.panes["histogram"], self.panes["detail"]),
+               grid(self.panes["summary"], *([self.panes["classes"]] if self.has_classes else []))]),
         ]
 
     @property

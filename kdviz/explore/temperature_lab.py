@@ -64,13 +64,16 @@ class TemperatureLab(FigureViewer):
             kind, options = kinds[name]
             return kind.from_param(self.param[name], **options)
 
+        def row(*widgets: pn.widgets.Widget) -> pn.FlexBox:  # wraps on a narrow notebook instead of cutting labels off
+            return pn.FlexBox(*widgets, flex_wrap="wrap", sizing_mode="stretch_width")
+
         def logits_row() -> pn.Column:
-            return pn.Column(pn.Row(control("teacher_logits"), control("target")), control("student_logits"))
+            return pn.Column(row(control("teacher_logits"), control("target")), control("student_logits"))
 
         self.tabs = tabs(
-            (TABS["softmax"], pn.Column(pn.Row(control("teacher_logits"), control("target"), control("T")), self.message,
+            (TABS["softmax"], pn.Column(row(control("teacher_logits"), control("target"), control("T")), self.message,
                                         self.panes["softmax"])),
-            (TABS["loss"], pn.Column(logits_row(), pn.Row(control("T"), control("alpha")), self.loss_text, self.panes["loss"])),
+            (TABS["loss"], pn.Column(logits_row(), row(control("T"), control("alpha")), self.loss_text, self.panes["loss"])),
             (TABS["modes"], pn.Column(control("separation"), self.panes["modes"])),
             (TABS["dkd"], pn.Column(logits_row(), control("T"), self.panes["dkd"])),
             dynamic=False, sizing_mode="stretch_width",

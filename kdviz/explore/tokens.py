@@ -58,12 +58,11 @@ class TokenExplorer(Explorer):
                 "end a piece, with the exact next-piece divergence over the matched vocabulary read at the span's "
                 "end." if self.two_tokenizers else "")
         self.redraw()
+        self.sidebar(self.measure_menu, self.samples)
         kind = "two tokenizations" if self.two_tokenizers else "one tokenizer"
         return [
             heading(f"Tokens: {self.run.name} ({self.run.n_samples:,} texts, {kind})"),
-            pn.Row(self.measure_menu), *([pn.pane.Markdown(unit)] if unit else []),
-            pn.FlexBox(self.samples, self.shares, flex_wrap="wrap", sizing_mode="stretch_width"),
-            self.panes["strip"],
+            *([pn.pane.Markdown(unit)] if unit else []), self.shares, self.panes["strip"],
             *([pn.pane.HTML("<b>The two tokenizations</b> (hover a character for its pieces and its span)",
                             margin=(12, 10, 0, 10)), self.panes["alignment"]] if self.two_tokenizers else []),
             *self._generation_section(),

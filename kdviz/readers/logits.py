@@ -164,7 +164,7 @@ class LogitData:
 
     def row_label(self, i: int, measure: str, values: np.ndarray) -> str:
         """One line of a sample list: index, value, and for classification the label and both answers."""
-        text = f"#{i:<5} {measure} = {values[i]:.4f}"
+        text = f"#{i:<5} {measure} {values[i]:.4f}"
         if self.task != "tokens":
             names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
             label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""

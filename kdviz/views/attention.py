@@ -517,8 +517,9 @@ def at_scope(data: AttentionData) -> str:
     total = data.run.n_samples
     if data.max_samples >= total:
         return f"all {total:,} samples"
-    return (f"the first {data.max_samples:,} of {total:,} samples (read whole maps: capped for speed, "
+    return (f"the first {data.max_samples:,} of {total:,} samples<br>(read whole maps: capped for speed, "
             "AttentionExplorer(run, max_samples=N) reads more)")
+
 
 def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[str, str]] | None = None) -> go.Figure:
     """Attention-transfer maps (channel mean of |A|^p, L2-normalised) of the teacher and the student over the input
@@ -556,5 +557,5 @@ def spatial_overlay(data: AttentionData, sample: int = 0, pairs: Sequence[tuple[
     title = ("Where each model looks: attention-transfer maps over the input"
              + theme.subtitle(f"sample {sample} · Q = mean<sub>c</sub> |A<sub>c</sub>|<sup>p</sup>, L2-normalised; "
                          "the smaller map is resampled to the larger")
-             + theme.subtitle(f"mean AT distance over {at_scope(data)}: " + ", ".join(notes)))
-    return _finish(fig, title, height=620, width=max(600, 290 * len(pairs) + 120), top=150)
+             + theme.subtitle("mean AT distance " + ", ".join(notes) + f" over {at_scope(data)}"))
+    return _finish(fig, title, height=640, width=max(600, 290 * len(pairs) + 120), top=168)

@@ -171,11 +171,11 @@ def agreement_histogram(data: AttributionData, method: str | None = None, target
     fig.update_yaxes(title="samples")
     fig.update_layout(bargap=0.02, clickmode="event+select")
     missing = len(values) - len(defined)
-    note = f"{METHOD_LABELS.get(method, method)}, explaining {target_label(target)}; 1 = same ranking / direction / top set"
+    note = (f"{len(defined):,} samples · {METHOD_LABELS.get(method, method)}, explaining {target_label(target)}<br>"
+            "1 = same ranking / direction / top set")
     if missing:
         note += f" · {missing} undefined (constant map) not shown"
-    return _finish(fig, f"Does the student look where the teacher looks? ({len(defined):,} samples)", note, height=420,
-                   legend=True)
+    return _finish(fig, "Does the student look where the teacher looks?", note, height=440, legend=True, top=122)
 
 
 def defined_samples(data: AttributionData, method: str, target: str, metric: str) -> np.ndarray:
@@ -225,12 +225,12 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
     fig.update_xaxes(title=f"{ag.AGREEMENT_METRICS[metric]} of the two {METHOD_LABELS.get(method, method)} maps",
                      range=[lo - 0.03, hi + 0.03])
     fig.update_yaxes(title="student's margin for the teacher's class<br>(log-prob gap to its runner-up)")
-    subtitle = (f"above 0: the student gives the teacher's answer · right of {threshold:g}: its evidence agrees "
+    subtitle = (f"above 0: the student gives the teacher's answer<br>right of {threshold:g}: its evidence agrees "
                 f"({target_label(target)} explained)")
     missing = int((~keep).sum())
     if missing:
         subtitle += f" · {missing} undefined not shown"
-    _finish(fig, "Same answer, and for the same reason?", subtitle, height=540, legend=True, top=125)
+    _finish(fig, "Same answer, and for the same reason?", subtitle, height=560, legend=True, top=142)
     return fig.update_layout(legend={"title": {"text": "class"}})
 
 
@@ -271,7 +271,8 @@ def agreement_overview(data: AttributionData, target: str | None = None) -> go.F
     metrics = list(ag.AGREEMENT_METRICS)
     z = np.array([[np.nanmean(data.agreement(m, target, metric)) if np.isfinite(data.agreement(m, target, metric)).any()
                    else np.nan for metric in metrics] for m in methods])
-    fig = go.Figure(go.Heatmap(z=z, x=[ag.AGREEMENT_METRICS[m] for m in metrics], y=[METHOD_LABELS.get(m, m) for m in methods],
+    columns = [theme.two_lines(ag.AGREEMENT_METRICS[m]) for m in metrics]
+    fig = go.Figure(go.Heatmap(z=z, x=columns, y=[METHOD_LABELS.get(m, m) for m in methods],
                                zmin=0, zmax=1, colorscale=theme.SEQUENTIAL_SCALE, text=np.round(z, 2), texttemplate="%{text}",
                                colorbar={"title": "mean", "thickness": 12},
                                hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>"))

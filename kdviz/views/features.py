@@ -108,8 +108,8 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
         fig.update_xaxes(showticklabels=False, row=1, col=col)
     mean_gap = float(np.abs(diff).mean())
     order_said = "sorted by class" if labels is not None else "in sample order"
-    title = f"Sample relations, {order_said} (mean |teacher − student| = {mean_gap:.3f})"
-    fig = theme.style(fig, title + (theme.subtitle(note) if note else ""), height=440 if note else 420, legend=False)
+    title = f"Sample relations, {order_said}" + theme.subtitle(f"mean |teacher − student| = {mean_gap:.3f}")
+    fig = theme.style(fig, title + (theme.subtitle(note) if note else ""), height=460 if note else 440, legend=False)
     return fig
 
 
@@ -156,7 +156,7 @@ def joint_projection(x_t: Any, x_s: Any, labels: Any | None = None, class_names:
     return _finish_projection(fig, note)
 
 
-PROJECTION_TITLE = "Teacher (●) and student (◇) features in one projection; lines join each sample's two points"
+PROJECTION_TITLE = "Teacher (●) and student (◇) features, one projection" + theme.subtitle("lines join each sample's two points")
 
 
 def _links(pt: np.ndarray, ps: np.ndarray, link: int) -> go.Scatter:
@@ -197,4 +197,4 @@ def pair_scores(scores: Sequence[Mapping[str, Any]]) -> go.Figure:
                          marker={"color": theme.PAIR_FILL}, hovertemplate="%{x}<br>overlap %{y:.3f}<extra></extra>"))
     fig.update_yaxes(title="score", range=[min(0.0, min(min(s["r2"], s["knn"]) for s in scores) - 0.05), 1.05])
     fig.update_layout(barmode="group")
-    return theme.style(fig, "How well each student layer predicts, and shares neighbours with, its teacher layer", height=420)
+    return theme.style(fig, "Projector fit and shared neighbours, by layer pair", height=420)

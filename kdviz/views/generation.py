@@ -48,7 +48,7 @@ def drift_by_position(generations: Sequence[Any], measure: str = "kl") -> go.Fig
                              legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"})
 
 
-MAX_WIDTH = 1400  # px: the fork view shows as many units as fit
+MAX_WIDTH = 1080  # px: the fork view shows as many units as fit beside the sidebar of a 1440 px window
 LENGTH_COLLAPSE = 0.8  # the student's continuations under 80 % of the teacher's length: it stops early
 REPETITION_EXCESS = 0.1  # 10 points more repeated 4-grams than the teacher: it loops
 
@@ -77,7 +77,7 @@ def fork_view(generation: Any, *, measure: str = "kl", context: int = 4, max_tok
              for j in range(s, min(s + width, len(c.pieces)))]
     chars = int(np.clip(np.percentile([len(t) for t in shown], 90) if shown else 1, 3, 10))  # a cell's characters
     cell = round(9 * theme.text_px() / theme.FONT_SIZE * chars) + 14  # a 13 px monospace character is about 8 px wide
-    width = max(1, min(width, (MAX_WIDTH - 170) // cell))  # the figure fits a 1440 px screen; the rest is hovered
+    width = max(1, min(width, (MAX_WIDTH - 170) // cell))  # the figure fits beside the sidebar; the rest is hovered
     z = np.full((2, width), np.nan)
     text = np.full((2, width), "", dtype=object)
     hover = np.full((2, width), "", dtype=object)

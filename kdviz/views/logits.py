@@ -138,9 +138,10 @@ def sample_drilldown(
                       line_width=0, layer="below")
         fig.add_shape(type="rect", x0=-0.5, x1=0.5, xref=xref, y0=0, y1=1, yref=yref,
                       line={"color": theme.HIGHLIGHT, "width": 1.5}, fillcolor=theme.TRANSPARENT)
-        fig.add_annotation(x=0.7, xref=xref, xanchor="left", y=1.02, yref="paper", showarrow=False,
-                           text=f"non-target mass (dark knowledge): teacher {rest_t:.1%} · student {rest_s:.1%}",
-                           font={"color": theme.NEUTRAL})
+        # inside the plot's top right: the classes are ordered by probability, so the last bars are the lowest
+        fig.add_annotation(x=len(order) - 0.5, xref=xref, xanchor="right", y=0.98, yref=yref, yanchor="top", showarrow=False, align="right",
+                           text=f"non-target mass (dark knowledge)<br>teacher {rest_t:.1%} · student {rest_s:.1%}",
+                           font={"color": theme.NEUTRAL}, bgcolor=theme.rgba(theme.CARD, 0.8))
         fig.add_annotation(x=0, xref=xref, y=1.02, yref="paper", showarrow=False, text="target", font={"color": theme.HIGHLIGHT})
     fig.update_xaxes(title="class", type="category", row=1, col=col)
     fig.update_yaxes(title=f"probability at T={T:g}", rangemode="tozero", row=1, col=col,

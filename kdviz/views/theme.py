@@ -51,6 +51,16 @@ def ink_ramp(n: int) -> list[str]:
     return ["#" + "".join(f"{round(float(v)):02x}" for v in light + (dark - light) * (i / max(1, n - 1))) for i in range(n)]
 
 
+def two_lines(label: str, longest: int = 12) -> str:
+    """``label`` broken at the space nearest its middle when longer than ``longest`` characters: category ticks of a
+    figure drawn half the page wide stay clear of their neighbours."""
+    spaces = [i for i, c in enumerate(label) if c == " "]
+    if len(label) <= longest or not spaces:
+        return label
+    cut = min(spaces, key=lambda i: abs(i - len(label) / 2))
+    return label[:cut] + "<br>" + label[cut + 1:]
+
+
 RULE = "#eef0f3"  # hairlines between table rows
 SELECTED_ROW = "#eef4fb"  # the row of the run shown
 SHADOW = "0 1px 3px rgba(0,0,0,.12)"  # cards
@@ -95,8 +105,9 @@ def from_zero(values: object) -> dict:
 
 
 def subtitle(text: str) -> str:
-    """A grey second line for a figure title (append it to the title text)."""
-    return f"<br><span style='font-size:12px;color:{NEUTRAL}'>{text}</span>"
+    """Grey lines under a figure title (append them to the title text): one per ``<br>`` of ``text``, each styled (a
+    plotly span does not carry its style past a line break)."""
+    return "".join(f"<br><span style='font-size:12px;color:{NEUTRAL}'>{line}</span>" for line in text.split("<br>"))
 
 
 TITLE_PAD = 20  # px above the title
@@ -229,6 +240,17 @@ def text_px() -> float:
     return PRESENT_TEXT if presenting() else FONT_SIZE
 
 
+PRESENT_BAR_MARGIN = 120  # px right of a plot with a colour bar, in presentation mode
+
+
+def _has_colour_bar(trace: dict) -> bool:
+    """Whether a trace (as plotly JSON) draws a colour bar: a map whose scale is not hidden, or markers with one."""
+    if trace.get("type") in ("heatmap", "contour", "histogram2d", "histogram2dcontour"):
+        return trace.get("showscale", True) is not False
+    marker = trace.get("marker")
+    return isinstance(marker, dict) and bool(marker.get("showscale"))
+
+
 def presented(fig: go.Figure) -> go.Figure:
     """A copy of ``fig`` for projection: every font (ticks, cell text, annotations, colour bars, inline HTML sizes in
     texts) at least `PRESENT_TEXT` px, the title `PRESENT_TITLE`, lines `PRESENT_LINES`× as thick, and its height and
@@ -262,6 +284,8 @@ def presented(fig: go.Figure) -> go.Figure:
     grown = round((margin.get("t") or 80) * PRESENT_GROWTH)
     layout["margin"] = {**margin, **{side: round((margin.get(side) or 60) * PRESENT_GROWTH) for side in ("l", "r", "b")},
                         "t": max(grown, grown_top)}
+    if any(_has_colour_bar(trace) for trace in spec.get("data", [])):  # its 18 px tick labels right of the plot
+        layout["margin"]["r"] = max(layout["margin"]["r"], PRESENT_BAR_MARGIN)
     if layout.get("width"):  # a fixed width grows too, up to a 1,440 px screen's
         layout["width"] = min(round(layout["width"] * PRESENT_GROWTH), max(layout["width"], PRESENT_MAX_WIDTH))
     layout["height"] = round(height * PRESENT_GROWTH) + max(0, layout["margin"]["t"] - grown)

@@ -86,7 +86,7 @@ def training_curves(data: TrainingData, *, selected_step: int | None = None) -> 
     fig.update_yaxes(range=[0, 1.05], row=1, col=2)
     title = f"How the student moves toward the teacher ({len(steps)} snapshots, probe of {data.run.n_samples:,} samples)"
     theme.style(fig, title + theme.subtitle("dotted line: the step shown on the other pages" if selected_step is not None
-                                            else "each panel against the training step"), height=430 * rows, legend=False)
+                                            else "each panel against the training step"), height=390 * rows, legend=False)
     return fig.update_layout(showlegend=True, **legends)
 
 
