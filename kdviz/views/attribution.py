@@ -231,6 +231,7 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
     if missing:
         subtitle += f" · {missing} undefined not shown"
     _finish(fig, "Same answer, and for the same reason?", subtitle, height=560, legend=True, top=142)
+    fig.update_layout(margin={"l": 96})  # room for the two-line y title
     return fig.update_layout(legend={"title": {"text": "class"}})
 
 
