@@ -449,6 +449,39 @@ def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
         server.stop()
 
 
+def test_the_temperature_lab_fits_a_narrow_notebook(tmp_path):
+    """At 640 px (a notebook beside JupyterLab's file browser and a console) every tab of TemperatureLab shows its
+    controls, whole labels and figures with no text over text or cut off, and nothing wider than the window."""
+    import time
+
+    import panel as pn
+
+    from kdviz.explore.temperature_lab import TABS, TemperatureLab
+
+    require_chromium()
+    port = free_port()
+    server = pn.serve({"/": lambda: TemperatureLab().__panel__()}, port=port, address="127.0.0.1", show=False,
+                      threaded=True, websocket_origin=[f"localhost:{port}"])
+    try:
+        with offline_page((640, 900)) as (page, log):
+            for _ in range(100):
+                try:
+                    page.goto(f"http://localhost:{port}/")
+                    break
+                except Exception:  # the server thread is still starting
+                    time.sleep(0.2)
+            for title in TABS.values():
+                page.locator(".bk-tab", has_text=title).first.click()
+                page.wait_for_function(DRAWN_JS, timeout=30_000)
+                page.wait_for_timeout(300)
+                assert page.locator(".bk-tab", has_text=title).first.text_content() == title
+                assert text_overlaps(page) == [], title
+                assert page.evaluate("() => document.documentElement.scrollWidth") <= 640, title
+            assert log["console_errors"] == []
+    finally:
+        server.stop()
+
+
 SCREENSHOTS = ARTIFACTS.parent.parent / "docs" / "screenshots"
 README_PAGES = [("digits-cnn", page) for page in ("Overview", "Logits", "Attention", "Features", "Attribution", "Training")] \
     + [("on-policy", "Tokens")]

@@ -21,7 +21,7 @@ from kdviz.views import theme
 
 DEFAULT_TEACHER = "6, 3.5, 2, 1, 0, -1, -2"
 DEFAULT_STUDENT = "4, 4, 0.5, 0.5, 0, 0, -1"
-TABS = {"softmax": "1 · softmax at T", "loss": "2 · KD loss and T²", "modes": "3 · forward vs reverse KL",
+TABS = {"softmax": "1 · softmax at T", "loss": "2 · KD loss, T²", "modes": "3 · forward / reverse KL",
         "dkd": "4 · DKD split"}
 
 
@@ -70,12 +70,15 @@ class TemperatureLab(FigureViewer):
         def logits_row() -> pn.Column:
             return pn.Column(row(control("teacher_logits"), control("target")), control("student_logits"))
 
+        def page(*parts: Any) -> pn.Column:  # as wide as the notebook, not as its widest figure's first draw
+            return pn.Column(*parts, sizing_mode="stretch_width")
+
         self.tabs = tabs(
-            (TABS["softmax"], pn.Column(row(control("teacher_logits"), control("target"), control("T")), self.message,
+            (TABS["softmax"], page(row(control("teacher_logits"), control("target"), control("T")), self.message,
                                         self.panes["softmax"])),
-            (TABS["loss"], pn.Column(logits_row(), row(control("T"), control("alpha")), self.loss_text, self.panes["loss"])),
-            (TABS["modes"], pn.Column(control("separation"), self.panes["modes"])),
-            (TABS["dkd"], pn.Column(logits_row(), control("T"), self.panes["dkd"])),
+            (TABS["loss"], page(logits_row(), row(control("T"), control("alpha")), self.loss_text, self.panes["loss"])),
+            (TABS["modes"], page(control("separation"), self.panes["modes"])),
+            (TABS["dkd"], page(logits_row(), control("T"), self.panes["dkd"])),
             dynamic=False, sizing_mode="stretch_width",
         )
         self._layout = self.tabs

@@ -23,19 +23,20 @@ def softmax_figure(z_t: np.ndarray, T: float, target: int) -> go.Figure:
     probs = softmax_at(z_t, T)
     dark = np.array([1 - softmax_at(z_t, t)[target] for t in T_GRID])
     fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.12,
-                        subplot_titles=(f"softmax(z / T) at T = {T:.2f}", "non-target mass ('dark knowledge') vs T"))
+                        subplot_titles=(f"softmax(z / T) at T = {T:.2f}", "non-target mass vs T"))
     colours = [theme.HIGHLIGHT if i == target else theme.TEACHER for i in range(len(probs))]
-    fig.add_trace(go.Bar(x=[f"class {i}" for i in range(len(probs))], y=probs, marker={"color": colours},
+    fig.add_trace(go.Bar(x=[str(i) for i in range(len(probs))], y=probs, marker={"color": colours},
                          text=[f"{p:.1%}" for p in probs], textposition="outside", showlegend=False), row=1, col=1)
     fig.add_trace(go.Scatter(x=T_GRID, y=dark, mode="lines", line={"color": theme.TEACHER, "width": 2.5}, showlegend=False),
                   row=1, col=2)
     fig.add_trace(go.Scatter(x=[T], y=[1 - probs[target]], mode="markers", marker={"size": 12, "color": theme.HIGHLIGHT},
                              showlegend=False, hovertemplate="T=%{x:.2f}: %{y:.1%} off the target<extra></extra>"), row=1, col=2)
     fig.update_yaxes(range=[0, 1.1], title="probability", row=1, col=1)
-    fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(title="class", type="category", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.08], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1], tickformat=".0%", row=1, col=2)  # 100% under its title
     fig.update_xaxes(type="log", title="temperature T", tickvals=T_TICKS, row=1, col=2)
-    return theme.style(fig, "Raising T spreads probability onto the other classes: that is the teacher's dark knowledge",
-                       height=400, legend=False)
+    return theme.style(fig, "Raising T spreads probability onto the other classes"
+                       + theme.subtitle("the mass off the target is the teacher's dark knowledge"), height=420, legend=False)
 
 
 def kd_loss_parts(z_t: np.ndarray, z_s: np.ndarray, T: float, target: int, alpha: float) -> dict[str, float]:
@@ -68,7 +69,8 @@ def loss_figure(z_t: np.ndarray, z_s: np.ndarray, T: float) -> go.Figure:
                              mode="lines", line={"color": theme.HIGHLIGHT, "width": 1}, name=f"current T = {T:.2f}"))
     fig.update_xaxes(type="log", title="temperature T", tickvals=T_TICKS)
     fig.update_yaxes(type="log", title="gradient norm", dtick=1)
-    return theme.style(fig, "Why the KD loss multiplies KL by T²: gradient size against temperature", height=380)
+    return theme.style(fig, "Why the KD loss multiplies KL by T²" + theme.subtitle("gradient size against temperature"),
+                       height=400)
 
 
 def modes_figure(separation: float) -> go.Figure:
@@ -92,8 +94,9 @@ def modes_figure(separation: float) -> go.Figure:
                              line={"color": theme.STUDENT, "width": 3, "dash": "dash"}))
     fig.update_xaxes(title="outcome")
     fig.update_yaxes(title="probability")
-    title = "A one-bump student fitted to a two-bump teacher: forward KL is mode-covering, reverse KL mode-seeking"
-    theme.style(fig, title, height=440)
+    title = ("A one-bump student fitted to a two-bump teacher"
+             + theme.subtitle("forward KL is mode-covering, reverse KL mode-seeking"))
+    theme.style(fig, title, height=460)
     return fig.update_layout(legend={"orientation": "v", "x": 0.01, "xanchor": "left", "y": 0.99, "yanchor": "top",
                                      "bgcolor": theme.rgba(theme.CARD, 0.8)})
 
@@ -109,6 +112,7 @@ def dkd_figure(z_t: np.ndarray, z_s: np.ndarray, T: float, target: int) -> go.Fi
         connector={"line": {"color": theme.MUTED}},
     ))
     fig.update_yaxes(title=f"nats at T = {T:.2f}")
-    note = " (two classes: no non-target mass to spread, NCKD = 0)" if parts["binary"] else ""
-    return theme.style(fig, f"Decoupled KD: KL = TCKD + (1 − p_t,y)·NCKD{note}. The teacher's confidence p_t,y "
-                            f"= {float(parts['p_t_target'][0]):.3f} shrinks the non-target term", height=420, legend=False)
+    note = "<br>two classes: no non-target mass to spread, NCKD = 0" if parts["binary"] else ""
+    return theme.style(fig, "Decoupled KD: KL = TCKD + (1 − p_t,y)·NCKD" + theme.subtitle(
+        f"the teacher's confidence p_t,y = {float(parts['p_t_target'][0]):.3f} shrinks the non-target term{note}"),
+        height=440, legend=False)

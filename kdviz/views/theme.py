@@ -126,7 +126,7 @@ def style(fig: go.Figure, title: str, *, height: int = 420, width: int | None = 
     """Apply the kdviz look: white template, one font, a left-aligned title, compact margins."""
     use_white_template(fig)
     fig.update_layout(style_layout(title, height=height, width=width, legend=legend))
-    return fig.update_layout(xaxis_ticklabelstandoff=4)  # the first x tick label clear of the lowest y tick label
+    return fig.update_xaxes(ticklabelstandoff=4)  # every first x tick label clear of the lowest y tick label
 
 
 def style_layout(title: str, *, height: int = 420, width: int | None = None, legend: bool = True) -> dict:
