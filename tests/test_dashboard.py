@@ -224,3 +224,6 @@ def test_each_page_hands_its_controls_to_the_sidebar_which_shows_only_the_open_p
     assert [page.title for page in dashboard.pages.values() if page.controls.visible] == ["Features"]
     notebook = LogitExplorer(dashboard.library.run("digits-cnn"))
     assert notebook.controls in notebook._layout.objects and notebook.temperature in notebook.controls.objects
+    # in a notebook they wrap across the output's width; in the dashboard they stack in the sidebar's column
+    assert isinstance(notebook.controls, pn.FlexBox) and notebook.controls.flex_wrap == "wrap"
+    assert isinstance(logits.controls, pn.Column) and not isinstance(logits.controls, pn.FlexBox)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, free_port, offline_page, require_chromium, served
+from browser import ARTIFACTS, free_port, offline_page, require_chromium, served, text_overlaps
 
 pytest.importorskip("jupyterlab")
 
@@ -98,6 +98,11 @@ def test_quickstart_in_jupyterlab(tmp_path):
         assert "at T=4 " in detail_before and "at T=6 " in detail_after and detail_before != detail_after
         ARTIFACTS.mkdir(exist_ok=True)
         cell.screenshot(path=str(ARTIFACTS / "jupyterlab-logit-explorer.png"))
+        # beside the file browser the explorer's figures wrap to the notebook's width: none is cut off, no text
+        # covers another, and its output does not scroll sideways (the summary table was clipped at 1440 px)
+        assert text_overlaps(page) == []
+        output = cell.locator(".jp-OutputArea-output").first
+        assert output.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the explorer is wider than the notebook"
 
         # the same explorer as an ipywidget: rendered by jupyter_bokeh, showing the state the slider set
         wrapped = page.locator(".jp-Notebook .jp-Cell").nth(IPYWIDGET_CELL)

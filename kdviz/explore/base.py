@@ -198,7 +198,7 @@ class Explorer(FigureViewer):
         self.view = pn.Column(name=self.title, sizing_mode="stretch_width", stylesheets=[LOADING_CSS])
         # this page's own controls (`sidebar`): the dashboard shows them in its sidebar while the page is open, a
         # notebook explorer in a row above its figures
-        self.controls = (pn.FlexBox(flex_wrap="wrap", sizing_mode="stretch_width") if library is None
+        self.controls = (pn.FlexBox(flex_wrap="wrap", sizing_mode="stretch_width") if self.standalone
                          else pn.Column(width=SIDEBAR_WIDTH, margin=0))
         self._figures: dict[str, go.Figure] = {}
         self.problem: KdvizError | None = None  # why the selected run could not be shown (None: it is shown)
