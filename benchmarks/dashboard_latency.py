@@ -148,11 +148,13 @@ def measure(page, change, done_js: str, repeats: int) -> tuple[list[float], list
     return latencies, server
 
 
-# every visible plot drawn, or the page's note or cards shown where it has no plot
-SETTLED = """() => { let all = true, any = false, note = false; const walk = (root) => root.querySelectorAll('*').forEach(el => {
-  if (el.classList && el.classList.contains('js-plotly-plot') && el.getClientRects().length) {
+# every plot of the open page drawn, or its note or cards shown where it has no plot (a hidden tab's plots are laid
+# out at visibility: hidden, so they are left out by checkVisibility, not by their boxes)
+SETTLED = """() => { let all = true, any = false, note = false; const shown = (el) => el.checkVisibility({checkVisibilityCSS: true});
+  const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && shown(el)) {
     any = true; all = all && !!el.querySelector('.main-svg'); }
-  if (el.classList && (el.classList.contains('kd-notice') || el.classList.contains('kd-card')) && el.getClientRects().length) note = true;
+  if (el.classList && (el.classList.contains('kd-notice') || el.classList.contains('kd-card')) && shown(el)) note = true;
   if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return (any && all) || (note && !any); }"""
 PAGES = ("Logits", "Tokens", "Attention", "Features", "Attribution", "Training")
 
@@ -167,7 +169,6 @@ def first_opens(page, url: str, run_name: str) -> dict[str, float]:
     for tab in PAGES:
         start = time.perf_counter()
         page.locator(".bk-tab", has_text=tab).first.click()
-        page.wait_for_timeout(0)
         page.wait_for_function(SETTLED, polling="raf", timeout=120_000)
         times[tab] = time.perf_counter() - start
     return times

@@ -133,11 +133,12 @@ class AttributionExplorer(Explorer):
         index = data.stored(method, target).index
         visible = self.visible_samples()
         self.list_samples(self.samples, visible, lambda i: self.row_label(i, values[np.searchsorted(index, i)]), LIST_ROWS)
-        self.show_figure("pair", self.panes["pair"], views.attribution_pair(data, sample, method, target))
+        self.show_changed("pair", self.panes["pair"], (sample, method, target),
+                          lambda: views.attribution_pair(data, sample, method, target))
         self.show_figure("histogram", self.panes["histogram"],
                          views.agreement_histogram(data, method, target, metric, selected=sample))
         self.draw_scatter()
-        self.show_figure("overview", self.panes["overview"], views.agreement_overview(data, target))
+        self.show_changed("overview", self.panes["overview"], (target,), lambda: views.agreement_overview(data, target))
         self.show_figure("classes", self.panes["classes"], views.class_agreement_bars(data, method, target, metric))
 
     def draw_scatter(self) -> None:

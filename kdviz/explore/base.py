@@ -201,6 +201,7 @@ class Explorer(FigureViewer):
         self.controls = (pn.FlexBox(flex_wrap="wrap", sizing_mode="stretch_width") if self.standalone
                          else pn.Column(width=SIDEBAR_WIDTH, margin=0))
         self._figures: dict[str, go.Figure] = {}
+        self._drawn_inputs: dict[str, tuple] = {}  # what each figure shown by `show_changed` was drawn from
         self.problem: KdvizError | None = None  # why the selected run could not be shown (None: it is shown)
         self.crash: Exception | None = None  # the exception behind a problem that is a failure, not missing data
         self.shown = False
@@ -319,7 +320,15 @@ class Explorer(FigureViewer):
         if not self._updating and event.new is not None:
             self.selection.sample = int(event.new)
 
+    def show_changed(self, key: str, pane: pn.pane.Plotly, inputs: tuple, draw: Callable[[], go.Figure]) -> None:
+        """Show ``draw()`` in ``pane`` unless it is showing the figure of the same ``inputs`` already: a redraw sends
+        the browser only the figures that change (each costs it a Plotly render)."""
+        if self._drawn_inputs.get(key) != inputs or key not in self._figures:
+            self.show_figure(key, pane, draw())
+            self._drawn_inputs[key] = inputs
+
     def show_figure(self, key: str, pane: pn.pane.Plotly, fig: go.Figure) -> None:
+        self._drawn_inputs.pop(key, None)
         self._figures[key] = fig
         fig = self.drawn(fig)
         if pane.sizing_mode == "fixed":  # a fixed pane takes the figure's own size (Bokeh needs both set)
@@ -359,7 +368,7 @@ class Explorer(FigureViewer):
         for watcher in self._control_watchers:
             self.param.unwatch(watcher)
         self._control_watchers = []
-        self._figures = {}
+        self._figures, self._drawn_inputs = {}, {}
         self.controls.objects = []
         self.problem = self.crash = None
         self.ready, self.dirty = True, False

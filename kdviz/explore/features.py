@@ -92,7 +92,8 @@ class FeatureExplorer(Explorer):
         self.show_figure("within", self.panes["within"], views.within_model_cka(self.result))
         student, teacher = pairs[-1]
         self.select(self.result["teacher_layers"][teacher], self.result["student_layers"][student])
-        self.show_figure("scores", self.panes["scores"], views.pair_scores(self.pair_scores()))
+        self.show_changed("scores", self.panes["scores"], (tuple(map(tuple, pairs)), self.conv, self.tokens),
+                          lambda: views.pair_scores(self.pair_scores()))  # the fits depend on the pairs, not the estimator
 
     def pair_scores(self) -> list[dict[str, Any]]:
         """Projector R² and mutual-kNN overlap for each pair of the suggested layer map."""
@@ -105,14 +106,19 @@ class FeatureExplorer(Explorer):
         self.draw_pair()
 
     def draw_pair(self) -> None:
+        """The chosen pair's projection and relation matrices (not drawn again for the pair they show already: an
+        estimator change keeps the suggested pair)."""
+        inputs = (self.teacher_layer, self.student_layer, self.conv)
+        if all(self._drawn_inputs.get(key) == inputs for key in ("projection", "relations")):
+            return
         run, conv = self.run, self.conv
         x_t = pooled_features(run, "teacher", self.teacher_layer, slice(0, self.samples), conv=conv, tokens="mean")
         x_s = pooled_features(run, "student", self.student_layer, slice(0, self.samples), conv=conv, tokens="mean")
         labels = first_labels(run, self.samples)
         note = self.pooling_note(len(x_t))
-        self.show_figure("projection", self.panes["projection"],
-                         views.joint_projection(x_t, x_s, labels, run.class_names, note=note))
-        self.show_figure("relations", self.panes["relations"], views.relation_matrices(
+        self.show_changed("projection", self.panes["projection"], inputs,
+                          lambda: views.joint_projection(x_t, x_s, labels, run.class_names, note=note))
+        self.show_changed("relations", self.panes["relations"], inputs, lambda: views.relation_matrices(
             x_t, x_s, labels, teacher_name=self.teacher_layer, student_name=self.student_layer, note=note))
 
     def pooling_note(self, shown: int) -> str:
