@@ -43,18 +43,20 @@ def visit(url: str) -> list[float]:
 
 
 def run_clients(url: str, clients: int, seconds: float, *, alongside: Callable[[float], Any] | None = None,
-                startup_timeout: float = 180) -> tuple[list[list[float]], list[str], Any]:
-    """``clients`` processes visit ``url`` back to back for ``seconds``, all starting together once each has
-    imported Panel and made one visit; ``alongside(seconds)`` runs in this process meanwhile (for example real
-    browser sessions). Returns (each client's session times, errors, what ``alongside`` returned). Bounded in time: every client
-    stops at its deadline, and one that does not report is terminated."""
+                startup_timeout: float = 180, pause: float = 0.0) -> tuple[list[list[float]], list[str], Any]:
+    """``clients`` processes visit ``url`` back to back (or ``pause`` seconds apart, a visitor reading the page) for
+    ``seconds``, all starting together once each has imported Panel and made one visit; ``alongside(seconds)`` runs
+    in this process meanwhile (for example real browser sessions). Returns (each client's session times, errors,
+    what ``alongside`` returned). Bounded in time: every client stops at its deadline, and one that does not report
+    is terminated."""
     # a fork server that has imported Panel and Bokeh's client once: the clients start in a fraction of a second
     # each, instead of importing them 20 times over on 2 cores (and it never forks this multi-threaded process)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["panel", "panel.models.plotly", "bokeh.client", "load"])
     barrier = context.Barrier(clients + 1)
     results = context.Queue()
-    processes = [context.Process(target=_client, args=(url, barrier, seconds, results), daemon=True) for _ in range(clients)]
+    processes = [context.Process(target=_client, args=(url, barrier, seconds, results, pause), daemon=True)
+                 for _ in range(clients)]
     for process in processes:
         process.start()
     times: list[list[float]] = []
@@ -74,7 +76,7 @@ def run_clients(url: str, clients: int, seconds: float, *, alongside: Callable[[
     return times, errors, extra
 
 
-def _client(url: str, barrier: Any, seconds: float, results: Any) -> None:
+def _client(url: str, barrier: Any, seconds: float, results: Any, pause: float = 0.0) -> None:
     """One client process: one warm-up visit, then (after every client is ready) visits back to back until its
     deadline; reports (session times, errors) of the timed visits."""
     errors: list[str] = []
@@ -90,4 +92,5 @@ def _client(url: str, barrier: Any, seconds: float, results: Any) -> None:
             times += visit(url)
         except Exception as exc:  # counted: a visit that failed
             errors.append(f"{type(exc).__name__}: {exc}")
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
     results.put((times, errors))

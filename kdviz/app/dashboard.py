@@ -34,7 +34,9 @@ class Dashboard:
         self.run_menu = at_once(pn.widgets.Select(label="run", options=library.names, value=first, width=width))
         self.step_menu = at_once(pn.widgets.Select(label="training step", options={}, width=width, visible=False))
         self.sample_input = at_once(pn.widgets.IntInput(label="sample", value=0, start=0, width=width, css_classes=["kd-sample"]))
-        self.tabs = tabs(*(page.view for page in self.pages.values()), dynamic=False, sizing_mode="stretch_width")
+        # dynamic: the browser holds only the open page's figures. With every page's figures laid out, each page
+        # opened later drew slower (Attribution 2.5 s against 1.4 s), since every layout change relays them all out
+        self.tabs = tabs(*(page.view for page in self.pages.values()), dynamic=True, sizing_mode="stretch_width")
         self.run_menu.param.watch(lambda event: self.show_run(event.new), "value")
         self.step_menu.param.watch(self._step_chosen, "value")
         self.sample_input.param.watch(self._sample_typed, "value")
