@@ -206,3 +206,27 @@ def small_text(page, min_px: float) -> list[str]:
     """Every visible text on ``page`` (through Panel's shadow roots, plots' SVG included, hover labels not) whose
     computed font size is under ``min_px``: its element, class, text and size."""
     return page.evaluate(SMALL_TEXT_JS, min_px)
+
+
+@contextlib.contextmanager
+def in_process_server(app) -> Iterator[str]:
+    """Serve ``app`` (a function returning a Panel layout) from a thread of this process, for a test that patches
+    kdviz code the server runs; yields its URL once it answers, and stops it after."""
+    import urllib.request
+
+    import panel as pn
+
+    port = free_port()
+    server = pn.serve({"/": app}, port=port, address="127.0.0.1", show=False, threaded=True,
+                      websocket_origin=[f"localhost:{port}"])
+    url = f"http://localhost:{port}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:  # the server thread is still starting
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from browser import ARTIFACTS, free_port, kdviz_server, offline_page, require_chromium, served, small_text, text_overlaps
+from browser import ARTIFACTS, free_port, in_process_server, kdviz_server, offline_page, require_chromium, served, small_text, text_overlaps
 from conftest import TinyCNN, gpt2_pair
 
 import kdviz
@@ -400,8 +400,6 @@ def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
     import threading
     import time
 
-    import panel as pn
-
     from kdviz.app.dashboard import session_app
     from kdviz.explore import RunLibrary
     from kdviz.explore.base import LOADING_DELAY_MS
@@ -418,17 +416,9 @@ def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
         redraw(self)
 
     LogitExplorer.redraw = slowed
-    port = free_port()
-    server = pn.serve({"/": lambda: session_app(library)}, port=port, address="127.0.0.1", show=False, threaded=True,
-                      websocket_origin=[f"localhost:{port}"])
     try:
-        with offline_page((1440, 900)) as (page, log):
-            for _ in range(100):
-                try:
-                    page.goto(f"http://localhost:{port}/?page=logits")
-                    break
-                except Exception:  # the server thread is still starting
-                    time.sleep(0.2)
+        with in_process_server(lambda: session_app(library)) as url, offline_page((1440, 900)) as (page, log):
+            page.goto(f"{url}/?page=logits")
             plot_titled(page, "Sample 0", timeout=60_000)
             assert page.evaluate(LOADING_JS) is None  # nothing at work
             slow.set()
@@ -446,40 +436,26 @@ def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
     finally:
         slow.clear()
         LogitExplorer.redraw = redraw
-        server.stop()
 
 
 def test_the_temperature_lab_fits_a_narrow_notebook(tmp_path):
     """At 640 px (a notebook beside JupyterLab's file browser and a console) every tab of TemperatureLab shows its
     controls, whole labels and figures with no text over text or cut off, and nothing wider than the window."""
-    import time
 
-    import panel as pn
 
     from kdviz.explore.temperature_lab import TABS, TemperatureLab
 
     require_chromium()
-    port = free_port()
-    server = pn.serve({"/": lambda: TemperatureLab().__panel__()}, port=port, address="127.0.0.1", show=False,
-                      threaded=True, websocket_origin=[f"localhost:{port}"])
-    try:
-        with offline_page((640, 900)) as (page, log):
-            for _ in range(100):
-                try:
-                    page.goto(f"http://localhost:{port}/")
-                    break
-                except Exception:  # the server thread is still starting
-                    time.sleep(0.2)
-            for title in TABS.values():
-                page.locator(".bk-tab", has_text=title).first.click()
-                page.wait_for_function(DRAWN_JS, timeout=30_000)
-                page.wait_for_timeout(300)
-                assert page.locator(".bk-tab", has_text=title).first.text_content() == title
-                assert text_overlaps(page) == [], title
-                assert page.evaluate("() => document.documentElement.scrollWidth") <= 640, title
-            assert log["console_errors"] == []
-    finally:
-        server.stop()
+    with in_process_server(lambda: TemperatureLab().__panel__()) as url, offline_page((640, 900)) as (page, log):
+        page.goto(url)
+        for title in TABS.values():
+            page.locator(".bk-tab", has_text=title).first.click()
+            page.wait_for_function(DRAWN_JS, timeout=30_000)
+            page.wait_for_timeout(300)
+            assert page.locator(".bk-tab", has_text=title).first.text_content() == title
+            assert text_overlaps(page) == [], title
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 640, title
+        assert log["console_errors"] == []
 
 
 SCREENSHOTS = ARTIFACTS.parent.parent / "docs" / "screenshots"
