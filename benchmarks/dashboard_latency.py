@@ -8,8 +8,8 @@ median and 600 ms p95.
 Pages: the Overview on a visit, then each page's first open, for every demo run (`kdviz demo`'s runs, with
 attributions). Controls: the temperature slider (Logits: every sample's divergence, the histogram, the drill-down),
 the sample box (Logits), the teacher-head menu (Attention: the head grid, the pair view), the estimator menu
-(Features), the agreement menu (Attribution); the slider and the head menu also on a synthetic run of 10,000
-samples (the demo ViT pair on noisy copies of the digits).
+(Features), the method and agreement menus (Attribution); the slider and the head menu also on a synthetic run of
+10,000 samples (the demo ViT pair on noisy copies of the digits).
 
 A text run of 10,000 samples at 512 tokens (a BERT pair from configs, 4 layers × 4 heads → 2 × 2, random weights,
 lengths from 128 to 512; the default capture: an attention digest for every sample, exact maps for the first
@@ -234,6 +234,12 @@ def controls(page, url: str, big: str, repeats: int) -> dict[str, tuple[list[flo
     page.goto(f"{url}/?run=digits-cnn&page=attribution")
     page.wait_for_function(PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('Does the student')); }"),
                            timeout=120_000)
+    method = page.locator(".kd-method select")
+    methods = ("Saliency", "Integrated gradients")
+    results["method menu on Attribution · digits-cnn"] = measure(
+        page, lambda i: method.select_option(label=methods[i % 2]),
+        lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith("
+                                f"'{methods[i % 2]}: where each model')); }}"), repeats)
     metric = page.locator(".kd-agreement select")
     names = ("cosine similarity", "Spearman rank correlation")
     results["agreement menu on Attribution · digits-cnn"] = measure(

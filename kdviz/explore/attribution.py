@@ -48,7 +48,7 @@ class AttributionExplorer(Explorer):
             self.param.method.objects = list(data.targets[target])
             self.method = method
         self.target_menu = self.control("target", options={views.target_label(t): t for t in data.targets}, width=240)
-        self.method_menu = self.control("method", options=self._methods(target), width=240)
+        self.method_menu = self.control("method", options=self._methods(target), width=240, css_classes=["kd-method"])
         self.metric_menu = self.control("metric", options={v: k for k, v in ag.AGREEMENT_METRICS.items()}, width=220,
                                         css_classes=["kd-agreement"])
         self.threshold_slider = self.control("threshold", pn.widgets.FloatSlider, start=0.0, end=1.0, step=0.05, width=220)
