@@ -53,7 +53,7 @@ class AttributionExplorer(Explorer):
                                         css_classes=["kd-agreement"])
         self.threshold_slider = self.control("threshold", pn.widgets.FloatSlider, start=0.0, end=1.0, step=0.05, width=220)
         self.order_menu = self.control("order", options=list(ORDERS), width=220)
-        self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=10, width=560,
+        self.samples = self.sample_list("samples", hint="click a histogram bar to list only its samples", size=10, width=560,
                                         css_class="kd-attribution-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.note = pn.pane.Markdown("", margin=(0, 10))

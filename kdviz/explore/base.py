@@ -296,9 +296,11 @@ class Explorer(FigureViewer):
         self._control_watchers.append(self.param.watch(to_widget, name))
         return widget
 
-    def sample_list(self, label: str, *, size: int, width: int, css_class: str) -> pn.widgets.Select:
-        """The list of samples; choosing one sets the shared sample (its options are set by `list_samples`)."""
-        samples = at_once(pn.widgets.Select(label=label, size=size, options={}, width=width, css_classes=[css_class]))
+    def sample_list(self, label: str, *, size: int, width: int, css_class: str, hint: str | None = None) -> pn.widgets.Select:
+        """The list of samples; choosing one sets the shared sample (its options are set by `list_samples`). ``hint``
+        goes in the label's tooltip, where it does not widen the sidebar at presentation size."""
+        samples = at_once(pn.widgets.Select(label=label, size=size, options={}, width=width, css_classes=[css_class],
+                                            description=hint))
         samples.param.watch(self._listed_sample_chosen, "value")
         return samples
 

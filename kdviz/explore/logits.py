@@ -56,7 +56,7 @@ class LogitExplorer(Explorer):
         has_labels = data.labels is not None and not tokens
         self.correctness_menu = self.control("correctness", options=["all", *QUADRANTS], disabled=not has_labels, width=220)
         self.order_menu = self.control("order", options=list(SORTS), width=200)
-        self.samples = self.sample_list("samples (click a histogram bar to list its samples)", size=12, width=440,
+        self.samples = self.sample_list("samples", hint="click a histogram bar to list only its samples", size=12, width=440,
                                         css_class="kd-sample-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
