@@ -107,8 +107,8 @@ def open_pages(page, url: str, run_name: str, repeats: int) -> dict[str, list[fl
     """Seconds from a visit (or a tab click) to the page's plots: Overview, Logits, Attention, ``repeats`` visits."""
     times: dict[str, list[float]] = {"Overview": [], "Logits": [], "Attention": []}
     waits = {"Overview": SHOWS_TEXT.replace("TEXT", "Student vs teacher"),  # the Overview's cards are HTML
-             "Logits": PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('Sample')); }"),
-             "Attention": PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher')); }")}
+             "Logits": plots_where("p.title.startsWith('Sample')"),
+             "Attention": plots_where("p.title.startsWith('One teacher')")}
     for _ in range(repeats):
         start = time.perf_counter()
         page.goto(f"{url}/?run={run_name}")
@@ -148,17 +148,9 @@ def measure(page, change, done_js: str, repeats: int) -> tuple[list[float], list
     return latencies, server
 
 
-# every plot of the open page drawn, or its note or cards shown where it has no plot (a hidden tab's plots are laid
-# out at visibility: hidden, so they are left out by checkVisibility, not by their boxes)
-SETTLED = """() => { let all = true, any = false, note = false; const shown = (el) => el.checkVisibility({checkVisibilityCSS: true});
-  const walk = (root) => root.querySelectorAll('*').forEach(el => {
-  if (el.classList && el.classList.contains('js-plotly-plot') && shown(el)) {
-    any = true; all = all && !!el.querySelector('.main-svg'); }
-  if (el.classList && (el.classList.contains('kd-notice') || el.classList.contains('kd-card')) && shown(el)) note = true;
-  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return (any && all) || (note && !any); }"""
 # Before a tab's first click every plot and note on the page is marked; the opened page is drawn when new ones
-# (built for it) are there and all of them drawn. (A hidden tab's content stays laid out, clipped to no height, so
-# visibility cannot tell the opened page from the ones left.)
+# (built for it) are there and all of them drawn. (A hidden tab's content may stay laid out, clipped to no height,
+# so visibility cannot tell the opened page from the ones left.)
 MARK_SEEN = """() => { const walk = (root) => root.querySelectorAll('*').forEach(el => {
   if (el.classList && (el.classList.contains('js-plotly-plot') || el.classList.contains('kd-notice'))) el.dataset.kdSeen = '1';
   if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); }"""
@@ -175,7 +167,7 @@ def first_opens(page, url: str, run_name: str) -> dict[str, float]:
     times = {}
     start = time.perf_counter()
     page.goto(f"{url}/?run={run_name}")
-    page.wait_for_function(SHOWS_TEXT.replace("TEXT", "Student vs teacher") + "", polling="raf", timeout=120_000)
+    page.wait_for_function(SHOWS_TEXT.replace("TEXT", "Student vs teacher"), polling="raf", timeout=120_000)
     times["Overview (visit)"] = time.perf_counter() - start
     for tab in PAGES:
         start = time.perf_counter()
@@ -184,6 +176,31 @@ def first_opens(page, url: str, run_name: str) -> dict[str, float]:
         page.wait_for_function(NEW_DRAWN, polling="raf", timeout=120_000)
         times[tab] = time.perf_counter() - start
     return times
+
+
+def plots_where(test: str) -> str:
+    """JavaScript that is true once some plot ``p`` on the page passes ``test`` (a JavaScript expression)."""
+    return PLOTS.replace("return out; }", f"return out.some(p => {test}); }}")
+
+
+def visit(page, url: str, query: str, title: str) -> None:
+    """Open ``url/?query`` and wait for a plot whose title starts with ``title``."""
+    page.goto(f"{url}/?{query}")
+    page.wait_for_function(plots_where(f"p.title.startsWith('{title}')"), timeout=120_000)
+
+
+HEADS = ("head 1", "head 2", "head 3")
+
+
+def head_shown(head: str) -> str:
+    """The pair view's test for a teacher head drawn."""
+    return f"p.title.startsWith('One teacher') && p.sub.split('|')[0].endsWith('{head}')"
+
+
+def alternate_menu(page, menu, labels: tuple[str, ...], shown, repeats: int) -> tuple[list[float], list[float]]:
+    """`measure` of a menu switched through ``labels`` in turn; ``shown(label)`` is the plot test of its redraw."""
+    return measure(page, lambda i: menu.select_option(label=labels[i % len(labels)]),
+                   lambda i: plots_where(shown(labels[i % len(labels)])), repeats)
 
 
 def controls(page, url: str, big: str, repeats: int) -> dict[str, tuple[list[float], list[float]]]:
@@ -201,8 +218,8 @@ def controls(page, url: str, big: str, repeats: int) -> dict[str, tuple[list[flo
         slider.focus()
         results[f"temperature slider · {label}"] = measure(
             page, lambda i: page.keyboard.press("ArrowRight" if i % 2 == 0 else "ArrowLeft"),
-            lambda i: PLOTS.replace("return out; }", f"return out.some(p => p.title.startsWith('Sample') && "
-                                    f"p.title.includes('T={TEMPERATURES[i % 2]} ')); }}"), repeats)
+            lambda i: plots_where(f"p.title.startsWith('Sample') && p.title.includes('T={TEMPERATURES[i % 2]} ')"),
+            repeats)
     page.goto(f"{url}/?run=digits-cnn&page=logits")
     page.wait_for_function(PLOTS.replace("return out; }", "return out.length >= 3; }"), timeout=120_000)
     box = page.locator(".kd-sample input")
@@ -212,40 +229,23 @@ def controls(page, url: str, big: str, repeats: int) -> dict[str, tuple[list[flo
         box.press("Enter")
 
     results["sample box on Logits · digits-cnn"] = measure(
-        page, logits_sample, lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith("
-                                                     f"'Sample {SAMPLES[i % len(SAMPLES)] % 500}:')); }}"), repeats)
+        page, logits_sample, lambda i: plots_where(f"p.title.startsWith('Sample {SAMPLES[i % len(SAMPLES)] % 500}:')"),
+        repeats)
     for label, run_name in (("digits-vit", "digits-vit"), ("synthetic 10,000", big)):
-        page.goto(f"{url}/?run={run_name}&page=attention")
-        page.wait_for_function(PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher')); }"),
-                               timeout=120_000)
-        menu = page.locator(".kd-teacher-head select")
-        results[f"teacher head menu · {label}"] = measure(
-            page, lambda i, menu=menu: menu.select_option(label=f"head {1 + i % 3}"),
-            lambda i: PLOTS.replace("return out; }", f"return out.some(p => p.title.startsWith('One teacher') && "
-                                    f"p.sub.split('|')[0].endsWith('head {1 + i % 3}')); }}"), repeats)
-    page.goto(f"{url}/?run=digits-cnn&page=features")
-    page.wait_for_function(PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('Which student')); }"),
-                           timeout=120_000)
-    estimator = page.locator(".kd-estimator select")
-    results["estimator menu on Features · digits-cnn"] = measure(
-        page, lambda i: estimator.select_option(label=("biased CKA", "debiased CKA")[i % 2]),
-        lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.includes("
-                                f"'({('biased', 'debiased')[i % 2]} linear CKA)')); }}"), repeats)
-    page.goto(f"{url}/?run=digits-cnn&page=attribution")
-    page.wait_for_function(PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('Does the student')); }"),
-                           timeout=120_000)
-    method = page.locator(".kd-method select")
-    methods = ("Saliency", "Integrated gradients")
-    results["method menu on Attribution · digits-cnn"] = measure(
-        page, lambda i: method.select_option(label=methods[i % 2]),
-        lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith("
-                                f"'{methods[i % 2]}: where each model')); }}"), repeats)
-    metric = page.locator(".kd-agreement select")
-    names = ("cosine similarity", "Spearman rank correlation")
-    results["agreement menu on Attribution · digits-cnn"] = measure(
-        page, lambda i: metric.select_option(label=names[i % 2]),
-        lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('Does the student') && "
-                                f"(p.layout_x || '').startsWith('{names[i % 2]}')); }}"), repeats)
+        visit(page, url, f"run={run_name}&page=attention", "One teacher")
+        results[f"teacher head menu · {label}"] = alternate_menu(page, page.locator(".kd-teacher-head select"), HEADS,
+                                                                  head_shown, repeats)
+    visit(page, url, "run=digits-cnn&page=features", "Which student")
+    results["estimator menu on Features · digits-cnn"] = alternate_menu(
+        page, page.locator(".kd-estimator select"), ("biased CKA", "debiased CKA"),
+        lambda label: f"p.title.includes('({label.removesuffix(' CKA')} linear CKA)')", repeats)
+    visit(page, url, "run=digits-cnn&page=attribution", "Does the student")
+    results["method menu on Attribution · digits-cnn"] = alternate_menu(
+        page, page.locator(".kd-method select"), ("Saliency", "Integrated gradients"),
+        lambda label: f"p.title.startsWith('{label}: where each model')", repeats)
+    results["agreement menu on Attribution · digits-cnn"] = alternate_menu(
+        page, page.locator(".kd-agreement select"), ("cosine similarity", "Spearman rank correlation"),
+        lambda label: f"p.title.startsWith('Does the student') && (p.layout_x || '').startsWith('{label}')", repeats)
     return results
 
 
@@ -257,11 +257,8 @@ def session(url: str, big: str, text: str | None, repeats: int, browser) -> dict
         out["first_open"][run_name] = first_opens(page, url, run_name)
     if text is not None:
         out["text_pages"] = open_pages(page, url, text, repeats=3)
-        menu = page.locator(".kd-teacher-head select")
-        out["controls"]["teacher head menu · text 512 tokens"] = measure(
-            page, lambda i, menu=menu: menu.select_option(label=f"head {1 + i % 3}"),
-            lambda i: PLOTS.replace("return out; }", f"return out.some(p => p.title.startsWith('One teacher') && "
-                                    f"p.sub.split('|')[0].endsWith('head {1 + i % 3}')); }}"), repeats)
+        out["controls"]["teacher head menu · text 512 tokens"] = alternate_menu(
+            page, page.locator(".kd-teacher-head select"), HEADS, head_shown, repeats)
         sample_box = page.locator(".kd-sample input")
 
         def switch_sample(i: int) -> None:
@@ -270,8 +267,8 @@ def session(url: str, big: str, text: str | None, repeats: int, browser) -> dict
 
         out["controls"]["sample box on Attention · text 512 tokens"] = measure(
             page, switch_sample,
-            lambda i: PLOTS.replace("return out; }", "return out.some(p => p.title.startsWith('One teacher') && "
-                                    f"p.title.includes('sample {SAMPLES[i % len(SAMPLES)]} ')); }}"), repeats)
+            lambda i: plots_where("p.title.startsWith('One teacher') && "
+                                  f"p.title.includes('sample {SAMPLES[i % len(SAMPLES)]} ')"), repeats)
     page.close()
     return out
 

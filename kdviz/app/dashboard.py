@@ -50,12 +50,12 @@ class Dashboard:
         if page in self.pages:
             self.tabs.active = list(self.pages).index(page)
         self._tab_changed()
+        note = f"font-family:{theme.FONT_FAMILY};color:{theme.NEUTRAL};font-size:14px;line-height:1.4"
         header = pn.pane.HTML(
             f"<h1 style='font-family:{theme.FONT_FAMILY};margin:0'>kdviz</h1>"
-            f"<div style='font-family:{theme.FONT_FAMILY};color:{theme.NEUTRAL};font-size:14px;line-height:1.4'>"
-            f"knowledge distillation, teacher vs student</div><div class='kd-runs' style='font-family:"
-            f"{theme.FONT_FAMILY};color:{theme.NEUTRAL};font-size:14px;line-height:1.4;margin-top:4px'>serving "
-            f"{escape(', '.join(library.names))}</div>", width=width)
+            f"<div style='{note}'>knowledge distillation, teacher vs student</div>"
+            f"<div class='kd-runs' style='{note};margin-top:4px'>serving {escape(', '.join(library.names))}</div>",
+            width=width)
         broken = [notice(f"{name} cannot be shown", reason) for name, reason in library.failures.items()]
         rule = pn.pane.HTML(f"<hr style='border:0;border-top:1px solid {theme.MUTED};margin:4px 0'>", width=width)
         sidebar = pn.Column(header, self.run_menu, self.step_menu, self.sample_input, rule,

@@ -322,10 +322,14 @@ class Explorer(FigureViewer):
         if not self._updating and event.new is not None:
             self.selection.sample = int(event.new)
 
+    def showing(self, key: str, inputs: tuple) -> bool:
+        """Whether figure ``key`` was drawn by `show_changed` from ``inputs`` and is shown still."""
+        return self._drawn_inputs.get(key) == inputs
+
     def show_changed(self, key: str, pane: pn.pane.Plotly, inputs: tuple, draw: Callable[[], go.Figure]) -> None:
         """Show ``draw()`` in ``pane`` unless it is showing the figure of the same ``inputs`` already: a redraw sends
         the browser only the figures that change (each costs it a Plotly render)."""
-        if self._drawn_inputs.get(key) != inputs or key not in self._figures:
+        if not self.showing(key, inputs):
             self.show_figure(key, pane, draw())
             self._drawn_inputs[key] = inputs
 
@@ -360,11 +364,14 @@ class Explorer(FigureViewer):
         """Called by the dashboard when this explorer's tab is opened or left."""
         self.shown = shown
         if shown and not self.ready:
-            self.ready = True  # a second event before the deferred build runs does not build twice
-            self.soon(self.rebuild)
+            self._rebuild_soon()
         elif shown and self.dirty:
             self.dirty = False
             self.soon(lambda: self.guarded(self.redraw))
+
+    def _rebuild_soon(self) -> None:
+        self.ready = True  # a second event before the deferred build runs does not build twice
+        self.soon(self.rebuild)
 
     def rebuild(self) -> None:
         for watcher in self._control_watchers:
@@ -389,17 +396,15 @@ class Explorer(FigureViewer):
                 return action()
         except KdvizError as exc:
             self.problem = exc
-            self.controls.objects = []
             self.view.objects = [notice(f"{self.title}: not in this run", str(exc))]
         except Exception as exc:  # a broken view must not take the dashboard down
             log.exception("kdviz: the %s explorer failed", self.title)
             self.problem = KdvizError(f"{type(exc).__name__}: {exc}")
             self.crash = exc  # not a run lacking data: `kdviz export` raises it rather than print it as a note
-            self.controls.objects = []
             self.view.objects = [notice(f"{self.title}: could not be drawn", f"{type(exc).__name__}: {exc}")]
+        self.controls.objects = []  # a page shown as a notice has no controls
         if self.present:
             for_presentation(self.view)
-            for_presentation(self.controls)
         return None
 
     def _state_changed(self, *events: Any) -> None:
@@ -412,8 +417,7 @@ class Explorer(FigureViewer):
         if any(event.name in ("run", "step") for event in events):
             self.ready = False
             if self.shown:
-                self.ready = True
-                self.soon(self.rebuild)
+                self._rebuild_soon()
             return
         if not self.ready or self._updating:
             return

@@ -109,8 +109,8 @@ class FeatureExplorer(Explorer):
         """The chosen pair's projection and relation matrices (not drawn again for the pair they show already: an
         estimator change keeps the suggested pair)."""
         inputs = (self.teacher_layer, self.student_layer, self.conv)
-        if all(self._drawn_inputs.get(key) == inputs for key in ("projection", "relations")):
-            return
+        if self.showing("projection", inputs) and self.showing("relations", inputs):
+            return  # before reading the features again
         run, conv = self.run, self.conv
         x_t = pooled_features(run, "teacher", self.teacher_layer, slice(0, self.samples), conv=conv, tokens="mean")
         x_s = pooled_features(run, "student", self.student_layer, slice(0, self.samples), conv=conv, tokens="mean")

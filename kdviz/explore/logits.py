@@ -70,12 +70,12 @@ class LogitExplorer(Explorer):
         self.redraw()
         self.sidebar(self.temperature, self.measure_menu, self.alpha_slider, self.class_filter, self.correctness_menu,
                      self.order_menu, self.samples, self.show_all, self.class_view_menu)
-        return [
-            heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"), *note,
-            *([grid(self.panes["histogram"], self.panes["summary"]), self.panes["detail"]] if tokens else  # a text strip
-              [grid(self.panes["histogram"], self.panes["detail"]),
-               grid(self.panes["summary"], *([self.panes["classes"]] if self.has_classes else []))]),
-        ]
+        if tokens:  # the drill-down is a strip of text: a row of its own
+            figures = [grid(self.panes["histogram"], self.panes["summary"]), self.panes["detail"]]
+        else:
+            figures = [grid(self.panes["histogram"], self.panes["detail"]),
+                       grid(self.panes["summary"], *([self.panes["classes"]] if self.has_classes else []))]
+        return [heading(f"Logits: {self.run.name} ({self.run.task}, {self.run.n_samples:,} samples)"), *note, *figures]
 
     @property
     def T(self) -> float:

@@ -101,10 +101,10 @@ def relation_matrices(x_t: Any, x_s: Any, labels: Any | None = None, *, teacher_
         edges = np.flatnonzero(np.diff(sorted_labels)) + 0.5
         line = {"color": theme.rgba(theme.INK, 0.25), "width": 0.5}
         shapes = []  # as one list: add_hline scans the subplots for every line (2 s for 54 lines)
+        ends = (-0.5, len(sorted_labels) - 0.5)  # across the matrix only, not the square subplot's margin
         for col in (1, 2, 3):
             axis = "" if col == 1 else str(col)
             for edge in edges:
-                ends = (-0.5, len(sorted_labels) - 0.5)  # across the matrix only, not the square subplot's margin
                 shapes.append({"type": "line", "xref": f"x{axis}", "x0": ends[0], "x1": ends[1], "yref": f"y{axis}",
                                "y0": edge, "y1": edge, "line": line})
                 shapes.append({"type": "line", "yref": f"y{axis}", "y0": ends[0], "y1": ends[1], "xref": f"x{axis}",
