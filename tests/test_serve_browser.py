@@ -393,6 +393,48 @@ LOADING_JS = """() => { let found = null; const walk = (root) => root.querySelec
   if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return found; }"""
 
 
+# from now on, count every full draw of every plot on the page (plotly's afterplot event); returns the plots' number
+COUNT_DRAWS_JS = """() => { window.kdDraws = {}; let n = 0; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && el.on) {
+    n++;
+    if (!el.dataset.kdPlot) {
+      el.dataset.kdPlot = String(document.querySelectorAll('*').length + Math.random());
+      el.on('plotly_afterplot', () => { window.kdDraws[el.dataset.kdPlot] = (window.kdDraws[el.dataset.kdPlot] || 0) + 1; });
+    } }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return n; }"""
+# {plot title: draws counted since COUNT_DRAWS_JS} for every plot on the page
+DRAWS_JS = """() => { const out = {}; const walk = (root) => root.querySelectorAll('*').forEach(el => {
+  if (el.classList && el.classList.contains('js-plotly-plot') && el.dataset.kdPlot) {
+    out[((el.layout || {}).title || {}).text || el.dataset.kdPlot] = window.kdDraws[el.dataset.kdPlot] || 0; }
+  if (el.shadowRoot) walk(el.shadowRoot); }); walk(document); return out; }"""
+
+
+def test_a_control_change_draws_each_changed_plot_once(demo_runs):
+    """A sample change on the Logits page draws the drill-down once, the histogram (whose selected-sample mark moves)
+    once or, for its legend's new width, twice, and leaves the other plots alone. Panel redrew every plot of the page
+    at each layout pass and sized each new figure three times (`RedrawOnce`): such a change drew 16 times."""
+    require_chromium()
+    with kdviz_server(demo_runs["digits-cnn"].path) as url, offline_page((1440, 900)) as (page, log):
+        page.goto(f"{url}/?page=logits&sample=3")
+        plot_titled(page, "Sample 3:", timeout=60_000)
+        page.wait_for_timeout(2_000)  # the first draw and its layout passes are over
+        for sample in ("7", "12"):
+            assert page.evaluate(COUNT_DRAWS_JS) >= 3
+            box = page.locator(".kd-sample input")
+            box.fill(sample)
+            box.press("Enter")
+            plot_titled(page, f"Sample {sample}:")
+            page.wait_for_timeout(1_500)  # any later redraw would have come by now
+            draws = page.evaluate(DRAWS_JS)
+            changed = {title: count for title, count in draws.items() if title.startswith(("Sample", "How far"))}
+            assert len(changed) == 2 and len(draws) >= 4, draws
+            assert next(count for title, count in changed.items() if title.startswith("Sample")) == 1, draws
+            # the histogram's legend names the sample, so plotly may draw it a second time for its new margin
+            assert max(changed.values()) <= 2, draws
+            assert all(count == 0 for title, count in draws.items() if title not in changed), draws  # left as they were
+        assert log["console_errors"] == []
+
+
 def test_a_page_at_work_for_over_300_ms_says_so(demo_runs):
     """A redraw that takes longer than `LOADING_DELAY_MS` covers its page with Panel's loading overlay until it is
     done; the overlay fades in only after the delay, so that a quick redraw does not flicker. Served in this

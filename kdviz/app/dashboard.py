@@ -16,6 +16,7 @@ import panel as pn
 from kdviz.app.query import parse_query
 from kdviz.explore import EXPLORERS, RunLibrary, Selection
 from kdviz.explore.base import SIDEBAR_WIDGET_WIDTH, SIDEBAR_WIDTH, at_once, for_presentation, notice, tabs
+from kdviz.explore.redraw_once import redraw_once
 from kdviz.views import theme
 
 
@@ -64,7 +65,7 @@ class Dashboard:
                                                                 "border-right": f"1px solid {theme.MUTED}"},
                             margin=0)
         self.layout = pn.Row(
-            sidebar, pn.Column(*broken, self.tabs, sizing_mode="stretch_width"),
+            sidebar, pn.Column(*broken, self.tabs, redraw_once(), sizing_mode="stretch_width"),
             styles={"background": theme.BACKGROUND, "min-height": "100vh"}, sizing_mode="stretch_width", margin=0,
         )
         if present:

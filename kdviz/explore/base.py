@@ -21,6 +21,7 @@ from panel.viewable import Viewer
 
 from kdviz.errors import InputError, KdvizError
 from kdviz.explore.library import RunLibrary
+from kdviz.explore.redraw_once import redraw_once
 from kdviz.explore.selection import Selection
 from kdviz.store import Run
 from kdviz.views import theme
@@ -216,7 +217,8 @@ class Explorer(FigureViewer):
             self.shown = self.ready = True
             with theme.drawing_for(self.present):
                 self.view.objects = self.build()  # a notebook user gets the error with its fix, not a notice
-            self._layout = pn.Column(*self._selection_controls(), self.controls, self.view, sizing_mode="stretch_width")
+            self._layout = pn.Column(*self._selection_controls(), self.controls, self.view, redraw_once(),
+                                     sizing_mode="stretch_width")
             if self.present:
                 for_presentation(self._layout)
 

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from kdviz.errors import InputError
 from kdviz.explore.base import FigureViewer, for_presentation, plot, tabs
+from kdviz.explore.redraw_once import redraw_once
 from kdviz.views import teaching as views
 from kdviz.views import theme
 
@@ -81,7 +82,7 @@ class TemperatureLab(FigureViewer):
             (TABS["dkd"], page(logits_row(), control("T"), self.panes["dkd"])),
             dynamic=False, sizing_mode="stretch_width",
         )
-        self._layout = self.tabs
+        self._layout = pn.Column(self.tabs, redraw_once(), sizing_mode="stretch_width")
         if self.present:
             for_presentation(self._layout)
         self.param.watch(lambda _e: self.refresh(), ["teacher_logits", "student_logits", "target", "T", "alpha"])

@@ -209,8 +209,8 @@ def agreement_scatter(data: AttributionData, method: str | None = None, target: 
         i = int(np.flatnonzero(index == selected)[0])
         fig.add_trace(go.Scatter(x=[x[i]], y=[y[i]], mode="markers", name=f"sample {selected}", hoverinfo="skip",
                                  marker={"symbol": "circle-open", "size": 16, "color": theme.HIGHLIGHT, "line": {"width": 2.5}}))
-    fig.add_vline(x=threshold, line={"color": theme.NEUTRAL, "dash": "dash", "width": 1})
-    fig.add_hline(y=0, line={"color": theme.NEUTRAL, "dash": "dash", "width": 1})
+    theme.vline(fig, threshold, {"color": theme.NEUTRAL, "dash": "dash", "width": 1})
+    theme.hline(fig, 0.0, {"color": theme.NEUTRAL, "dash": "dash", "width": 1})
     counts = ag.quadrant_counts({k: v[keep] for k, v in table.items()})
     lo, hi = RANGES[metric]
     corners = {ag.QUADRANTS[0]: (1, 1), ag.QUADRANTS[1]: (0, 1), ag.QUADRANTS[2]: (1, 0), ag.QUADRANTS[3]: (0, 0)}

@@ -169,6 +169,12 @@ def vline(fig: go.Figure, x: float, line: dict, text: str | None = None, *, side
                            xanchor="left" if side == "right" else "right")
 
 
+def hline(fig: go.Figure, y: float, line: dict) -> None:
+    """A horizontal line at ``y`` across a one-plot figure (`vline` on its side, without ``fig.add_hline``'s subplot
+    scan)."""
+    fig.add_shape(type="line", y0=y, y1=y, yref="y", x0=0, x1=1, xref="x domain", line=line)
+
+
 # One colour per class on every page (scatter plots, bars by class): the categorical palette, which holds neither
 # role colour, so class 0 is never mistaken for the teacher.
 CLASS_COLOURS = CATEGORICAL
@@ -191,7 +197,7 @@ def marks(fig: go.Figure, items: list[tuple[float, str, dict]]) -> None:
 def hmarks(fig: go.Figure, items: list[tuple[float, str, dict]]) -> None:
     """Horizontal lines at values of a one-plot figure, each named in the legend (`marks`, turned on its side)."""
     for y, name, line in items:
-        fig.add_shape(type="line", y0=y, y1=y, yref="y", x0=0, x1=1, xref="x domain", line=line)
+        hline(fig, y, line)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=name, hoverinfo="skip"))
 
 

@@ -57,8 +57,8 @@ def token_map(entropy: Any, divergence: Any, regions: TokenRegions, *, colour: A
     fig = go.Figure(go.Scattergl(x=h[shown], y=y, mode="markers", marker=marker, customdata=customdata,
                                  hovertemplate=hover + "<extra></extra>", showlegend=False))
     line = {"color": theme.NEUTRAL, "width": 1.5, "dash": "dash"}
-    fig.add_vline(x=regions.entropy_split, line=line)
-    fig.add_hline(y=max(regions.divergence_split, floor), line=line)
+    theme.vline(fig, regions.entropy_split, line)
+    theme.hline(fig, max(regions.divergence_split, floor), line)
     for name, (x, yy, xanchor, yanchor) in CORNERS.items():
         fig.add_annotation(
             x=x, y=yy, xref="x domain", yref="y domain", xanchor=xanchor, yanchor=yanchor, showarrow=False,
