@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdviz import distributed as distributed_module
-from kdviz import layout, remote
+from kdviz import layout, remote, run_cka
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.attention_records import AttentionRecords, exact_count
 from kdviz.batching import Batch, count_samples, iter_batches, take_rows, to_device, token_length
 from kdviz.cost import CaptureEstimate, check_free_space, from_records
-from kdviz.errors import CaptureError, InputError
+from kdviz.errors import CaptureError, InputError, KdvizError
 from kdviz.layer_map import resolve_layer_map
 from kdviz.metrics import attention as attn_metrics
 from kdviz.metrics import features as feature_metrics
@@ -71,6 +72,7 @@ def capture(
     extra_meta: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     distributed: bool | None = None,
+    cka: bool = True,
 ) -> Run | CaptureEstimate:
     """Capture a teacher/student pair over ``data`` into a run at ``path`` and return it, opened lazily.
 
@@ -115,6 +117,9 @@ def capture(
       ``capture`` with the same data in the same order; each captures every world-th batch and rank 0 commits the
       run (`kdviz.distributed`); ``path`` must then be a shared local path. ``distributed=False`` captures in this
       process alone (a capture on rank 0 only, or one per rank at different paths).
+    - ``cka``: once the run is written, store in it the CKA its Features page opens with (`kdviz.run_cka`, read back
+      from the stored features), so a served dashboard, which never writes, shows that page at once. A run on object
+      storage, or without features of both models, gets none; ``cka=False`` leaves it to the first open.
     """
     shard = distributed_module.shard_for(distributed, data)
     if shard.distributed:
@@ -148,7 +153,10 @@ def capture(
         return measure_first_batches(session)
     if shard.distributed:  # under torchrun: every rank captures its batches, rank 0 commits the run
         distributed_module.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
-        return Run.open(final_path)
+        run = Run.open(final_path)
+        if cka and shard.rank == 0:  # the rank that committed the run
+            store_cka(run, progress)
+        return run
     with RunWriter(final_path, overwrite=overwrite, storage_options=storage_options) as writer:
         for records in session:
             if len(session.batch_seconds) == 1:  # before more is written: say what the run will cost, and check room
@@ -157,8 +165,18 @@ def capture(
                 if not remote.is_url(final_path):
                     check_free_space(expected, final_path)
             writer.append_batch(records)
-        writer.commit(make_meta())
+        # the run's opening CKA is stored before it is moved into place or published, so it arrives with the run
+        writer.commit(make_meta(), before_publish=(lambda written: store_cka(Run.open(written), progress)) if cka else None)
     return Run.open(final_path, storage_options=storage_options)
+
+
+def store_cka(run: Run, progress: bool) -> None:
+    """`run_cka.store_opening_cka` for a run just captured. A run whose features give no CKA (too few samples, a
+    non-finite value) is still a run: the Features page says why when it is opened, and a warning says so now."""
+    try:
+        run_cka.store_opening_cka(run, progress=progress)
+    except KdvizError as exc:
+        warnings.warn(f"run {run.name!r} was captured, but its CKA could not be stored: {exc}", stacklevel=3)
 
 
 def estimate(teacher: nn.Module, student: nn.Module, data: Any, **options: Any) -> CaptureEstimate:
@@ -691,7 +709,7 @@ def live_cka(
     The same hooks as `capture` feed each batch's features into `metrics.features.MinibatchCKA`; memory is one batch.
     Under torchrun (``distributed`` as in `capture`) each process takes every world-th batch and the accumulators
     are summed with ``all_reduce``, so every rank gets the result for the whole data.
-    Returns what `readers.features.cka_matrix` returns for a run (batches follow the same rules).
+    Returns what `run_cka.cka_matrix` returns for a run (batches follow the same rules).
     """
     from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from kdviz import layout, remote
 from kdviz.adapters.probe import ModelProbe, ProbeOutput
 from kdviz.batching import Batch, attention_mask, iter_batches, take_rows, to_device
-from kdviz.capture import CaptureSession, capture, resolve_device, split_layers
+from kdviz.capture import CaptureSession, capture, resolve_device, split_layers, store_cka
 from kdviz.errors import InputError
 from kdviz.losses import KD, DistillLoss, Needs, StepOutputs
 from kdviz.store import GroupWriter, Run, history_key, move_into_place, refuse_existing
@@ -240,6 +240,7 @@ class Recorder:
         tmp = self.path.with_name(f".{self.path.name}.capture-{uuid.uuid4().hex[:8]}")
         capture(self.teacher, self.student, self.probe, path=tmp, layers=self.layers, batch_size=self.batch_size,
                 class_names=self.class_names, device=self.device, progress=False, distributed=False, names=self.names,
+                cka=False,  # stored below, for the last step, which the Features page opens at
                 extra_meta={**self.extra_meta,
                             "training": {**training, "steps": sorted(a["step"] for a in self.attrs.values())}})
         try:
@@ -248,7 +249,9 @@ class Recorder:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Run.open(self.path)
+        run = Run.open(self.path)
+        store_cka(run, progress=False)
+        return run
 
 
 def _first_samples(data: Any, n: int, labels: Any) -> Any:

@@ -189,7 +189,8 @@ def test_the_demo_is_served_opening_on_digits_cnn(demo_runs):
 
 def test_the_demo_runs_hold_the_cka_their_features_page_opens_with(demo_runs, monkeypatch):
     """A served dashboard never writes, so CKA it had to compute cost the first visitor of the Features page; the
-    build stores it (at the last recorded step for digits-cnn), and it equals a fresh computation."""
+    capture stores it (`kdviz.distill` at the last recorded step, for digits-cnn), and it equals a fresh computation."""
+    from kdviz import run_cka
     from kdviz.explore.library import RunLibrary
     from kdviz.readers import features as readers
 
@@ -201,7 +202,7 @@ def test_the_demo_runs_hold_the_cka_their_features_page_opens_with(demo_runs, mo
     def refuse(*args, **kwargs):
         raise AssertionError("CKA was computed, not read from the run")
 
-    monkeypatch.setattr(readers, "MinibatchCKA", refuse)
+    monkeypatch.setattr(run_cka, "MinibatchCKA", refuse)
     library = RunLibrary([demo_runs[name] for name in fresh])  # as `kdviz serve` opens them: read-only
     for name, cross in fresh.items():
         step = demo_runs[name].steps[-1] if demo_runs[name].steps else None

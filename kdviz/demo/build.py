@@ -18,7 +18,6 @@ from kdviz.demo.history import record_history
 from kdviz.demo.weights import assets_dir, load_pair, load_tokenizers, read_manifest
 from kdviz.errors import KdvizError
 from kdviz.generation import generate
-from kdviz.readers.features import cka_matrix
 from kdviz.store import Run
 from kdviz.text_capture import capture_text
 
@@ -112,18 +111,7 @@ def build_demo_runs(out_dir: str | Path, *, progress: bool = True, overwrite: bo
                     "data": "Python's pydoc topics, held-out lines of prose"}))
     if attributions:
         runs = [add_demo_attributions(run, progress=progress) if run.name in DEMO_ATTRIBUTIONS else run for run in runs]
-    for run in runs:
-        store_features_cka(run)
-    return runs
-
-
-def store_features_cka(run: Run) -> None:
-    """Store in ``run`` the CKA its Features page opens with (debiased, conv maps flattened, tokens averaged; at the
-    last recorded step for a run with history), so that a served dashboard, which never writes, reads it instead of
-    computing it on a visitor's first open."""
-    if not run.teacher.feature_names or not run.student.feature_names:
-        return
-    cka_matrix(run.at_step() if run.steps else run, cache=True)
+    return runs  # each stores the CKA its Features page opens with (kdviz.capture, kdviz.distill)
 
 
 def add_demo_attributions(run: Run, *, progress: bool = True) -> Run:

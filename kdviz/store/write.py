@@ -12,7 +12,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +134,17 @@ class RunWriter:
         self._raise_pending()
         self._queue.put({key: np.ascontiguousarray(rows) for key, rows in records.items()})
 
-    def commit(self, meta: Mapping[str, Any]) -> Path | str:
+    def commit(self, meta: Mapping[str, Any], *, before_publish: Callable[[Path], None] | None = None) -> Path | str:
         """Flush every array, write ``meta.json`` and rename the run into place (or publish it to its URL, meta.json
-        last); returns the final path or URL."""
+        last); returns the final path or URL. ``before_publish`` is called with the finished run's temporary
+        directory first: what it adds there (a derived result in the run's cache) arrives with the run."""
         self._finish_writes()
         written = zarr.open_group(store=str(self.tmp_path), mode="r", zarr_format=3)
         integrity.write_manifest(self.tmp_path, integrity.scan(written, directory=self.tmp_path))
         full_meta = {"schema_version": SCHEMA_VERSION, "kdviz_version": __version__, **meta}
         (self.tmp_path / META_FILE).write_text(json.dumps(full_meta, indent=1, allow_nan=False), encoding="utf-8")
+        if before_publish is not None:  # a failure here leaves nothing behind: `__exit__` aborts
+            before_publish(self.tmp_path)
         if self.url is not None:
             try:
                 remote.upload(self.tmp_path, self.url, self.storage_options, overwrite=self.overwrite)
