@@ -1,22 +1,23 @@
 """``kdviz export``: one self-contained HTML file of a fixed selection of views, to attach to a paper or an email.
 
-plotly.js is inlined once, every figure is a static div, and nothing is fetched: the file opens offline. Every string
-from a run is HTML-escaped (figures escape their own labels). A page whose data the run lacks says so and how to
-capture it, as the dashboard does.
+plotly.js is inlined once (compressed: `app.embed`), every figure is a static div with its JSON beside it, and
+nothing is fetched: the file opens offline. Every string from a run is HTML-escaped (figures escape their own
+labels). A page whose data the run lacks says so and how to capture it, as the dashboard does.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
+from kdviz.app.embed import figure_html, loader_js, packed_plotlyjs
 from kdviz.errors import CorruptRunError, InputError, KdvizError
 from kdviz.explore import EXPLORERS, Explorer, RunLibrary, Selection, open_runs
 from kdviz.store import Run
@@ -46,10 +47,11 @@ def export_html(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, s
     state = {page: dict(values) for page, values in (state or {}).items()}
     check_state(state)
     library = RunLibrary(runs)  # never writes into a run
-    body = [_run_section(library, run, sample, pages, T, state) for run in runs]
+    figure_numbers = itertools.count()
+    body = [_run_section(library, run, sample, pages, T, state, figure_numbers) for run in runs]
     title = "kdviz: " + ", ".join(run.name for run in runs)
-    document = TEMPLATE.format(title=escape(title), css=CSS, plotlyjs=get_plotlyjs(), heading=escape(title),
-                               body="\n".join(body))
+    document = TEMPLATE.format(title=escape(title), css=CSS, plotlyjs=packed_plotlyjs(), heading=escape(title),
+                               body="\n".join(body), loader=loader_js(PLOT_CONFIG))
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -88,7 +90,7 @@ def explorer_figures(kind: type[Explorer], library: RunLibrary, selection: Selec
 
 
 def _run_section(library: RunLibrary, run: Run, sample: int, pages: Sequence[str], T: float | None,
-                 state: dict[str, dict[str, Any]]) -> str:
+                 state: dict[str, dict[str, Any]], figure_numbers: Iterator[int]) -> str:
     # never where the run lies on this machine: an export is made to be shared
     parts = [f"<section class='kd-run'><h2>{escape(run.name)}</h2><pre>{escape(str(run.info(location=False)))}</pre>"]
     by_page = {kind.title.lower(): kind for kind in EXPLORERS}
@@ -102,7 +104,7 @@ def _run_section(library: RunLibrary, run: Run, sample: int, pages: Sequence[str
         except KdvizError as exc:  # the run lacks this page's data: say so, and how to capture it
             parts.append(f"<p class='kd-missing'>{escape(str(exc))}</p>")
             continue
-        parts.extend(fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG) for fig in figures)
+        parts.extend(figure_html(fig, next(figure_numbers)) for fig in figures)
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -118,9 +120,11 @@ pre {{ font-size: 12px; color: {theme.NEUTRAL}; white-space: pre-wrap; }}
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{css}</style>
-<script type="text/javascript">{plotlyjs}</script>
+<script type="application/octet-stream" id="kd-plotlyjs">{plotlyjs}</script>
 </head><body>
 <h1>{heading}</h1>
+<p id="kd-unpack-note" class="kd-missing"></p>
 {body}
+<script type="text/javascript">{loader}</script>
 </body></html>
 """
