@@ -340,3 +340,17 @@ def test_presentation_mode_leaves_room_for_a_colour_bars_ticks():
     assert theme.presented(bars).layout.margin.r < theme.PRESENT_BAR_MARGIN
     hidden = theme.style(go.Figure(go.Heatmap(z=[[0, 1]], showscale=False)), "no bar", legend=False)
     assert theme.presented(hidden).layout.margin.r < theme.PRESENT_BAR_MARGIN
+
+
+def test_set_layout_is_update_layout_whole_or_merged():
+    """`theme.set_layout` assigns a property not set yet whole and merges one already set, as update_layout does."""
+    import plotly.graph_objects as go
+
+    from kdviz.views import theme
+
+    values = theme.style_layout("a title<br>its subtitle", height=380, legend=True)
+    for before in ({}, {"title": {"text": "old", "font": {"color": "red"}}, "margin": {"l": 5}, "height": 100}):
+        merged = go.Figure(go.Scatter(x=[1], y=[2]), layout=before).update_layout(values)
+        fast = theme.set_layout(go.Figure(go.Scatter(x=[1], y=[2]), layout=before), values)
+        assert fast.to_plotly_json() == merged.to_plotly_json()
+    assert fast.layout.title.font.color == "red" and fast.layout.title.text == "a title<br>its subtitle"
