@@ -230,3 +230,30 @@ def in_process_server(app) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+# each visible list-box option (a <select size=N>, through Panel's shadow roots) whose text is wider than the box
+CUT_OPTIONS_JS = """
+() => {
+  const out = [], ctx = document.createElement('canvas').getContext('2d');
+  const walk = (root) => root.querySelectorAll('*').forEach((el) => {
+    if (el.shadowRoot) walk(el.shadowRoot);
+    if (el.tagName !== 'SELECT' || !(el.size > 1) || !el.checkVisibility()) return;
+    const style = getComputedStyle(el.options[0] || el);
+    ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const room = el.clientWidth - parseFloat(getComputedStyle(el).paddingLeft) - parseFloat(getComputedStyle(el).paddingRight)
+      - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    for (const option of el.options) {
+      const width = ctx.measureText(option.text).width;
+      if (width > room + 1) out.push(`«${option.text}» ${Math.round(width)} px in ${Math.round(room)} px`);
+    }
+  });
+  walk(document);
+  return out;
+}
+"""
+
+
+def cut_options(page) -> list[str]:
+    """Each row of a visible list box (the sample lists) too wide for the box, which the browser cuts off."""
+    return page.evaluate(CUT_OPTIONS_JS)

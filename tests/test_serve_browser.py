@@ -9,7 +9,18 @@ import re
 import numpy as np
 import pytest
 import torch
-from browser import ARTIFACTS, free_port, in_process_server, kdviz_server, offline_page, require_chromium, served, small_text, text_overlaps
+from browser import (
+    ARTIFACTS,
+    cut_options,
+    free_port,
+    in_process_server,
+    kdviz_server,
+    offline_page,
+    require_chromium,
+    served,
+    small_text,
+    text_overlaps,
+)
 from conftest import TinyCNN, gpt2_pair
 
 import kdviz
@@ -295,8 +306,9 @@ PRESENTED_RUNS = ("digits-cnn", "digits-vit", "charlm", "on-policy")
 
 def test_presentation_mode_draws_every_page_with_no_text_under_18_px(explained_demo_runs):
     """`kdviz serve --present` at 1440×900: on every page of four demo runs, every visible text (tabs, widget labels,
-    list entries, cards, tables, tick labels, cell text, colour bars, subtitles) is at least 18 px, and no two text
-    boxes of a plot intersect; ``?present=0`` opts a visitor out, which the same check sees."""
+    list entries, cards, tables, tick labels, cell text, colour bars, subtitles) is at least 18 px, no two text
+    boxes of a plot intersect and no row of a sample list is cut off by the sidebar; ``?present=0`` opts a visitor
+    out, which the same check sees."""
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     runs = [explained_demo_runs[name] for name in PRESENTED_RUNS]
@@ -311,6 +323,7 @@ def test_presentation_mode_draws_every_page_with_no_text_under_18_px(explained_d
                 page.wait_for_timeout(300)  # the last plot's text laid out
                 assert small_text(page, 18) == [], (run.name, title, small_text(page, 18)[:8])
                 assert text_overlaps(page) == [], (run.name, title, text_overlaps(page))
+                assert cut_options(page) == [], (run.name, title, cut_options(page)[:4])  # sample rows fit the sidebar
                 if title in ("Logits", "Attention"):
                     page.screenshot(path=str(ARTIFACTS / f"present-{run.name}-{title.lower()}.png"), full_page=True)
         page.goto(f"{url}/?run=digits-cnn&page=logits&present=0")

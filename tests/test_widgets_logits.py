@@ -191,3 +191,17 @@ def test_reverse_kl_fit_seeks_a_mode_and_forward_kl_covers_both():
         return np.sqrt(((x - mean) ** 2 * p).sum())
 
     assert spread(forward) > 1.5 > spread(reverse)  # the modes sit at ±2 with width 0.7
+
+
+def test_presentation_mode_lists_samples_in_rows_that_fit_the_sidebar(demo_runs):
+    """At 18 px the sidebar holds about 28 characters: a presented explorer lists a sample as index, divergence and
+    label/teacher/student (said in the list's tooltip), the same facts as the full row."""
+    run = demo_runs["digits-cnn"]
+    plain, presented = LogitExplorer(run, sample=406), LogitExplorer(run, sample=406, present=True)
+    z_t, z_s, y = run.teacher.logits[406], run.student.logits[406], run.labels[406]
+    kl = lm.kl(run.teacher.logits[:], run.student.logits[:], 4.0)[406]
+    row = next(label for label, i in presented.samples.options.items() if i == 406)
+    assert row == f"#406 kl {kl:.4f} · {y}/{z_t.argmax()}/{z_s.argmax()}" and len(row) <= 28
+    full = next(label for label, i in plain.samples.options.items() if i == 406)
+    assert f"label {y}, teacher {z_t.argmax()}, student {z_s.argmax()}" in full
+    assert presented.samples.description.startswith("each row: sample, divergence · label/teacher/student answer")

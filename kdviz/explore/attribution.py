@@ -53,8 +53,10 @@ class AttributionExplorer(Explorer):
                                         css_classes=["kd-agreement"])
         self.threshold_slider = self.control("threshold", pn.widgets.FloatSlider, start=0.0, end=1.0, step=0.05, width=220)
         self.order_menu = self.control("order", options=list(ORDERS), width=220)
-        self.samples = self.sample_list("samples", hint="click a histogram bar to list only its samples", size=10, width=560,
-                                        css_class="kd-attribution-list")
+        hint = "click a histogram bar to list only its samples"  # in presentation mode, after what a row holds
+        self.samples = self.sample_list(
+            "samples", hint=f"each row: sample, agreement · teacher/student answer; {hint}" if self.present else hint,
+            size=10, width=560, css_class="kd-attribution-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.note = pn.pane.Markdown("", margin=(0, 10))
         self.has_logits = data.logits("teacher") is not None
@@ -107,12 +109,16 @@ class AttributionExplorer(Explorer):
         return index[order]
 
     def row_label(self, sample: int, value: float) -> str:
-        text = f"#{sample:<5} {self.metric} = {value:+.3f}" if np.isfinite(value) else f"#{sample:<5} undefined"
+        """One line of the sample list: index, agreement and both answers (in presentation mode as teacher/student,
+        to fit the sidebar at 18 px)."""
         z_t, z_s = self.attribution.logits("teacher"), self.attribution.logits("student")
-        if z_t is not None and z_s is not None:
-            name = self.attribution.class_name
-            text += f"   teacher {name(int(z_t[sample].argmax()))}, student {name(int(z_s[sample].argmax()))}"
-        return text
+        name = self.attribution.class_name
+        answers = None if z_t is None or z_s is None else (name(int(z_t[sample].argmax())), name(int(z_s[sample].argmax())))
+        if self.present:
+            text = f"#{sample} {self.metric} {value:+.3f}" if np.isfinite(value) else f"#{sample} undefined"
+            return text + (f" · {answers[0]}/{answers[1]}" if answers else "")
+        text = f"#{sample:<5} {self.metric} = {value:+.3f}" if np.isfinite(value) else f"#{sample:<5} undefined"
+        return text + (f"   teacher {answers[0]}, student {answers[1]}" if answers else "")
 
     def shown_sample(self) -> int:
         """The selected sample when it was explained, else the first explained sample (said in the note)."""

@@ -56,8 +56,9 @@ class LogitExplorer(Explorer):
         has_labels = data.labels is not None and not tokens
         self.correctness_menu = self.control("correctness", options=["all", *QUADRANTS], disabled=not has_labels, width=220)
         self.order_menu = self.control("order", options=list(SORTS), width=200)
-        self.samples = self.sample_list("samples", hint="click a histogram bar to list only its samples", size=12, width=440,
-                                        css_class="kd-sample-list")
+        hint = "click a histogram bar to list only its samples"  # in presentation mode, after what a row holds
+        self.samples = self.sample_list("samples", hint=f"{data.row_legend('divergence')}; {hint}" if self.present else hint,
+                                        size=12, width=440, css_class="kd-sample-list")
         self.show_all = pn.widgets.Button(label="list all samples", visible=False, width=160)
         self.panes = {key: plot() for key in ("summary", "histogram", "detail", "classes")}
         self.show_all.on_click(lambda _event: self.show_bin(None))
@@ -104,7 +105,8 @@ class LogitExplorer(Explorer):
         self.visible = visible
         listed = visible if self.bin is None else data.visible(self.values, order=self.order, among=self.bin)
         sample = self.selection.sample
-        self.list_samples(self.samples, listed, lambda i: data.row_label(i, measure, self.values), LIST_ROWS)
+        self.list_samples(self.samples, listed, lambda i: data.row_label(i, measure, self.values, compact=self.present),
+                          LIST_ROWS)
         shown = visible.tolist().index(sample) if sample in set(visible.tolist()) else None
         unit = "samples" if data.task != "tokens" else "samples (mean over tokens)"
         self.show_figure("histogram", self.panes["histogram"], views.divergence_histogram(

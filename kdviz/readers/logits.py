@@ -162,14 +162,28 @@ class LogitData:
             index = index[np.argsort(values[index], kind="stable")]
         return index
 
-    def row_label(self, i: int, measure: str, values: np.ndarray) -> str:
-        """One line of a sample list: index, value, and for classification the label and both answers."""
+    def row_label(self, i: int, measure: str, values: np.ndarray, *, compact: bool = False) -> str:
+        """One line of a sample list: index, value, and for classification the label and both answers; ``compact``
+        (presentation mode, 18 px in the sidebar) gives them as label/teacher/student, which `row_legend` explains."""
+        if compact:
+            text = f"#{i} {measure} {values[i]:.4f}"
+            if self.task != "tokens":
+                names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
+                answers = [names[self.z_t[i].argmax()], names[self.z_s[i].argmax()]]
+                text += " · " + "/".join([names[self.labels[i]], *answers] if self.labels is not None else answers)
+            return text
         text = f"#{i:<5} {measure} {values[i]:.4f}"
         if self.task != "tokens":
             names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
             label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""
             text += f"   {label}teacher {names[self.z_t[i].argmax()]}, student {names[self.z_s[i].argmax()]}"
         return text
+
+    def row_legend(self, measure: str) -> str:
+        """What a compact row of `row_label` holds, for the list's tooltip."""
+        if self.task == "tokens":
+            return f"each row: sample, {measure}"
+        return f"each row: sample, {measure} · {'label/' if self.labels is not None else ''}teacher/student answer"
 
     def token_points(self, measure: str = "kl") -> dict[str, np.ndarray]:
         """Every real token of a language-model run, for the token map: ``entropy`` [M] (the teacher's), ``divergence``

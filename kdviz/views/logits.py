@@ -142,7 +142,9 @@ def sample_drilldown(
         fig.add_annotation(x=len(order) - 0.5, xref=xref, xanchor="right", y=0.98, yref=yref, yanchor="top", showarrow=False, align="right",
                            text=f"non-target mass (dark knowledge)<br>teacher {rest_t:.1%} · student {rest_s:.1%}",
                            font={"color": theme.NEUTRAL}, bgcolor=theme.rgba(theme.CARD, 0.8))
-        fig.add_annotation(x=0, xref=xref, y=1.02, yref="paper", showarrow=False, text="target", font={"color": theme.HIGHLIGHT})
+        # above the target's frame, not across its top edge; left-aligned with it, since it is wider than one bar
+        fig.add_annotation(x=-0.5, xref=xref, xanchor="left", y=1, yref="paper", yanchor="bottom", yshift=2, showarrow=False,
+                           text="target", font={"color": theme.HIGHLIGHT})
     fig.update_xaxes(title="class", type="category", row=1, col=col)
     fig.update_yaxes(title=f"probability at T={T:g}", rangemode="tozero", row=1, col=col,
                      **({"range": [0, 1.0], "dtick": 0.25} if fixed_axis else {}))
