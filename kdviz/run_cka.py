@@ -14,8 +14,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from kdviz.errors import InputError
-from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result
+from kdviz.metrics import features as fm
+from kdviz.metrics.features import MinibatchCKA, add_pooled_batch, cka_result, pool_features
+from kdviz.store import Run
 
 
 def cka_matrix(
@@ -100,11 +104,49 @@ def stored_layer(side: Any, name: str, tokens: str) -> Any:
     return side.summary_features(name) if tokens == "summary" else side.features(name)
 
 
+def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
+                    tokens: str = "mean") -> np.ndarray:
+    """[m, d] float64 CKA samples of one stored layer for the given rows, pooled as `metrics.features.pool_features`."""
+    side = run.teacher if role == "teacher" else run.student
+    array = stored_layer(side, name, tokens)
+    if not isinstance(rows, slice):
+        rows = np.sort(np.asarray(rows))
+    data = array[rows]
+    mask = run.attention_mask[rows] if run.attention_mask is not None else None
+    return pool_features(data, conv=conv, tokens=tokens, mask=mask, summary=summary_position(run)).double().numpy()
+
+
+
+def cka_along_steps(run: Any, *, samples: int = 512, cache: bool | str = "read") -> dict[str, np.ndarray]:
+    """Debiased CKA of each (teacher layer, student layer) feature pair of the run's layer map at every recorded step
+    [S], over the first ``samples`` samples: the Training page's CKA curves, by "teacher ↔ student" label. Empty when
+    the layer map is not over the features. Read from the run's cache (``kdviz.distill`` stores it) or computed, and
+    stored when ``cache`` is True."""
+    names_t, names_s, steps = run.teacher.feature_names, run.student.feature_names, run.steps
+    if run.meta["layer_map"]["unit"] != "features" or not names_t or not names_s or run.n_samples < 4 or not steps:
+        return {}
+    n = min(run.n_samples, samples)
+    pairs = [(int(s), int(t)) for s, t in run.layer_map]
+    labels = [f"{names_t[t]} ↔ {names_s[s]}" for s, t in pairs]
+    digest = hashlib.sha1(json.dumps([labels, list(map(int, steps)), n]).encode()).hexdigest()[:12]
+    key = f"training-cka-{digest}"
+    if cache and (hit := run.read_cache(key)) is not None:
+        return dict(zip(hit["attrs"]["labels"], hit["values"], strict=True))
+    teacher = {t: pooled_features(run, "teacher", names_t[t], slice(0, n)) for _, t in pairs}
+    values = np.asarray([[fm.cka(teacher[t], pooled_features(run.at_step(step), "student", names_s[s], slice(0, n)))
+                          for step in steps] for s, t in pairs])
+    if cache is True and not getattr(run, "remote", False):
+        run.write_cache(key, {"values": values}, {"labels": labels, "steps": list(map(int, steps))})
+    return dict(zip(labels, values, strict=True))
+
+
 def store_opening_cka(run: Any, *, progress: bool = False) -> bool:
     """Store in ``run`` the CKA its Features page opens with (debiased, conv maps flattened, tokens averaged: the
-    defaults of `cka_matrix`; at the last recorded step for a run with history). False when the run has no features
+    defaults of `cka_matrix`; at the last recorded step for a run with history) and, for a run with history, the
+    Training page's CKA curves (`cka_along_steps`). False when the run has no features
     of one model or is published read-only (a run on object storage), so there is nothing to store."""
     if not run.teacher.feature_names or not run.student.feature_names or getattr(run, "remote", False):
         return False
     cka_matrix(run.at_step() if run.steps else run, cache=True, progress=progress)
+    cka_along_steps(run, cache=True)  # the Training page's curves, for a run with history
     return True

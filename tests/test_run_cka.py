@@ -75,3 +75,24 @@ def test_batch_bounds_cover_every_sample_once_with_no_batch_too_small(n, batch_s
     sizes = [stop - start for start, stop in bounds]
     assert all(size >= smallest for size in sizes) or len(bounds) == 1
     assert all(size <= batch_size for size in sizes[:-1]) and sizes[-1] < batch_size + smallest
+
+
+def test_a_distilled_run_holds_its_training_pages_cka_curves(demo_runs, monkeypatch):
+    """`kdviz.distill` stores the debiased CKA of each layer-map pair at every step (1.9 s of the Training page's
+    first open on digits-cnn); the stored curves equal a fresh computation, checked pair by pair against `fm.cka`."""
+    from kdviz.readers.training import TrainingData
+
+    run = demo_runs["digits-cnn"]
+    fresh = run_cka.cka_along_steps(run, cache=False)
+    assert len(fresh) == len(run.layer_map) and all(len(v) == len(run.steps) for v in fresh.values())
+    s, t = run.layer_map[-1]
+    n = min(run.n_samples, 512)
+    last = run.at_step(run.steps[-1])
+    expected = fm.cka(run_cka.pooled_features(run, "teacher", run.teacher.feature_names[t], slice(0, n)),
+                      run_cka.pooled_features(last, "student", run.student.feature_names[s], slice(0, n)))
+    assert fresh[f"{run.teacher.feature_names[t]} ↔ {run.student.feature_names[s]}"][-1] == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(run_cka.fm, "cka", refuse)
+    stored = TrainingData.from_run(run).cka
+    assert stored.keys() == fresh.keys()
+    for label, values in fresh.items():
+        np.testing.assert_allclose(stored[label], values, rtol=1e-12)

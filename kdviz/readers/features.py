@@ -10,24 +10,11 @@ from typing import Any
 import numpy as np
 
 from kdviz.metrics import relations
-from kdviz.metrics.features import pool_features
-from kdviz.run_cka import cka_matrix, stored_layer, summary_position
+from kdviz.run_cka import cka_matrix, pooled_features, stored_layer, summary_position
 from kdviz.store import Run
 
 __all__ = ["alignment_scores", "cka_matrix", "feature_layer_map", "first_labels", "pooled_features", "stored_layer",
            "summary_position"]
-
-
-def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *, conv: str = "flatten",
-                    tokens: str = "mean") -> np.ndarray:
-    """[m, d] float64 CKA samples of one stored layer for the given rows, pooled as `metrics.features.pool_features`."""
-    side = run.teacher if role == "teacher" else run.student
-    array = stored_layer(side, name, tokens)
-    if not isinstance(rows, slice):
-        rows = np.sort(np.asarray(rows))
-    data = array[rows]
-    mask = run.attention_mask[rows] if run.attention_mask is not None else None
-    return pool_features(data, conv=conv, tokens=tokens, mask=mask, summary=summary_position(run)).double().numpy()
 
 
 def feature_layer_map(run: Run) -> list[tuple[int, int]] | None:

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kdviz.errors import MissingDataError
-from kdviz.metrics import features as fm
 from kdviz.metrics import logits as lm
 from kdviz.metrics.calibration import ece
-from kdviz.readers.features import pooled_features
+from kdviz.run_cka import cka_along_steps
 from kdviz.store import Run
 
 
@@ -44,7 +43,7 @@ class TrainingData:
         data.losses = {name: np.asarray([info.get("losses", {}).get(name, np.nan) for info in infos]) for name in names}
         rows = [_step_series(run.at_step(s)) for s in steps]
         data.series = {key: np.asarray([row.get(key, np.nan) for row in rows], dtype=float) for key in rows[0]}
-        data.cka = _cka_along_map(run, steps)
+        data.cka = cka_along_steps(run)  # stored by kdviz.distill; computed (not stored) for other runs
         return data
 
 
@@ -69,18 +68,3 @@ def _step_series(run: Run) -> dict[str, float]:
         valid = np.isfinite(true_prob) & (true_prob > 0)
         out["ce"] = float(-np.log(true_prob[valid]).mean()) if valid.any() else float("nan")
     return out
-
-
-def _cka_along_map(run: Run, steps: list[int]) -> dict[str, np.ndarray]:
-    """Debiased CKA of each (teacher layer, student layer) feature pair of the run's layer map, per step."""
-    names_t, names_s = run.teacher.feature_names, run.student.feature_names
-    if run.meta["layer_map"]["unit"] != "features" or not names_t or not names_s or run.n_samples < 4:
-        return {}
-    n = min(run.n_samples, 512)
-    teacher = {t: pooled_features(run, "teacher", names_t[t], slice(0, n)) for _, t in run.layer_map}
-    series: dict[str, np.ndarray] = {}
-    for s, t in run.layer_map:
-        label = f"{names_t[t]} ↔ {names_s[s]}"
-        series[label] = np.asarray([fm.cka(teacher[t], pooled_features(run.at_step(step), "student", names_s[s], slice(0, n)))
-                                    for step in steps])
-    return series
