@@ -24,6 +24,8 @@ def open_session(url: str, page: str = "overview") -> float:
     import panel.models.plotly  # noqa: F401  (registers Panel's Bokeh models, so the client can read the document)
     from bokeh.client import pull_session
 
+    import kdviz.explore.redraw_once  # noqa: F401  (and the data model of the page's RedrawOnce, made with its class)
+
     start = time.perf_counter()
     session = pull_session(url=url, arguments={"page": page})
     elapsed = time.perf_counter() - start

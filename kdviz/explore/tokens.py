@@ -113,11 +113,13 @@ class TokenExplorer(Explorer):
             where=(points["sample"], points["position"])))
 
     def _label(self, i: int) -> str:
-        value = f"#{i:<5} {self.values[i]:.4f} nats"
+        """A list row: index, mean divergence, whose continuation it is and the text's start (in presentation mode
+        without it: at 18 px the sidebar holds about 28 characters, and the open text is shown beside)."""
+        value = f"#{i} {self.values[i]:.4f} nats" if self.present else f"#{i:<5} {self.values[i]:.4f} nats"
         if self.generations is not None:  # whose continuation this text is
             value += " on-policy " if self.generations.columns["writer"][i] == 0 else " off-policy"
-        if self.texts is None:
-            return value
+        if self.texts is None or self.present:
+            return value.rstrip()
         preview = self.texts[i].replace("\n", " ").strip()
         return f"{value}   {display_token(preview[:PREVIEW])}{'…' if len(preview) > PREVIEW else ''}"
 
