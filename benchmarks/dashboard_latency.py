@@ -140,7 +140,12 @@ def measure(page, change, done_js: str, repeats: int) -> tuple[list[float], list
         SERVER_TIMES.clear()
         start = time.perf_counter()
         change(i)
-        page.wait_for_function(done_js(i), polling="raf", timeout=60_000)
+        try:
+            page.wait_for_function(done_js(i), polling="raf", timeout=60_000)
+        except Exception:  # say what the page shows instead, then fail
+            shown = [(p["title"][:60], p["sub"][:60]) for p in page.evaluate(PLOTS)]
+            print(f"change {i} was not drawn in 60 s; the page shows {shown}", flush=True)
+            raise
         elapsed = time.perf_counter() - start
         if i:  # the first change warms caches
             latencies.append(elapsed)
