@@ -116,7 +116,6 @@ def pooled_features(run: Run, role: str, name: str, rows: slice | np.ndarray, *,
     return pool_features(data, conv=conv, tokens=tokens, mask=mask, summary=summary_position(run)).double().numpy()
 
 
-
 def cka_along_steps(run: Any, *, samples: int = 512, cache: bool | str = "read") -> dict[str, np.ndarray]:
     """Debiased CKA of each (teacher layer, student layer) feature pair of the run's layer map at every recorded step
     [S], over the first ``samples`` samples: the Training page's CKA curves, by "teacher ↔ student" label. Empty when
@@ -143,8 +142,8 @@ def cka_along_steps(run: Any, *, samples: int = 512, cache: bool | str = "read")
 def store_opening_cka(run: Any, *, progress: bool = False) -> bool:
     """Store in ``run`` the CKA its Features page opens with (debiased, conv maps flattened, tokens averaged: the
     defaults of `cka_matrix`; at the last recorded step for a run with history) and, for a run with history, the
-    Training page's CKA curves (`cka_along_steps`). False when the run has no features
-    of one model or is published read-only (a run on object storage), so there is nothing to store."""
+    Training page's CKA curves (`cka_along_steps`). False when the run has no features of one model or is published
+    read-only (a run on object storage), so there is nothing to store."""
     if not run.teacher.feature_names or not run.student.feature_names or getattr(run, "remote", False):
         return False
     cka_matrix(run.at_step() if run.steps else run, cache=True, progress=progress)
