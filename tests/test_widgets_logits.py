@@ -197,11 +197,11 @@ def test_presentation_mode_lists_samples_in_rows_that_fit_the_sidebar(demo_runs)
     """At 18 px the sidebar holds about 28 characters: a presented explorer lists a sample as index, divergence and
     label/teacher/student (said in the list's tooltip), the same facts as the full row."""
     run = demo_runs["digits-cnn"]
-    plain, presented = LogitExplorer(run, sample=406), LogitExplorer(run, sample=406, present=True)
+    presented = LogitExplorer(run, sample=406, present=True)
     z_t, z_s, y = run.teacher.logits[406], run.student.logits[406], run.labels[406]
-    kl = lm.kl(run.teacher.logits[:], run.student.logits[:], 4.0)[406]
+    kl = lm.kl(run.teacher.logits[:], run.student.logits[:], 4.0)
     row = next(label for label, i in presented.samples.options.items() if i == 406)
-    assert row == f"#406 kl {kl:.4f} · {y}/{z_t.argmax()}/{z_s.argmax()}" and len(row) <= 28
-    full = next(label for label, i in plain.samples.options.items() if i == 406)
+    assert row == f"#406 kl {kl[406]:.4f} · {y}/{z_t.argmax()}/{z_s.argmax()}" and len(row) <= 28
+    full = presented.logit_data.row_label(406, "kl", kl)  # as a notebook or the dashboard lists it
     assert f"label {y}, teacher {z_t.argmax()}, student {z_s.argmax()}" in full
     assert presented.samples.description.startswith("each row: sample, divergence · label/teacher/student answer")
