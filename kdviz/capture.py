@@ -155,7 +155,7 @@ def capture(
         distributed_module.capture_in_parts(session, Path(final_path).expanduser().absolute(), overwrite, make_meta)
         run = Run.open(final_path)
         if cka and shard.rank == 0:  # the rank that committed the run
-            store_cka(run, progress)
+            store_cka(run, progress, run.name)
         return run
     with RunWriter(final_path, overwrite=overwrite, storage_options=storage_options) as writer:
         for records in session:
@@ -166,17 +166,20 @@ def capture(
                     check_free_space(expected, final_path)
             writer.append_batch(records)
         # the run's opening CKA is stored before it is moved into place or published, so it arrives with the run
-        writer.commit(make_meta(), before_publish=(lambda written: store_cka(Run.open(written), progress)) if cka else None)
+        writer.commit(make_meta(), before_publish=(
+            lambda written: store_cka(Run.open(written), progress, remote.url_name(os.fspath(final_path)).removesuffix(".kdviz")))
+            if cka else None)
     return Run.open(final_path, storage_options=storage_options)
 
 
-def store_cka(run: Run, progress: bool) -> None:
-    """`run_cka.store_opening_cka` for a run just captured. A run whose features give no CKA (too few samples, a
-    non-finite value) is still a run: the Features page says why when it is opened, and a warning says so now."""
+def store_cka(run: Run, progress: bool, name: str) -> None:
+    """`run_cka.store_opening_cka` for a run just captured (``name``: the run's final name, since it may still lie in
+    its temporary directory). A run whose features give no CKA (too few samples, a non-finite value) is still a run:
+    the Features page says why when it is opened, and a warning says so now."""
     try:
         run_cka.store_opening_cka(run, progress=progress)
     except KdvizError as exc:
-        warnings.warn(f"run {run.name!r} was captured, but its CKA could not be stored: {exc}", stacklevel=3)
+        warnings.warn(f"run {name!r} was captured, but its CKA could not be stored: {exc}", stacklevel=3)
 
 
 def estimate(teacher: nn.Module, student: nn.Module, data: Any, **options: Any) -> CaptureEstimate:

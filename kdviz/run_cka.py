@@ -78,7 +78,6 @@ def cka_matrix(
     return result
 
 
-
 def batch_bounds(n: int, batch_size: int, *, smallest: int = 1) -> list[tuple[int, int]]:
     """(start, stop) of each batch of ``batch_size`` over ``n`` samples; a last batch under ``smallest`` samples (the
     debiased HSIC needs 4) joins the one before it, so a run of 257 samples has CKA too."""

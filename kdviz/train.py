@@ -250,7 +250,7 @@ class Recorder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         run = Run.open(self.path)
-        store_cka(run, progress=False)
+        store_cka(run, False, run.name)
         return run
 
 

@@ -96,3 +96,9 @@ def test_a_distilled_run_holds_its_training_pages_cka_curves(demo_runs, monkeypa
     assert stored.keys() == fresh.keys()
     for label, values in fresh.items():
         np.testing.assert_allclose(stored[label], values, rtol=1e-12)
+
+
+def test_a_run_whose_cka_cannot_be_computed_is_still_written_with_a_warning_that_names_it(tmp_path):
+    with pytest.warns(UserWarning, match=r"run 'tiny-3' was captured, but its CKA could not be stored: .*needs n ≥ 4"):
+        run = tiny_capture(tmp_path, 3)
+    assert run.n_samples == 3 and not any(key.startswith("cache/") for key in run.array_keys())

@@ -85,6 +85,5 @@ LOADER_JS = """
     const figure = JSON.parse(data.textContent);
     await Plotly.newPlot(document.getElementById(data.dataset.figure), figure.data, figure.layout, CONFIG);
   }
-  document.body.dataset.kdDrawn = '1';
 })();
 """

@@ -47,14 +47,13 @@ function install(Plotly) {
   };
 }
 
-export function render({ el }) {
+export function render() {
   let tries = 0;
   const attempt = () => {
     if (window.Plotly) install(window.Plotly);
     else if (tries++ < 600) setTimeout(attempt, 50);
   };
   attempt();
-  el.dataset.kdvizRedrawOnce = "1";
 }
 """
 

@@ -165,19 +165,15 @@ class LogitData:
     def row_label(self, i: int, measure: str, values: np.ndarray, *, compact: bool = False) -> str:
         """One line of a sample list: index, value, and for classification the label and both answers; ``compact``
         (presentation mode, 18 px in the sidebar) gives them as label/teacher/student, which `row_legend` explains."""
-        if compact:
-            text = f"#{i} {measure} {values[i]:.4f}"
-            if self.task != "tokens":
-                names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
-                answers = [names[self.z_t[i].argmax()], names[self.z_s[i].argmax()]]
-                text += " · " + "/".join([names[self.labels[i]], *answers] if self.labels is not None else answers)
+        text = f"#{i} {measure} {values[i]:.4f}" if compact else f"#{i:<5} {measure} {values[i]:.4f}"
+        if self.task == "tokens":
             return text
-        text = f"#{i:<5} {measure} {values[i]:.4f}"
-        if self.task != "tokens":
-            names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
-            label = f"label {names[self.labels[i]]}, " if self.labels is not None else ""
-            text += f"   {label}teacher {names[self.z_t[i].argmax()]}, student {names[self.z_s[i].argmax()]}"
-        return text
+        names = self.class_names or [str(c) for c in range(self.z_t.shape[1])]
+        label = names[self.labels[i]] if self.labels is not None else None
+        teacher, student = names[self.z_t[i].argmax()], names[self.z_s[i].argmax()]
+        if compact:
+            return text + " · " + "/".join(([label] if label is not None else []) + [teacher, student])
+        return text + f"   {f'label {label}, ' if label is not None else ''}teacher {teacher}, student {student}"
 
     def row_legend(self, measure: str) -> str:
         """What a compact row of `row_label` holds, for the list's tooltip."""
